@@ -1,0 +1,77 @@
+# pallet — set-up, demo, tests and benchmarks.
+# `make demo` and `make test` install everything they need themselves.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+BUILD    := build
+IMAGE    := $(BUILD)/busybox.tar
+DATA_ROOT ?= /var/lib/pallet
+EXEC_ROOT ?= /run/pallet
+SOCK     := $(EXEC_ROOT)/pallet.sock
+PALLET   := $(VENV)/bin/pallet -H unix://$(SOCK)
+APT_PKGS := busybox-static iptables docker.io containerd runc tini skopeo \
+            docker-registry bats tmux iproute2 procps
+# PYTHONDONTWRITEBYTECODE is set on the developers' machines; users have .pyc
+# caches, so the demo and the benchmarks run without it.
+unexport PYTHONDONTWRITEBYTECODE
+
+.PHONY: setup apt venv image demo demo-stop test unit proto bench clean
+
+setup: apt venv image
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(IMAGE): $(VENV)/.installed plugins/store_overlay/builtin.py
+	mkdir -p $(BUILD)
+	$(PY) -m pallet.plugins.store_overlay.builtin $(IMAGE)
+
+image: $(IMAGE)
+
+demo: setup
+	@if ! $(PALLET) version >/dev/null 2>&1; then \
+		echo "starting palletd (data root $(DATA_ROOT), exec root $(EXEC_ROOT))"; \
+		mkdir -p $(EXEC_ROOT); \
+		setsid $(VENV)/bin/palletd --data-root $(DATA_ROOT) --exec-root $(EXEC_ROOT) \
+			--pidfile $(EXEC_ROOT)/palletd.pid >$(EXEC_ROOT)/palletd.log 2>&1 < /dev/null & \
+		for i in $$(seq 100); do $(PALLET) version >/dev/null 2>&1 && break; sleep 0.1; done; \
+	fi
+	$(PALLET) load -i $(IMAGE)
+	$(PALLET) run --rm busybox echo "hello from a pallet container"
+	$(PALLET) run --name demo-$$$$ busybox sh -c 'echo "I am PID $$$$ in $$(hostname)"'
+	$(PALLET) ps -a
+	$(PALLET) images
+	@echo
+	@echo "palletd keeps running: DOCKER_HOST=unix://$(SOCK) docker ps -a"
+	@echo "stop it with: make demo-stop"
+
+demo-stop:
+	@if [ -f $(EXEC_ROOT)/palletd.pid ]; then kill $$(cat $(EXEC_ROOT)/palletd.pid); fi
+
+test: setup
+	$(PY) -m pytest -q tests
+
+unit: venv
+	$(PY) -m pytest -q -m "not root" tests
+
+proto: venv
+	$(PY) core/proto/generate.py
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(BUILD)

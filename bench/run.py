@@ -1,0 +1,109 @@
+"""pallet against the real Docker, same docker CLI, same run.
+
+    .venv/bin/python bench/run.py [--runs 15] [--only NAME,...]
+
+Starts palletd and (when Debian's docker.io is installed) a real dockerd, each
+with its own roots and socket, loads the same built-in busybox image into both,
+and prints each figure for both engines with the ratio pallet/docker.  Lower is
+better for times and memory.  Targets are written next to each figure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engines import Docker, Pallet, _pids_mentioning, pss_kib  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_TAR = os.path.join(ROOT, "build", "busybox.tar")
+
+
+def timed(fn, runs: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+def bench_run_rm(engine, runs):
+    return timed(lambda: engine.docker("run", "--rm", "--network", "none", "busybox", "true"), runs)
+
+
+def bench_ps(engine, runs):
+    return timed(lambda: engine.docker("ps"), runs)
+
+
+def bench_shim_pss(engine, runs, count=5):
+    """Mean PSS (KiB) of the per-container shim over ``count`` running containers."""
+    ids = [engine.docker("run", "-d", "--network", "none", "busybox", "sleep", "600")
+           .stdout.decode().strip() for _ in range(count)]
+    time.sleep(1.0)
+    try:
+        prefix = "pallet-shim" if engine.name == "pallet" else "containerd-shim"
+        shims = []
+        for pid in _pids_mentioning(engine.root):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if comm.startswith(prefix[:15]):
+                shims.append(pid)
+        if not shims:
+            return float("nan")
+        return sum(pss_kib(p) for p in shims) / count
+    finally:
+        engine.docker("rm", "-f", *ids, check=False)
+
+
+BENCHES = [
+    ("run --rm busybox true (ms, median)", bench_run_rm),
+    ("ps (ms, median)", bench_ps),
+    ("shim PSS per running container (KiB)", bench_shim_pss),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    if not os.path.exists(IMAGE_TAR):
+        subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", IMAGE_TAR],
+                       check=True)
+    engines = [Pallet()]
+    if Docker.available():
+        engines.append(Docker())
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for e in engines:
+            e.start()
+            e.docker("load", "-i", IMAGE_TAR)
+        for title, fn in BENCHES:
+            if args.only and not any(k in title for k in args.only.split(",")):
+                continue
+            results[title] = {e.name: fn(e, args.runs) for e in engines}
+    finally:
+        for e in engines:
+            e.stop()
+    width = max(len(t) for t in results) if results else 10
+    print(f"{'benchmark':<{width}}  {'pallet':>10}  {'docker':>10}  {'ratio':>7}")
+    for title, row in results.items():
+        p, d = row.get("pallet"), row.get("docker")
+        ratio = f"{p / d:.2f}x" if p is not None and d else "-"
+        print(f"{title:<{width}}  {p:>10.1f}  {d if d is not None else float('nan'):>10.1f}  {ratio:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Plugin loading and the kernel object every hook receives.
+
+Plugins are found with stevedore in the entry-point group ``pallet.plugins``,
+the built-in ones exactly like third-party ones.  Each plugin module declares
+``PALLET_ROLE`` (a role of ``hookspecs.ROLES``, or ``None`` for an extension
+plugin that only takes part in pipelines and events).  The configuration says
+which plugin fills each role; only that one is registered for the role, so
+provider hooks have a single answer.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import attrs
+
+from pallet.core import hookspecs
+from pallet.core.config import Config
+from pallet.core.errors import ConfigError
+from pallet.core.paths import Paths
+
+GROUP = "pallet.plugins"
+log = logging.getLogger("pallet.kernel")
+
+
+@attrs.frozen
+class PluginInfo:
+    """One discovered plugin: its entry-point name, role and distribution."""
+
+    name: str
+    role: str | None
+    distribution: str
+    version: str
+    module: object = attrs.field(repr=False, eq=False)
+
+
+def discover() -> dict[str, PluginInfo]:
+    """Import every plugin of the entry-point group and describe it.
+
+    A plugin that fails to import stops start-up with its name and the error,
+    rather than silently leaving its role empty.
+    """
+    from stevedore import ExtensionManager
+
+    failures: list[str] = []
+
+    def on_failure(_manager, entrypoint, exc):
+        failures.append(f"plugin {entrypoint.name} ({entrypoint.value}): {exc}")
+
+    manager = ExtensionManager(GROUP, invoke_on_load=False,
+                               on_load_failure_callback=on_failure)
+    if failures:
+        raise ConfigError("cannot load " + "; ".join(failures))
+    found: dict[str, PluginInfo] = {}
+    for ext in manager.extensions:
+        dist = getattr(ext.entry_point, "dist", None)
+        role = getattr(ext.plugin, "PALLET_ROLE", None)
+        if role is not None and role not in hookspecs.ROLES:
+            raise ConfigError(f"plugin {ext.name} declares unknown role {role!r}")
+        found[ext.name] = PluginInfo(
+            name=ext.name, role=role,
+            distribution=dist.metadata["Name"] if dist else "?",
+            version=dist.version if dist else "?",
+            module=ext.plugin)
+    return found
+
+
+def resolve_roles(config: Config, found: dict[str, PluginInfo]) -> dict[str, str]:
+    """Map each role to the configured plugin, or refuse with one clear line.
+
+    A role left empty, filled twice, or naming a plugin that is not installed
+    (or that fills another role) is an error naming the role and the installed
+    candidates.
+    """
+    chosen: dict[str, str] = {}
+    for role, default in hookspecs.ROLES.items():
+        candidates = sorted(p.name for p in found.values() if p.role == role)
+        value = config.roles.get(role, default)
+        if isinstance(value, (tuple, list)):
+            if len(value) != 1:
+                what = "filled twice" if len(value) > 1 else "left empty"
+                raise ConfigError(f"role {role} is {what} ({', '.join(value) or 'no plugin'}); "
+                                  f"installed candidates: [{', '.join(candidates)}]")
+            value = value[0]
+        if not value:
+            raise ConfigError(f"role {role} is left empty; installed candidates: "
+                              f"[{', '.join(candidates)}]")
+        plugin = found.get(value)
+        if plugin is None or plugin.role != role:
+            why = "is not installed" if plugin is None else f"fills role {plugin.role}"
+            raise ConfigError(f"role {role}: configured {value}, which {why}; "
+                              f"installed candidates: [{', '.join(candidates)}]")
+        chosen[role] = value
+    for role in config.roles:
+        if role not in hookspecs.ROLES:
+            raise ConfigError(f"configuration names unknown role {role}; "
+                              f"roles are [{', '.join(hookspecs.ROLES)}]")
+    return chosen
+
+
+class Kernel:
+    """The loaded configuration and plugins of one process.
+
+    Build it with :meth:`load`.  ``kernel.hook`` calls hooks; ``provide(role)``
+    returns (and caches) the object of the plugin that fills a role.
+    """
+
+    def __init__(self, config: Config, paths: Paths, plugins: dict[str, PluginInfo],
+                 roles: dict[str, str], loaded_roles: Iterable[str]):
+        import pluggy
+
+        self.config = config
+        self.paths = paths
+        self.plugins = plugins
+        self.roles = roles
+        self.loaded_roles = frozenset(loaded_roles)
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._provided: dict[str, object] = {}
+        self.ext: dict[str, object] = {}  # room for plugins to share process-wide objects
+
+    @classmethod
+    def load(cls, config: Config | None = None, *, paths: Paths | None = None,
+             roles: Iterable[str] | None = None, extensions: bool = True) -> "Kernel":
+        """Discover plugins, check every role and register those this process needs.
+
+        ``roles`` limits the role plugins registered (all by default);
+        ``extensions`` registers the extension plugins that are not disabled.
+        Every role is checked even when not loaded, so that a broken
+        configuration is refused at start-up wherever it is read.
+        """
+        config = config if config is not None else Config.load()
+        if paths is None:
+            paths = Paths(config.daemon.get("data-root", Paths.data_root),
+                          config.daemon.get("exec-root", Paths.exec_root))
+        found = discover()
+        chosen = resolve_roles(config, found)
+        wanted = list(hookspecs.ROLES) if roles is None else list(roles)
+        kernel = cls(config, paths, found, chosen, wanted)
+        for role in wanted:
+            info = found[chosen[role]]
+            kernel.pm.register(info.module, name=info.name)
+        if extensions:
+            for info in found.values():
+                if info.role is None and info.name not in config.disabled:
+                    kernel.pm.register(info.module, name=info.name)
+        kernel.hook.pallet_configure(kernel=kernel)
+        return kernel
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    def provide(self, role: str):
+        """The object of the plugin that fills ``role`` (created once)."""
+        if role not in self._provided:
+            if role not in self.loaded_roles:
+                raise ConfigError(f"role {role} is not loaded in this process")
+            caller = getattr(self.hook, f"pallet_provide_{role}")
+            obj = caller(kernel=self)
+            if obj is None:
+                raise ConfigError(f"plugin {self.roles[role]} provides nothing for role {role}")
+            self._provided[role] = obj
+        return self._provided[role]
+
+    def has_role(self, role: str) -> bool:
+        """Whether a plugin for ``role`` is registered in this process."""
+        return role in self.loaded_roles
+
+    def plugin_config(self, name: str) -> dict:
+        """The ``[plugins.<name>]`` configuration section (a fresh dict)."""
+        return self.config.plugin_section(name)
+
+    def loaded_plugins(self) -> list[PluginInfo]:
+        """The plugins registered in this process."""
+        names = {name for name, _ in self.pm.list_name_plugin()}
+        return [p for p in self.plugins.values() if p.name in names]
+
+    def notify(self, event: str, **kwargs) -> None:
+        """Call the event hook ``pallet_on_<event>``; a failing plugin is logged, not raised."""
+        try:
+            getattr(self.hook, f"pallet_on_{event}")(kernel=self, **kwargs)
+        except Exception:  # an event listener must not break the engine
+            log.exception("plugin hook pallet_on_%s failed", event)
+
+
+def format_plugin_table(found: dict[str, PluginInfo]) -> str:
+    """The table ``palletd --list-plugins`` prints."""
+    rows = [("NAME", "ROLE", "DISTRIBUTION", "VERSION")]
+    order = {r: i for i, r in enumerate(hookspecs.ROLES)}
+    for p in sorted(found.values(), key=lambda p: (order.get(p.role, 99), p.name)):
+        rows.append((p.name, p.role or "extension", p.distribution, p.version))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -83,6 +83,10 @@ class Engine:
 class Pallet(Engine):
     name = "pallet"
 
+    def __init__(self, *extra_args: str) -> None:
+        super().__init__()
+        self.extra_args = list(extra_args)
+
     def start(self) -> "Pallet":
         data, run = os.path.join(self.root, "d"), os.path.join(self.root, "r")
         self.data_root, self.exec_root = data, run
@@ -90,7 +94,7 @@ class Pallet(Engine):
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.proc = subprocess.Popen(
             [os.path.join(VENV_BIN, "palletd"), "-H", f"unix://{self.sock}",
-             "--data-root", data, "--exec-root", run],
+             "--data-root", data, "--exec-root", run, *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _wait_socket(self.sock, self.proc, "palletd")
         return self

@@ -51,9 +51,14 @@ def discover() -> dict[str, PluginInfo]:
                                on_load_failure_callback=on_failure)
     if failures:
         raise ConfigError("cannot load " + "; ".join(failures))
+    # stevedore's cached entry points do not carry their distribution: ask
+    # importlib.metadata which distribution declares each one
+    from importlib.metadata import entry_points
+
+    dists = {(ep.name, ep.value): ep.dist for ep in entry_points(group=GROUP)}
     found: dict[str, PluginInfo] = {}
     for ext in manager.extensions:
-        dist = getattr(ext.entry_point, "dist", None)
+        dist = dists.get((ext.entry_point.name, ext.entry_point.value))
         role = getattr(ext.plugin, "PALLET_ROLE", None)
         if role is not None and role not in hookspecs.ROLES:
             raise ConfigError(f"plugin {ext.name} declares unknown role {role!r}")

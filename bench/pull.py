@@ -1,0 +1,167 @@
+"""Pull benchmark: pallet's registry client against the real Docker, same
+registry, same image, same run.
+
+The image (built here: random data files, >= 100 MB in >= 4 gzip layers) is
+pushed with skopeo to Debian's docker-registry on 127.0.0.1.  Then, in turns:
+
+* docker: a private dockerd (own roots, ``--bridge=none --iptables=false``,
+  ``--insecure-registry``) runs ``docker pull``; ``docker rmi`` between runs;
+* pallet: :func:`pallet.plugins.store_overlay.pull.pull` into a fresh store
+  with the overlayfs snapshotter (fetch, verify, unpack), in-process — what
+  palletd or pallet-ctr run — and the same as a new process (``pallet-pull``
+  below: interpreter start and imports included, like a CLI).
+
+Prints one JSON line per measure and the ratios (target: pallet <= 1.0x docker)::
+
+    python bench/pull.py [--size-mb 104] [--layers 4] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "registry"))
+
+CHILD = r"""
+import asyncio, sys, time
+t0 = time.monotonic()
+from pallet.plugins.store_overlay.store import ImageStore
+from pallet.plugins.store_overlay.pull import pull
+root = sys.argv[1]
+st = ImageStore(root + "/content", root + "/meta/meta.db",
+                {n: f"{root}/snapshots-{n}" for n in ("overlayfs", "native")}, "overlayfs")
+asyncio.run(pull(sys.argv[2], st.target("moby")))
+"""
+
+
+def build_image(base: str, size_mb: int, layers: int) -> str:
+    """An OCI layout of random files, ``size_mb`` MB in ``layers`` gzip layers."""
+    from registry_helpers import oci_image, oci_layout
+
+    per = size_mb * 1_000_000 // layers
+    files = []
+    for i in range(layers):
+        # a few files per layer: random data, as the issue asks
+        files.append({f"data/l{i}/f{j}": os.urandom(per // 4) for j in range(4)})
+    layout = os.path.join(base, "layout")
+    desc = oci_image(layout, files, compression="gzip")
+    oci_layout(layout, [desc], "v1")
+    return layout
+
+
+def start_docker(registry_host: str):
+    from engines import Docker
+
+    class DockerForPull(Docker):
+        def start(self):
+            data, run = os.path.join(self.root, "d"), os.path.join(self.root, "r")
+            self.proc = subprocess.Popen(
+                ["/usr/sbin/dockerd", "-H", f"unix://{self.sock}", "--data-root", data,
+                 "--exec-root", run, "--pidfile", os.path.join(self.root, "d.pid"),
+                 "--bridge=none", "--iptables=false", "--ip-masq=false",
+                 "--insecure-registry", registry_host],
+                stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            from engines import _wait_socket
+            _wait_socket(self.sock, self.proc, "dockerd")
+            return self
+    return DockerForPull().start()
+
+
+def pallet_in_process(ref: str) -> float:
+    from pallet.plugins.store_overlay.pull import pull
+    from pallet.plugins.store_overlay.store import ImageStore
+
+    root = tempfile.mkdtemp(prefix="pb-pp-", dir="/tmp")
+    try:
+        st = ImageStore(root + "/content", root + "/meta/meta.db",
+                        {n: f"{root}/snapshots-{n}" for n in ("overlayfs", "native")},
+                        "overlayfs")
+        t = time.monotonic()
+        asyncio.run(pull(ref, st.target("moby")))
+        elapsed = time.monotonic() - t
+        st.close()
+        return elapsed
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pallet_process(ref: str) -> float:
+    root = tempfile.mkdtemp(prefix="pb-pq-", dir="/tmp")
+    try:
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", CHILD, root, ref], check=True)
+        return time.monotonic() - t
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def docker_pull(engine, ref: str) -> float:
+    t = time.monotonic()
+    engine.docker("pull", "-q", ref)
+    elapsed = time.monotonic() - t
+    engine.docker("rmi", ref)
+    return elapsed
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mb", type=int, default=104)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from registry_helpers import RegistryServer, skopeo_copy
+
+    base = tempfile.mkdtemp(prefix="pb-pull-", dir="/tmp")
+    registry = docker = None
+    try:
+        layout = build_image(base, args.size_mb, args.layers)
+        registry = RegistryServer(os.path.join(base, "reg")).start()
+        ref = f"{registry.host}/bench/big:v1"
+        skopeo_copy(f"oci:{layout}:v1", f"docker://{ref}")
+        results: dict[str, list[float]] = {"docker": [], "pallet": [], "pallet-process": []}
+        docker = start_docker(registry.host)
+        docker_pull(docker, ref)  # warm: registry's page cache, daemon start-up paths
+        pallet_in_process(ref)
+        for _ in range(args.runs):
+            drop_caches()
+            results["docker"].append(docker_pull(docker, ref))
+            drop_caches()
+            results["pallet"].append(pallet_in_process(ref))
+            drop_caches()
+            results["pallet-process"].append(pallet_process(ref))
+        med = {k: statistics.median(v) for k, v in results.items()}
+        for k, v in results.items():
+            print(json.dumps({"bench": f"pull.{k}", "runs": [round(x, 3) for x in v],
+                              "median_s": round(med[k], 3), "size_mb": args.size_mb,
+                              "layers": args.layers}))
+        print(json.dumps({"bench": "pull.ratio", "pallet_vs_docker":
+                          round(med["pallet"] / med["docker"], 3),
+                          "pallet_process_vs_docker":
+                          round(med["pallet-process"] / med["docker"], 3), "target": 1.0}))
+        return 0
+    finally:
+        if docker is not None:
+            docker.stop()
+        if registry is not None:
+            registry.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

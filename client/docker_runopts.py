@@ -1,0 +1,310 @@
+"""``run``/``create`` flags and their translation into the create request body.
+
+The flags, their kinds and defaults follow docker's; ``build_create_body``
+turns parsed flags into the JSON of ``POST /containers/create`` (Config,
+HostConfig, NetworkingConfig).
+"""
+
+import os
+import re
+
+from pallet.client.docker import StatusError
+from pallet.client.docker_flags import BOOL, INT, LIST, STR, Flag
+
+
+def container_flags(run):
+    flags = [
+        Flag("add-host", kind=LIST, help="Add a custom host-to-IP mapping (host:ip)", metavar="list"),
+        Flag("attach", "a", LIST, help="Attach to STDIN, STDOUT or STDERR", metavar="list"),
+        Flag("cap-add", kind=LIST, help="Add Linux capabilities", metavar="list"),
+        Flag("cap-drop", kind=LIST, help="Drop Linux capabilities", metavar="list"),
+        Flag("cgroup-parent", kind=STR, help="Optional parent cgroup for the container"),
+        Flag("cidfile", kind=STR, help="Write the container ID to the file"),
+        Flag("cpus", kind=STR, help="Number of CPUs", metavar="decimal"),
+        Flag("detach-keys", kind=STR, help="Override the key sequence for detaching a container"),
+        Flag("dns", kind=LIST, help="Set custom DNS servers", metavar="list"),
+        Flag("entrypoint", kind=STR, help="Overwrite the default ENTRYPOINT of the image"),
+        Flag("env", "e", LIST, help="Set environment variables", metavar="list"),
+        Flag("env-file", kind=LIST, help="Read in a file of environment variables", metavar="list"),
+        Flag("expose", kind=LIST, help="Expose a port or a range of ports", metavar="list"),
+        Flag("hostname", "h", STR, help="Container host name"),
+        Flag("init", kind=BOOL, help="Run an init inside the container that forwards signals and reaps processes"),
+        Flag("interactive", "i", BOOL, help="Keep STDIN open even if not attached"),
+        Flag("ipc", kind=STR, help="IPC mode to use"),
+        Flag("label", "l", LIST, help="Set meta data on a container", metavar="list"),
+        Flag("label-file", kind=LIST, help="Read in a line delimited file of labels", metavar="list"),
+        Flag("memory", "m", STR, help="Memory limit", metavar="bytes"),
+        Flag("name", kind=STR, help="Assign a name to the container"),
+        Flag("network", kind=STR, help="Connect a container to a network", metavar="network"),
+        Flag("net", kind=STR, dest="network", hidden=True),
+        Flag("pid", kind=STR, help="PID namespace to use"),
+        Flag("platform", kind=STR, help="Set platform if server is multi-platform capable"),
+        Flag("privileged", kind=BOOL, help="Give extended privileges to this container"),
+        Flag("publish", "p", LIST, help="Publish a container's port(s) to the host", metavar="list"),
+        Flag("publish-all", "P", BOOL, help="Publish all exposed ports to random ports"),
+        Flag("pull", kind=STR, default="missing",
+             help='Pull image before running ("always", "missing", "never")'),
+        Flag("quiet", "q", BOOL, help="Suppress the pull output"),
+        Flag("read-only", kind=BOOL, help="Mount the container's root filesystem as read only"),
+        Flag("restart", kind=STR, default="no", help="Restart policy to apply when a container exits"),
+        Flag("rm", kind=BOOL, help="Automatically remove the container and its associated anonymous volumes when it exits"),
+        Flag("security-opt", kind=LIST, help="Security Options", metavar="list"),
+        Flag("shm-size", kind=STR, help="Size of /dev/shm", metavar="bytes"),
+        Flag("stop-signal", kind=STR, help="Signal to stop the container"),
+        Flag("stop-timeout", kind=INT, default=None, help="Timeout (in seconds) to stop a container",
+             metavar="int"),
+        Flag("tmpfs", kind=LIST, help="Mount a tmpfs directory", metavar="list"),
+        Flag("tty", "t", BOOL, help="Allocate a pseudo-TTY"),
+        Flag("user", "u", STR, help="Username or UID (format: <name|uid>[:<group|gid>])"),
+        Flag("uts", kind=STR, help="UTS namespace to use"),
+        Flag("volume", "v", LIST, help="Bind mount a volume", metavar="list"),
+        Flag("workdir", "w", STR, help="Working directory inside the container"),
+    ]
+    if run:
+        flags += [Flag("detach", "d", BOOL, help="Run container in background and print container ID"),
+                  Flag("sig-proxy", kind=BOOL, default=True,
+                       help="Proxy received signals to the process")]
+    return sorted(flags, key=lambda f: f.long)
+
+
+class BadFlag(Exception):
+    """A flag value that does not parse (docker: exit 125 with the message)."""
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+class FlagValueError(Exception):
+    """A flag whose value pflag itself would reject: usage text and exit 125."""
+
+
+def ram_in_bytes(s, flag="-m, --memory"):
+    """go-units RAMInBytes: '512m' -> 536870912 (binary multiples)."""
+    m = _SIZE.match(s)
+    if not m:
+        suffix = re.sub(r"^[\d.]+ ?", "", s)
+        why = "invalid suffix: '%s'" % suffix if suffix and re.match(r"^[\d.]", s) else \
+            "invalid size: '%s'" % s
+        raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (s, flag, why))
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+    return int(float(m.group(1)) * mult[(m.group(2) or "").lower()])
+
+
+def _read_kv_file(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise BadFlag("open %s: %s" % (path, (e.strerror or str(e)).lower())) from None
+    out = []
+    for ln in lines:
+        ln = ln.lstrip()
+        if not ln or ln.startswith("#"):
+            continue
+        key, eq, value = ln.partition("=")
+        if any(ch.isspace() for ch in key):
+            raise BadFlag("%s '%s' contains whitespaces" % (what, key))
+        if eq:
+            out.append(key + "=" + value)
+        elif what == "variable":
+            if key in os.environ:
+                out.append(key + "=" + os.environ[key])
+        else:
+            out.append(key)
+    return out
+
+
+def parse_env(opts):
+    env = []
+    for path in opts.env_file:
+        env.extend(_read_kv_file(path, "variable"))
+    for e in opts.env:
+        key, eq, _ = e.partition("=")
+        if not key:
+            raise BadFlag("invalid environment variable: %s" % e)
+        if not eq and key in os.environ:
+            e = key + "=" + os.environ[key]
+        env.append(e)
+    return env
+
+
+def parse_labels(opts):
+    labels = {}
+    for path in opts.label_file:
+        for ln in _read_kv_file(path, "label"):
+            k, _, v = ln.partition("=")
+            labels[k] = v
+    for lbl in opts.label:
+        k, _, v = lbl.partition("=")
+        labels[k] = v
+    return labels
+
+
+def _port_range(s):
+    a, dash, b = s.partition("-")
+    if not a.isdigit() or (dash and not b.isdigit()):
+        raise BadFlag("invalid containerPort: %s" % s)
+    lo, hi = int(a), int(b) if dash else int(a)
+    if hi < lo or hi > 65535:
+        raise BadFlag("invalid port range: %s" % s)
+    return lo, hi
+
+
+def parse_publish(specs, exposes):
+    """-p and --expose to (ExposedPorts, PortBindings)."""
+    exposed, bindings = {}, {}
+    for spec in specs:
+        rest, slash, proto = spec.rpartition("/")
+        if not slash:
+            rest, proto = spec, "tcp"
+        proto = proto.lower() or "tcp"
+        ip = ""
+        if rest.startswith("["):
+            end = rest.find("]")
+            ip, rest = rest[1:end], rest[end + 2:]
+            parts = rest.split(":")
+            host_port, cport = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+        else:
+            parts = rest.split(":")
+            if len(parts) == 1:
+                host_port, cport = "", parts[0]
+            elif len(parts) == 2:
+                host_port, cport = parts
+            elif len(parts) == 3:
+                ip, host_port, cport = parts
+            else:
+                ip, host_port, cport = ":".join(parts[:-2]), parts[-2], parts[-1]
+        if not cport:
+            raise BadFlag("no port specified: %s<empty>" % spec)
+        clo, chi = _port_range(cport)
+        if host_port:
+            hlo, hhi = _port_range(host_port)
+            if (hhi - hlo) != (chi - clo) and hlo != hhi:
+                raise BadFlag("invalid ranges specified for container and host Ports: %s and %s"
+                              % (cport, host_port))
+        for i, p in enumerate(range(clo, chi + 1)):
+            key = "%d/%s" % (p, proto)
+            exposed[key] = {}
+            if host_port:
+                hp = str(hlo + i) if hlo != hhi else (str(hlo) if clo == chi else "%d-%d" % (hlo, hhi))
+            else:
+                hp = ""
+            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": hp})
+    for e in exposes:
+        port, slash, proto = e.partition("/")
+        lo, hi = _port_range(port)
+        for p in range(lo, hi + 1):
+            exposed.setdefault("%d/%s" % (p, proto or "tcp"), {})
+    return exposed, bindings
+
+
+def parse_restart(value):
+    if not value or value == "no":
+        return {"Name": "no", "MaximumRetryCount": 0}
+    name, _, count = value.partition(":")
+    if name not in ("always", "unless-stopped", "on-failure"):
+        raise BadFlag("invalid restart policy format: %s" % value)
+    if count and name != "on-failure":
+        raise BadFlag("maximum retry count cannot be used with restart policy '%s'" % name)
+    try:
+        n = int(count) if count else 0
+    except ValueError:
+        raise BadFlag("invalid restart policy format: maximum retry count must be an integer") from None
+    return {"Name": name, "MaximumRetryCount": n}
+
+
+def build_create_body(opts, args, run, detach):
+    """The JSON body of POST /containers/create from run/create flags."""
+    image, cmd = args[0], args[1:]
+    attach = [a.lower() for a in opts.attach]
+    for a in attach:
+        if a not in ("stdin", "stdout", "stderr"):
+            raise BadFlag("invalid argument %s for -a, --attach: valid streams are STDIN, STDOUT and STDERR" % a)
+    if run and detach and attach:
+        raise StatusError("conflicting options: cannot specify both --attach and --detach", 1)
+    if detach:
+        a_in = a_out = a_err = False
+    elif attach:
+        a_in, a_out, a_err = "stdin" in attach, "stdout" in attach, "stderr" in attach
+    else:
+        a_in, a_out, a_err = opts.interactive, True, True
+    if not run:  # docker create: streams are attached by a later start -a / attach
+        a_in, a_out, a_err = (("stdin" in attach, "stdout" in attach, "stderr" in attach)
+                              if attach else (opts.interactive, True, True))
+    restart = parse_restart(opts.restart)
+    if opts.rm and restart["Name"] != "no":
+        raise BadFlag("conflicting options: cannot specify both --restart and --rm")
+    exposed, bindings = parse_publish(opts.publish, opts.expose)
+    volumes, binds = {}, []
+    for v in opts.volume:
+        if ":" in v:
+            binds.append(v)
+        else:
+            volumes[v] = {}
+    config = {
+        "Hostname": opts.hostname,
+        "Domainname": "",
+        "User": opts.user,
+        "AttachStdin": a_in,
+        "AttachStdout": a_out,
+        "AttachStderr": a_err,
+        "Tty": opts.tty,
+        "OpenStdin": opts.interactive,
+        "StdinOnce": bool(opts.interactive and a_in),
+        "Env": parse_env(opts),
+        "Cmd": cmd or None,
+        "Image": image,
+        "Volumes": volumes or None,
+        "WorkingDir": opts.workdir,
+        "Entrypoint": [opts.entrypoint] if "entrypoint" in opts.given else None,
+        "Labels": parse_labels(opts),
+    }
+    if exposed:
+        config["ExposedPorts"] = exposed
+    if opts.stop_signal:
+        config["StopSignal"] = opts.stop_signal
+    if opts.stop_timeout is not None:
+        config["StopTimeout"] = opts.stop_timeout
+    host = {
+        "Binds": binds or None,
+        "NetworkMode": opts.network or "default",
+        "PortBindings": bindings or {},
+        "RestartPolicy": restart,
+        "AutoRemove": opts.rm,
+        "CapAdd": opts.cap_add or None,
+        "CapDrop": opts.cap_drop or None,
+        "Dns": opts.dns,
+        "ExtraHosts": opts.add_host or None,
+        "Privileged": opts.privileged,
+        "PublishAllPorts": opts.publish_all,
+        "ReadonlyRootfs": opts.read_only,
+        "SecurityOpt": opts.security_opt or None,
+        "Init": True if opts.init else None,
+        "PidMode": opts.pid,
+        "IpcMode": opts.ipc,
+        "UTSMode": opts.uts,
+        "CgroupParent": opts.cgroup_parent,
+    }
+    if opts.tmpfs:
+        tmpfs = {}
+        for t in opts.tmpfs:
+            path, _, o = t.partition(":")
+            tmpfs[path] = o
+        host["Tmpfs"] = tmpfs
+    if opts.memory:
+        host["Memory"] = ram_in_bytes(opts.memory)
+    if opts.shm_size:
+        host["ShmSize"] = ram_in_bytes(opts.shm_size, "--shm-size")
+    if opts.cpus:
+        try:
+            host["NanoCpus"] = int(round(float(opts.cpus) * 1e9))
+        except ValueError:
+            raise BadFlag('invalid argument "%s" for "--cpus" flag' % opts.cpus) from None
+    body = dict(config)
+    body["HostConfig"] = host
+    net = opts.network
+    if net and net not in ("default", "bridge", "host", "none") and not net.startswith("container:"):
+        body["NetworkingConfig"] = {"EndpointsConfig": {net: {}}}
+    else:
+        body["NetworkingConfig"] = {"EndpointsConfig": {}}
+    return body

@@ -1,0 +1,230 @@
+"""The service layer of pallet-containerd, under the gRPC translators.
+
+It owns the container records, the event exchange and the task manager, and
+reaches the image store (content, images, namespaces, leases, snapshotters,
+applier) through :mod:`.storeview`.  Changes publish containerd's events.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid as _uuid
+
+import attrs
+
+from pallet.core import errors
+from pallet.core.proto.containerd.events import container_pb2 as ev_container
+from pallet.core.proto.containerd.events import image_pb2 as ev_image
+from pallet.core.proto.containerd.events import namespace_pb2 as ev_namespace
+
+from . import convert, storeview
+from .events import Exchange
+from .metadata import ContainerStore
+from .tasks import TaskManager
+
+GRPC_SERVICES = ("containers", "content", "diff", "events", "images", "introspection",
+                 "leases", "namespaces", "snapshots", "tasks", "version")
+
+
+@attrs.frozen
+class LeaseResource:
+    id: str
+    type: str
+
+
+@attrs.frozen
+class ImageSpec:
+    """An image as a client gave it (the store's image record has these fields)."""
+
+    name: str
+    target: object
+    labels: dict = attrs.field(factory=dict)
+
+
+def pallet_version() -> tuple[str, str]:
+    try:
+        from importlib.metadata import version
+
+        v = version("pallet")
+    except Exception:  # not installed as a distribution (running from a checkout)
+        v = "0.0.0"
+    return f"v{v}", "pallet"
+
+
+class Backend:
+    """Everything the services call, for one pallet-containerd."""
+
+    def __init__(self, kernel, address: str, *, shim_debug: bool = False):
+        self.kernel = kernel
+        self.paths = kernel.paths
+        self.address = address
+        self.version, self.revision = pallet_version()
+        self._store = None
+        self._store_lock = threading.Lock()
+        self.exchange = Exchange()
+        self.containers = ContainerStore(self.paths.metadata_db)
+        self.tasks = TaskManager(self.paths, self.containers, self.exchange, address,
+                                 snapshots=self._snapshot_mounts, shim_debug=shim_debug)
+        self.uuid = self._load_uuid()
+
+    # ---- plumbing ---------------------------------------------------------------
+    @property
+    def store(self):
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = self.kernel.provide("image_store")
+        return self._store
+
+    @property
+    def content(self):
+        return storeview.content(self.store)
+
+    @property
+    def metadata(self):
+        return storeview.metadata(self.store)
+
+    def snapshotter(self, ns: str, name: str):
+        return storeview.snapshotter(self.store, name, ns)
+
+    def _snapshot_mounts(self, ns: str, snapshotter: str, key: str):
+        return [convert.mount_pb(m) for m in self.snapshotter(ns, snapshotter).mounts(key)]
+
+    def _load_uuid(self) -> str:
+        path = os.path.join(self.paths.containerd_root, "io.containerd.grpc.v1.introspection",
+                            "uuid")
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+            if value:
+                return value
+        except OSError:
+            pass
+        value = str(_uuid.uuid4())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(value)
+        os.rename(tmp, path)
+        return value
+
+    def lease_resource(self, rid: str, rtype: str) -> LeaseResource:
+        if not rid or not rtype:
+            raise errors.InvalidArgument("resource id and type must be set: invalid argument")
+        return LeaseResource(rid, rtype)
+
+    def plugins(self) -> list[dict]:
+        """What Introspection.Plugins reports: containerd's plugin types and ids."""
+        from pallet.core.containerd import host_platform
+
+        plat = host_platform()
+        out = [{"type": "io.containerd.content.v1", "id": "content"},
+               {"type": "io.containerd.metadata.v1", "id": "pallet",
+                "requires": ["io.containerd.content.v1", "io.containerd.snapshotter.v1"]}]
+        try:
+            names = storeview.snapshotter_names(self.store)
+            error = ""
+        except errors.PalletError as e:
+            names, error = ["overlayfs"], e.message
+        for name in names:
+            out.append({"type": "io.containerd.snapshotter.v1", "id": name,
+                        "platforms": [plat], "error": error,
+                        "exports": {"root": self.paths.snapshotter_root(name)}})
+        out.append({"type": "io.containerd.differ.v1", "id": "walking",
+                    "platforms": [plat], "requires": ["io.containerd.metadata.v1"]})
+        out.append({"type": "io.containerd.runtime.v2", "id": "task", "platforms": [plat],
+                    "exports": {"root": os.path.join(self.paths.containerd_root,
+                                                     "io.containerd.runtime.v2.task"),
+                                "state": os.path.join(self.paths.containerd_state,
+                                                      "io.containerd.runtime.v2.task")}})
+        for svc in GRPC_SERVICES:
+            out.append({"type": "io.containerd.grpc.v1", "id": svc})
+        return out
+
+    # ---- namespaces -------------------------------------------------------------
+    def namespace_get(self, name: str):
+        return self.metadata.get_namespace(name)
+
+    def namespace_list(self):
+        return self.metadata.list_namespaces()
+
+    def namespace_create(self, name: str, labels: dict):
+        n = self.metadata.create_namespace(name, labels)
+        self.exchange.publish(name, "/namespaces/create",
+                              ev_namespace.NamespaceCreate(name=name, labels=labels))
+        return n
+
+    def namespace_update(self, name: str, labels: dict, paths: list[str]):
+        n = self.metadata.update_namespace(name, labels, paths or None)
+        self.exchange.publish(name, "/namespaces/update",
+                              ev_namespace.NamespaceUpdate(name=name, labels=dict(n.labels)))
+        return n
+
+    def namespace_delete(self, name: str) -> None:
+        if self.containers.count(name):
+            raise errors.FailedPrecondition(
+                f"namespace {name} must be empty, but it still has containers: "
+                "failed precondition")
+        if self.tasks.has_tasks(name):
+            raise errors.FailedPrecondition(
+                f"namespace {name} must be empty, but it still has tasks: failed precondition")
+        self.metadata.delete_namespace(name)
+        self.exchange.publish(name, "/namespaces/delete",
+                              ev_namespace.NamespaceDelete(name=name))
+
+    # ---- containers ---------------------------------------------------------------
+    def container_create(self, ns: str, container):
+        self.metadata.ensure_namespace(ns)
+        c = self.containers.create(ns, container)
+        self.exchange.publish(ns, "/containers/create", ev_container.ContainerCreate(
+            id=c.id, image=c.image,
+            runtime=ev_container.ContainerCreate.Runtime(name=c.runtime.name,
+                                                         options=c.runtime.options)))
+        return c
+
+    def container_update(self, ns: str, container, paths: list[str]):
+        c = self.containers.update(ns, container, paths)
+        self.exchange.publish(ns, "/containers/update", ev_container.ContainerUpdate(
+            id=c.id, image=c.image, labels=dict(c.labels), snapshot_key=c.snapshot_key))
+        return c
+
+    def container_delete(self, ns: str, cid: str) -> None:
+        self.containers.delete(ns, cid)
+        self.exchange.publish(ns, "/containers/delete", ev_container.ContainerDelete(id=cid))
+
+    # ---- images -----------------------------------------------------------------------
+    def _image_record(self, image):
+        if not image.name:
+            raise errors.InvalidArgument("image name must not be empty: invalid argument")
+        return ImageSpec(name=image.name, target=convert.descriptor_model(image.target),
+                           labels=dict(image.labels))
+
+    def image_get(self, ns: str, name: str):
+        return self.metadata.get_image(ns, name)
+
+    def image_list(self, ns: str, filter_strings):
+        return self.metadata.list_images(ns, filter_strings or None)
+
+    def image_create(self, ns: str, image):
+        img = self.metadata.create_image(ns, self._image_record(image))
+        self.exchange.publish(ns, "/images/create",
+                              ev_image.ImageCreate(name=img.name, labels=dict(img.labels)))
+        return img
+
+    def image_update(self, ns: str, image, paths: list[str]):
+        img = self.metadata.update_image(ns, self._image_record(image), paths or None)
+        self.exchange.publish(ns, "/images/update",
+                              ev_image.ImageUpdate(name=img.name, labels=dict(img.labels)))
+        return img
+
+    def image_delete(self, ns: str, name: str) -> None:
+        self.metadata.delete_image(ns, name)
+        self.exchange.publish(ns, "/images/delete", ev_image.ImageDelete(name=name))
+
+    # ---- diff -------------------------------------------------------------------------
+    def diff_apply(self, desc, mounts):
+        return storeview.applier(self.store).apply(desc, mounts)
+
+    def close(self) -> None:
+        self.tasks.close()
+        self.containers.close()

@@ -1,0 +1,29 @@
+"""containerd.services.diff.v1.Diff (Apply; Diff answers UNIMPLEMENTED)."""
+from __future__ import annotations
+
+from pallet.core import errors
+from pallet.core.proto.containerd.services.diff.v1 import diff_pb2 as pb
+from pallet.core.proto.containerd.services.diff.v1 import diff_pb2_grpc
+
+from .. import convert
+from ..rpc import namespace_of, unary
+
+
+class DiffService(diff_pb2_grpc.DiffServicer):
+    def __init__(self, backend):
+        self.b = backend
+
+    @unary
+    def Apply(self, request, context):
+        namespace_of(context)
+        applied = self.b.diff_apply(convert.descriptor_model(request.diff),
+                                    [convert.mount_model(m) for m in request.mounts])
+        return pb.ApplyResponse(applied=convert.descriptor_pb(applied))
+
+    @unary
+    def Diff(self, request, context):
+        raise errors.NotImplementedYet("diff of two mounts is not implemented by pallet-containerd")
+
+
+def register(server, backend) -> None:
+    diff_pb2_grpc.add_DiffServicer_to_server(DiffService(backend), server)

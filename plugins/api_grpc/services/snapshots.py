@@ -1,0 +1,86 @@
+"""containerd.services.snapshots.v1.Snapshots."""
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+
+from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2 as pb
+from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2_grpc
+
+from .. import convert
+from ..rpc import namespace_of, stream, unary
+
+_KINDS = {"view": pb.VIEW, "active": pb.ACTIVE, "committed": pb.COMMITTED}
+
+
+def info_pb(i) -> pb.Info:
+    return pb.Info(name=i.name, parent=i.parent or "", kind=_KINDS.get(i.kind, pb.UNKNOWN),
+                   created_at=convert.ts(i.created_at), updated_at=convert.ts(i.updated_at),
+                   labels=dict(i.labels))
+
+
+def _mounts(ms):
+    return [convert.mount_pb(m) for m in ms]
+
+
+class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
+    def __init__(self, backend):
+        self.b = backend
+
+    def _sn(self, request, context):
+        return self.b.snapshotter(namespace_of(context), request.snapshotter)
+
+    @unary
+    def Prepare(self, request, context):
+        ms = self._sn(request, context).prepare(request.key, request.parent or None,
+                                                dict(request.labels))
+        return pb.PrepareSnapshotResponse(mounts=_mounts(ms))
+
+    @unary
+    def View(self, request, context):
+        ms = self._sn(request, context).view(request.key, request.parent or None,
+                                             dict(request.labels))
+        return pb.ViewSnapshotResponse(mounts=_mounts(ms))
+
+    @unary
+    def Mounts(self, request, context):
+        return pb.MountsResponse(mounts=_mounts(self._sn(request, context).mounts(request.key)))
+
+    @unary
+    def Commit(self, request, context):
+        self._sn(request, context).commit(request.name, request.key, dict(request.labels))
+        return empty_pb2.Empty()
+
+    @unary
+    def Remove(self, request, context):
+        self._sn(request, context).remove(request.key)
+        return empty_pb2.Empty()
+
+    @unary
+    def Stat(self, request, context):
+        return pb.StatSnapshotResponse(info=info_pb(self._sn(request, context).stat(request.key)))
+
+    @unary
+    def Update(self, request, context):
+        info = self._sn(request, context).update(request.info.name, dict(request.info.labels),
+                                                 list(request.update_mask.paths) or None)
+        return pb.UpdateSnapshotResponse(info=info_pb(info))
+
+    @stream
+    def List(self, request, context):
+        infos = self._sn(request, context).list(list(request.filters))
+        for i in range(0, len(infos), 100):
+            yield pb.ListSnapshotsResponse(info=[info_pb(x) for x in infos[i:i + 100]])
+
+    @unary
+    def Usage(self, request, context):
+        u = self._sn(request, context).usage(request.key)
+        return pb.UsageResponse(size=u.size, inodes=u.inodes)
+
+    @unary
+    def Cleanup(self, request, context):
+        self._sn(request, context).cleanup()
+        return empty_pb2.Empty()
+
+
+def register(server, backend) -> None:
+    snapshots_pb2_grpc.add_SnapshotsServicer_to_server(SnapshotsService(backend), server)

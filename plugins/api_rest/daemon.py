@@ -1,0 +1,200 @@
+"""palletd: the daemon behind the Docker Engine API (dockerd's role).
+
+    palletd [-H unix:///run/pallet/pallet.sock]... [--data-root DIR] [--exec-root DIR]
+            [--containerd ADDRESS] [--config FILE] [--debug] [--pidfile FILE]
+            [--list-plugins]
+
+Unless ``--containerd`` names a running containerd, palletd starts
+``pallet-containerd`` under its own roots, supervises it (restarting it with
+backoff when it dies) and stops it when palletd stops.  Imports are lazy:
+``--list-plugins`` and ``--help`` stay quick.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def _parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="palletd", description="pallet's Docker Engine API daemon")
+    p.add_argument("-H", "--host", action="append", default=[], metavar="HOST",
+                   help="socket to listen on (unix:///path, tcp://host:port, fd://); repeatable")
+    p.add_argument("--data-root", help="root of persistent state (default /var/lib/pallet)")
+    p.add_argument("--exec-root", help="root of runtime state (default /run/pallet)")
+    p.add_argument("--containerd", metavar="ADDRESS",
+                   help="use the containerd at ADDRESS instead of starting pallet-containerd")
+    p.add_argument("--config", help="configuration file (default /etc/pallet/pallet.toml)")
+    p.add_argument("-D", "--debug", action="store_true", help="debug logging")
+    p.add_argument("-p", "--pidfile", help="pid file (default <exec-root>/palletd.pid)")
+    p.add_argument("--list-plugins", action="store_true",
+                   help="list the installed plugins and their roles, then exit")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"palletd: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from pallet.core.errors import ConfigError
+
+    if args.list_plugins:
+        from pallet.core.kernel import discover, format_plugin_table
+        try:
+            print(format_plugin_table(discover()))
+        except ConfigError as e:
+            return _fail(e.message)
+        return 0
+    try:
+        kernel, listeners, pidfile = _prepare(args)
+    except ConfigError as e:
+        return _fail(e.message)
+    import asyncio
+    try:
+        return asyncio.run(_run(kernel, args, listeners))
+    except ConfigError as e:
+        return _fail(e.message)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _remove_pidfile(pidfile)
+
+
+def _prepare(args):
+    import logging
+    import os
+
+    from pallet.core.config import Config
+    from pallet.core.errors import ConfigError
+    from pallet.core.kernel import Kernel
+    from pallet.core.paths import Paths
+    from pallet.plugins.api_rest.server import open_listeners
+
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("grpc", "asyncio", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = Config.load(args.config)
+    data_root = os.path.abspath(args.data_root or config.daemon.get("data-root")
+                                or Paths.data_root)
+    exec_root = os.path.abspath(args.exec_root or config.daemon.get("exec-root")
+                                or Paths.exec_root)
+    paths = Paths(data_root, exec_root)
+    kernel = Kernel.load(config, paths=paths)
+    kernel.ext["containerd_address"] = args.containerd or paths.containerd_socket
+    kernel.ext["debug"] = args.debug
+    kernel.ext["config_path"] = args.config
+    for d in (data_root, exec_root):
+        os.makedirs(d, mode=0o711, exist_ok=True)
+    pidfile = args.pidfile or paths.palletd_pidfile
+    _write_pidfile(pidfile)
+    try:
+        listeners = open_listeners(args.host or config.daemon.get("hosts") or [],
+                                   paths.palletd_socket)
+    except ConfigError:
+        _remove_pidfile(pidfile)
+        raise
+    return kernel, listeners, pidfile
+
+
+def _write_pidfile(path: str) -> None:
+    import os
+
+    from pallet.core.errors import ConfigError
+
+    try:
+        with open(path) as f:
+            old = int(f.read().strip() or 0)
+        if old and old != os.getpid():
+            os.kill(old, 0)
+            with open(f"/proc/{old}/cmdline", "rb") as f:
+                if b"palletd" in f.read():
+                    raise ConfigError(f"pid file found, ensure palletd is not running or "
+                                      f"delete {path}")
+    except (OSError, ValueError):
+        pass
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}")
+    os.replace(tmp, path)
+
+
+def _remove_pidfile(path: str | None) -> None:
+    import os
+
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _containerd_argv(kernel, config_path: str | None) -> list[str]:
+    import os
+    import shutil
+
+    exe = os.path.join(os.path.dirname(sys.executable), "pallet-containerd")
+    if not os.access(exe, os.X_OK):
+        exe = shutil.which("pallet-containerd")
+    paths = kernel.paths
+    argv = [exe] if exe else [sys.executable, "-c",
+                              "import sys; from pallet.plugins.api_grpc.daemon import main; "
+                              "sys.exit(main())"]
+    argv += ["--address", paths.containerd_socket, "--root", paths.containerd_root,
+             "--state", paths.containerd_state]
+    if config_path:
+        argv += ["--config", config_path]
+    return argv
+
+
+async def _run(kernel, args, listeners) -> int:
+    import asyncio
+    import logging
+    import os
+    import signal
+
+    log = logging.getLogger("palletd")
+    supervisor = None
+    if not args.containerd:
+        from pallet.core.supervisor import Supervisor
+
+        os.makedirs(kernel.paths.containerd_state, mode=0o711, exist_ok=True)
+        supervisor = Supervisor(
+            _containerd_argv(kernel, args.config), name="pallet-containerd",
+            ready_socket=kernel.paths.containerd_socket,
+            pidfile=os.path.join(kernel.paths.containerd_state, "pallet-containerd.pid"))
+        try:
+            await supervisor.start()
+        except (OSError, RuntimeError) as e:
+            await supervisor.stop(timeout=2)
+            print(f"palletd: start pallet-containerd: {e}", file=sys.stderr)
+            return 1
+    frontend = kernel.provide("client_protocol")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, frontend.stop)
+    try:
+        await frontend.setup()
+        kernel.hook.pallet_startup(kernel=kernel)
+        log.info("palletd ready (containerd at %s)", kernel.ext["containerd_address"])
+        await frontend.serve(listeners)
+    finally:
+        try:
+            kernel.hook.pallet_shutdown(kernel=kernel)
+        except Exception:  # noqa: BLE001 — shutting down regardless
+            log.exception("pallet_shutdown failed")
+        if supervisor is not None:
+            await supervisor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

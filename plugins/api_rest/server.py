@@ -1,0 +1,364 @@
+"""palletd's aiohttp application: routing (versioned and unversioned paths),
+the one function that maps errors to docker's JSON error, and the listeners
+chosen with ``-H`` (unix://, tcp://, fd://)."""
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import os
+import re
+import socket
+
+from aiohttp import web
+
+from pallet.core import errors
+
+log = logging.getLogger("pallet.api_rest")
+
+API_VERSION = "1.43"
+MIN_API_VERSION = "1.24"
+DEFAULT_UNIX_GROUP = "pallet"
+
+_VERSION_PREFIX = r"/{api_version:v[0-9]+(?:\.[0-9]+)?}"
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+
+def json_response(obj, status: int = 200) -> web.Response:
+    """A JSON answer whose Content-Type is exactly ``application/json``: the docker
+    client only decodes error bodies when it compares equal."""
+    return web.Response(body=json.dumps(obj).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
+
+
+# --- errors -------------------------------------------------------------------
+
+def error_response(exc: BaseException) -> web.Response:
+    """THE mapping from an exception to docker's ``{"message": ...}`` answer.
+
+    Pallet errors carry their HTTP status; aiohttp's own (no route, wrong
+    method, bad request line) keep theirs; anything else is reported as a 500
+    with its message only, never a traceback.
+    """
+    if isinstance(exc, errors.PalletError):
+        status, message = exc.http_status, exc.message
+    elif isinstance(exc, web.HTTPException):
+        status = exc.status
+        message = {404: "page not found", 405: "method not allowed"}.get(status, exc.reason)
+        if exc.text and not exc.text.startswith(str(status)):
+            message = exc.text
+    elif isinstance(exc, json.JSONDecodeError):
+        status, message = 400, f"invalid JSON: {exc.msg}"
+    elif isinstance(exc, (ValueError, TypeError, KeyError)):
+        status, message = 400, f"invalid request: {exc}"
+    else:
+        status, message = 500, f"{type(exc).__name__}: {exc}"
+    if status == 304:
+        return web.Response(status=304)
+    return json_response({"message": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        check_api_version(request)
+        return await handler(request)
+    except asyncio.CancelledError:
+        raise
+    except ConnectionResetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — every failure becomes docker's JSON error
+        if isinstance(exc, (web.HTTPSuccessful, web.HTTPRedirection)):
+            raise
+        if not isinstance(exc, (errors.PalletError, web.HTTPException)):
+            log.exception("%s %s failed", request.method, request.path)
+        if request.get("hijacked"):
+            raise  # the connection was already taken over: nothing more can be said on it
+        return error_response(exc)
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler):
+    resp = await handler(request)
+    if not resp.prepared:
+        resp.headers.setdefault("Api-Version", API_VERSION)
+        resp.headers.setdefault("Server", "Docker/pallet (linux)")
+        resp.headers.setdefault("Docker-Experimental", "false")
+        resp.headers.setdefault("Ostype", "linux")
+    return resp
+
+
+def check_api_version(request: web.Request) -> None:
+    v = request.match_info.get("api_version")
+    if not v:
+        return
+    v = v[1:]
+    if _vtuple(v) > _vtuple(API_VERSION):
+        raise errors.InvalidArgument(f"client version {v} is too new. Maximum supported API "
+                                     f"version is {API_VERSION}")
+    if _vtuple(v) < _vtuple(MIN_API_VERSION):
+        raise errors.InvalidArgument(f"client version {v} is too old. Minimum supported API "
+                                     f"version is {MIN_API_VERSION}, please upgrade your client "
+                                     "to a newer version")
+
+
+def api_version(request: web.Request) -> str:
+    v = request.match_info.get("api_version")
+    return v[1:] if v else API_VERSION
+
+
+# --- request helpers ------------------------------------------------------------
+
+async def json_body(request: web.Request, *, optional: bool = False):
+    """The request's JSON body; malformed JSON is a 400, as in dockerd."""
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return None
+        raise errors.InvalidArgument("bad parameter: request body is empty")
+    ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+    if ctype not in ("application/json", "", "text/plain"):
+        raise errors.InvalidArgument(f"unsupported Content-Type header ({ctype}): must be "
+                                     "'application/json'")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+
+
+def qbool(request: web.Request, name: str, default: bool = False) -> bool:
+    """docker's boolean query values: absent -> default; "", "0", "false", "no" -> False."""
+    v = request.query.get(name)
+    if v is None:
+        return default
+    return v.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def qint(request: web.Request, name: str, default: int | None = None) -> int | None:
+    v = request.query.get(name)
+    if v is None or v == "":
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid value for {name}: {v!r}") from None
+
+
+def qfilters(request: web.Request) -> dict[str, list[str]]:
+    """The ``filters`` query parameter: ``{"status": ["exited"]}`` or the old map form."""
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter {raw!r}") from None
+    if not isinstance(obj, dict):
+        raise errors.InvalidArgument(f"invalid filter {raw!r}")
+    out: dict[str, list[str]] = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out[k] = [x for x, on in v.items() if on]
+        elif isinstance(v, list):
+            out[k] = [str(x) for x in v]
+        else:
+            raise errors.InvalidArgument(f"invalid filter {raw!r}")
+    return out
+
+
+# --- routing --------------------------------------------------------------------
+
+class Routes:
+    """Adds every route twice: unversioned and under ``/v1.NN``."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+
+    def add(self, method: str, path: str, handler) -> None:
+        self.app.router.add_route(method, path, handler)
+        self.app.router.add_route(method, _VERSION_PREFIX + path, handler)
+
+
+# Families of the Engine API that pallet does not serve yet: they answer 501
+# with docker's JSON error rather than a bare 404.
+UNIMPLEMENTED = (
+    "/containers/prune", "/containers/{id}/exec", "/containers/{id}/top",
+    "/containers/{id}/changes", "/containers/{id}/export", "/containers/{id}/stats",
+"/containers/{id}/pause", "/containers/{id}/unpause",
+    "/containers/{id}/restart", "/containers/{id}/rename", "/containers/{id}/update",
+    "/containers/{id}/archive", "/containers/{id}/attach/ws",
+    "/exec/{tail:.*}", "/build{tail:.*}", "/commit", "/images/create", "/images/search",
+    "/images/get", "/images/prune", "/images/{name:.*}/push", "/images/{name:.*}/tag",
+    "/images/{name:.*}/history", "/images/{name:.*}/get",
+    "/networks{tail:.*}", "/volumes{tail:.*}", "/swarm{tail:.*}", "/services{tail:.*}",
+    "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
+    "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}", "/auth", "/events",
+    "/system/df",
+)
+
+
+async def not_implemented(request: web.Request):
+    path = re.sub(r"^/v[0-9.]+", "", request.path)
+    raise errors.NotImplementedYet(f"pallet does not implement {request.method} {path} yet")
+
+
+async def pull_not_implemented(request: web.Request):
+    image = request.query.get("fromImage") or request.query.get("fromSrc") or ""
+    tag = request.query.get("tag")
+    if tag and image:
+        image += ("@" if ":" in tag else ":") + tag
+    raise errors.NotImplementedYet(f"pulling images is not supported yet ({image}): "
+                                   "load the image with docker load")
+
+
+def _no_such(kind: str):
+    """Lookups of object kinds pallet has none of yet: 404, so that ``docker
+    inspect NAME`` goes on to say "no such object" as with dockerd."""
+    messages = {"network": "network {} not found", "volume": "get {}: no such volume",
+                "plugin": "plugin \"{}\" not found"}
+
+    async def handler(request: web.Request):
+        raise errors.NotFound(messages[kind].format(request.match_info["name"]))
+    return handler
+
+
+def make_app(kernel, service) -> web.Application:
+    """The application with pallet's routes, then plugins' routes, then the 501 families."""
+    from pallet.plugins.api_rest import handlers_containers, handlers_images, handlers_system
+
+    app = web.Application(middlewares=[headers_middleware, error_middleware],
+                          client_max_size=1 << 40, handler_args={"max_field_size": 65536})
+    app["kernel"] = kernel
+    app["service"] = service
+    routes = Routes(app)
+    handlers_system.register(routes)
+    handlers_containers.register(routes)
+    handlers_images.register(routes)
+    kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
+    routes.add("POST", "/images/create", pull_not_implemented)
+    routes.add("GET", "/networks/{name}", _no_such("network"))
+    routes.add("GET", "/volumes/{name}", _no_such("volume"))
+    routes.add("GET", "/plugins/{name:.+}/json", _no_such("plugin"))
+    for path in UNIMPLEMENTED:
+        routes.add("*", path, not_implemented)
+    return app
+
+
+# --- listeners -------------------------------------------------------------------
+
+def parse_host(spec: str, default_socket: str) -> tuple[str, str]:
+    """``-H`` values as dockerd reads them: ``unix:///path``, ``tcp://h:p``, ``fd://``."""
+    spec = spec.strip()
+    if not spec or spec == "unix://":
+        return "unix", default_socket
+    if spec.startswith("unix://"):
+        return "unix", spec[len("unix://"):]
+    if spec.startswith("/"):
+        return "unix", spec
+    if spec.startswith("tcp://"):
+        hostport = spec[len("tcp://"):].rstrip("/") or "127.0.0.1:2375"
+        return "tcp", hostport
+    if spec.startswith("fd://"):
+        return "fd", spec[len("fd://"):]
+    raise errors.ConfigError(f"invalid -H {spec!r}: want unix://PATH, tcp://HOST:PORT or fd://")
+
+
+def _unix_socket(path: str) -> socket.socket:
+    if len(path.encode()) >= 108:
+        raise errors.ConfigError(f"listen unix {path}: socket path longer than 107 bytes")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    # mode 0660 and group "pallet" when it exists, as dockerd does with "docker"
+    os.chmod(path, 0o660)
+    try:
+        os.chown(path, 0, grp.getgrnam(DEFAULT_UNIX_GROUP).gr_gid)
+    except (KeyError, PermissionError):
+        pass
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def _tcp_socket(hostport: str) -> socket.socket:
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (ValueError, OSError) as e:
+        raise errors.ConfigError(f"invalid tcp address {hostport}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def _fd_sockets(which: str) -> list[socket.socket]:
+    """systemd socket activation (sd_listen_fds): fds 3.. as given by LISTEN_FDS."""
+    if os.environ.get("LISTEN_PID") not in (None, str(os.getpid())):
+        raise errors.ConfigError("fd://: LISTEN_PID is not this process")
+    n = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    if n <= 0:
+        raise errors.ConfigError("no sockets found via socket activation: make sure the "
+                                 "service was started by systemd")
+    socks = [socket.socket(fileno=3 + i) for i in range(n)]
+    if which:
+        names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+        if which.isdigit():
+            socks = [s for s in socks if s.fileno() == int(which)]
+        else:
+            socks = [s for s, name in zip(socks, names) if name == which]
+        if not socks:
+            raise errors.ConfigError(f"fd://{which}: no such activated socket")
+    for s in socks:
+        s.setblocking(False)
+    return socks
+
+
+def open_listeners(hosts: list[str], default_socket: str) -> list[tuple[str, socket.socket]]:
+    """Bind every ``-H`` (before anything else starts, so a bad one fails early)."""
+    out = []
+    for spec in hosts or ["unix://" + default_socket]:
+        kind, where = parse_host(spec, default_socket)
+        try:
+            if kind == "unix":
+                out.append((f"unix://{where}", _unix_socket(where)))
+            elif kind == "tcp":
+                out.append((f"tcp://{where}", _tcp_socket(where)))
+            else:
+                out.extend((f"fd://{s.fileno()}", s) for s in _fd_sockets(where))
+        except OSError as e:
+            raise errors.ConfigError(f"listen {spec}: {e.strerror.lower() if e.strerror else e}")
+    return out
+
+
+async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
+    """Serve on every listener until ``stop`` is set."""
+    access = logging.getLogger("pallet.api_rest.access") if log.isEnabledFor(logging.DEBUG) \
+        else None
+    runner = web.AppRunner(app, access_log=access, handle_signals=False)
+    await runner.setup()
+    try:
+        for name, sock in listeners:
+            await web.SockSite(runner, sock).start()
+            log.info("API listen on %s", name)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for name, sock in listeners:
+            if name.startswith("unix://"):
+                try:
+                    os.unlink(name[len("unix://"):])
+                except OSError:
+                    pass

@@ -1,0 +1,26 @@
+"""init_tini's part of a container's OCI spec."""
+from __future__ import annotations
+
+#: annotation that asks runtime_ns for the builtin init (docs/CONTRACTS.md)
+ANNOTATION = "org.pallet.init"
+
+
+def add_init(spec: dict, init_path: str | None, target: str = "/sbin/docker-init") -> None:
+    """Make the container's PID 1 an init.
+
+    With ``init_path`` (a static binary on the host) it is bind-mounted
+    read-only at ``target`` and put in front of ``process.args`` as dockerd
+    does (``docker-init -- cmd...``); without it the spec asks runtime_ns for
+    the builtin init through the annotation.
+    """
+    if init_path:
+        mounts = spec.setdefault("mounts", [])
+        if not any(m.get("destination") == target for m in mounts):
+            mounts.append({"destination": target, "type": "bind", "source": init_path,
+                           "options": ["bind", "ro"]})
+        process = spec.setdefault("process", {})
+        args = list(process.get("args") or [])
+        if args[:1] != [target]:
+            process["args"] = [target, "--"] + args
+    else:
+        spec.setdefault("annotations", {})[ANNOTATION] = "builtin"

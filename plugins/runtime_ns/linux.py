@@ -1,0 +1,289 @@
+"""Thin ctypes bindings to the Linux calls Python 3.11 lacks.
+
+``os.unshare``/``os.setns`` only arrived in 3.12, and mount(2), umount2(2),
+pivot_root(2), sethostname(2), prctl(2) and capset(2) were never in ``os``.
+Every wrapper raises ``OSError`` with the errno and a lower-case message that
+names the operation and its object, so that the child side can send it back
+to the parent as is.
+
+This module is imported by the container process before pivot_root: it must
+not import anything lazily.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from .messages import describe  # noqa: F401  (re-exported for the child side)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# --- namespaces (sched.h) ---------------------------------------------------------
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+#: OCI namespace type -> (clone flag, name under /proc/<pid>/ns)
+NAMESPACES = {
+    "pid": (CLONE_NEWPID, "pid"),
+    "network": (CLONE_NEWNET, "net"),
+    "mount": (CLONE_NEWNS, "mnt"),
+    "ipc": (CLONE_NEWIPC, "ipc"),
+    "uts": (CLONE_NEWUTS, "uts"),
+    "cgroup": (CLONE_NEWCGROUP, "cgroup"),
+    "user": (CLONE_NEWUSER, "user"),
+    "time": (CLONE_NEWTIME, "time"),
+}
+
+# --- mount(2) flags (sys/mount.h) ---------------------------------------------------
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# --- prctl(2) -------------------------------------------------------------------------
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYSCALLS = {
+    # machine -> (pivot_root, capget, capset)
+    "x86_64": (155, 125, 126),
+    "aarch64": (41, 90, 91),
+    "ppc64le": (203, 183, 184),
+    "s390x": (217, 184, 185),
+    "riscv64": (41, 90, 91),
+}
+_SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET = _SYSCALLS.get(os.uname().machine, (155, 125, 126))
+
+
+def _fail(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err).lower()}")
+
+
+def _b(value) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread."""
+    if _libc.unshare(ctypes.c_int(flags)) != 0:
+        raise _fail("unshare")
+
+
+def setns(fd: int, nstype: int = 0, what: str = "namespace") -> None:
+    """setns(2): join the namespace ``fd`` refers to."""
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        raise _fail(f"setns {what}")
+
+
+def mount(source, target, fstype, flags: int = 0, data=None, shown=None) -> None:
+    """mount(2); the error names the source, type and target (``shown`` when
+    the target is a /proc/self/fd link)."""
+    if _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
+        src = source or fstype or "none"
+        raise _fail(f"mount {src} on {shown or target}")
+
+
+def umount2(target, flags: int = 0) -> None:
+    if _libc.umount2(_b(target), ctypes.c_int(flags)) != 0:
+        raise _fail(f"unmount {target}")
+
+
+def pivot_root(new_root, put_old) -> None:
+    if _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
+        raise _fail(f"pivot_root {new_root}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:
+        raise _fail(f"sethostname {name}")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    if _libc.setdomainname(raw, ctypes.c_size_t(len(raw))) != 0:
+        raise _fail(f"setdomainname {name}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    res = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                      ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    if res < 0:
+        raise _fail(f"prctl {option}")
+    return res
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    """Make the calling process a child subreaper (PR_SET_CHILD_SUBREAPER)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+# --- capabilities ----------------------------------------------------------------------
+
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+CAP_NUMBERS = {name: i for i, name in enumerate(CAPABILITIES)}
+
+
+def _read_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return len(CAPABILITIES) - 1
+
+
+#: read once, in the runtime's own mount namespace: a process that has joined
+#: a container must never trust the container's /proc (it may be a fake one
+#: that says 0 so that no capability gets dropped from the bounding set)
+_LAST_CAP = _read_last_cap()
+
+
+def last_cap() -> int:
+    """The highest capability number the running kernel knows (read at import)."""
+    return _LAST_CAP
+
+
+def cap_mask(names) -> int:
+    """Bit mask of capability names; unknown names are an error (as in runc)."""
+    mask = 0
+    for name in names or ():
+        key = name.upper()
+        if not key.startswith("CAP_"):
+            key = "CAP_" + key
+        if key not in CAP_NUMBERS:
+            raise ValueError(f"unknown capability {name!r}")
+        mask |= 1 << CAP_NUMBERS[key]
+    return mask
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) on the calling thread with 64-bit masks."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    if _libc.syscall(ctypes.c_long(_SYS_CAPSET), ctypes.byref(header), data) != 0:
+        raise _fail("capset")
+
+
+def apply_capabilities(caps: dict | None) -> None:
+    """Drop every capability not named in the OCI ``process.capabilities``.
+
+    Must run after the user switch (done with PR_SET_KEEPCAPS so that the
+    permitted set survives setuid, capabilities(7) "effect of user ID changes").
+    """
+    caps = caps or {}
+    effective = cap_mask(caps.get("effective"))
+    permitted = cap_mask(caps.get("permitted"))
+    inheritable = cap_mask(caps.get("inheritable"))
+    capset(effective, permitted, inheritable)
+    ambient = cap_mask(caps.get("ambient"))
+    if ambient:
+        for n in range(last_cap() + 1):
+            if ambient >> n & 1:
+                try:
+                    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, n)
+                except OSError:
+                    # runc ignores ambient capabilities that are not also
+                    # permitted and inheritable (EPERM): do the same
+                    pass
+
+
+def drop_bounding_set(caps: dict | None) -> None:
+    """Drop from the bounding set every capability not in ``bounding``."""
+    keep = cap_mask((caps or {}).get("bounding"))
+    for n in range(last_cap() + 1):
+        if not keep >> n & 1:
+            try:
+                prctl(PR_CAPBSET_DROP, n)
+            except OSError as e:
+                if e.errno != 22:  # EINVAL: the kernel does not know this one
+                    raise
+
+
+# --- networking: bring "lo" up in a new network namespace ------------------------------
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """``ip link set lo up`` without a subprocess: SIOCSIFFLAGS on a socket."""
+    import fcntl  # noqa: imported by process.py before any pivot_root
+    import struct
+
+    fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM|SOCK_CLOEXEC
+    if fd < 0:
+        raise _fail("socket")
+    try:
+        req = bytearray(struct.pack("16sh14x", b"lo", 0))
+        fcntl.ioctl(fd, _SIOCGIFFLAGS, req, True)
+        flags = struct.unpack_from("h", req, 16)[0]
+        struct.pack_into("h", req, 16, flags | _IFF_UP)
+        fcntl.ioctl(fd, _SIOCSIFFLAGS, req, True)
+    except OSError as e:
+        raise OSError(e.errno, f"set loopback up: {os.strerror(e.errno).lower()}") from None
+    finally:
+        os.close(fd)

@@ -1,0 +1,583 @@
+"""The container process: everything between fork() and execve().
+
+``child_main`` runs in the process ``NsRuntime.create`` forks.  Without a
+user or time namespace that process is already PID 1 of the container's new
+PID namespace (the parent unshared CLONE_NEWPID for its own thread just
+around the fork).  With one, the forked process is an intermediate
+(``intermediate_main``, runc's nsexec stage 1): it joins the namespaces
+given by path, makes the user namespace (the parent writes its uid and gid
+maps), then the PID and time namespaces, forks the container process into
+them, tells the parent its pid and exits -- so that those namespaces are
+owned by the container's user namespace, and /proc can be mounted in it.
+
+The container process's steps follow runc's ``standard_init_linux.go``:
+
+    non-dumpable, signals reset, join cgroups, join or make namespaces,
+    stdio, loopback up, rootfs + mounts + devices, [createRuntime and
+    prestart hooks by the parent, createContainer hooks], pivot_root,
+    hostname, sysctls, read-only and masked paths, read-only root, console,
+    rlimits, [seccomp without no_new_privs], no_new_privs, user and
+    capabilities, cwd, executable lookup, "ready" to the parent, wait on
+    exec.fifo until start, [startContainer hooks], close fds, [seccomp with
+    no_new_privs], exec (or the builtin init).
+
+Protocol with the parent: the child writes JSON lines on ``pipe_w``:
+``{"type": "ready"}`` once the process only waits for ``start``,
+``{"type": "error", "kind": <pallet.core.errors class name>, "message": ...}``,
+and, when it needs the parent, ``{"type": "userns"}`` (write my maps) or
+``{"type": "hooks"}`` (run createRuntime hooks), waiting then for one line
+on ``sync_r`` (``{"ok": true}``); the intermediate sends ``{"type": "pid",
+"pid": N}``.  The pipes are close-on-exec and closed before the wait, so
+EOF without "ready" means the process died, which the parent reports too.
+
+Nothing here may import lazily: after pivot_root the host's Python library
+is out of reach.  The modules below are imported by runtime.py before fork.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import resource
+import signal
+import stat
+import struct
+
+from . import cgroups, hooks, linux, seccomp
+from .mounts import MountError, RootfsBuilder, masked_paths, readonly_paths, readonly_root
+from .state import EXEC_FIFO
+
+_TIOCSCTTY = 0x540E
+_SOL_SOCKET = 1
+_SCM_RIGHTS = 1
+
+
+class ChildError(Exception):
+    """A failure to report to the parent as ``kind`` (a core error class name)."""
+
+    def __init__(self, message: str, kind: str = "PalletError"):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class ChildConfig:
+    """Everything the child needs, prepared by the parent before fork."""
+
+    def __init__(self, **kw):
+        self.spec: dict = kw["spec"]
+        self.id: str = kw.get("id", "")
+        self.bundle: str = kw.get("bundle", "")
+        self.rootfs: str = kw.get("rootfs", "")
+        self.pipe_w: int = kw["pipe_w"]
+        self.sync_r: int = kw.get("sync_r", -1)
+        self.state_dir_fd: int = kw.get("state_dir_fd", -1)  # -1: exec, no start to wait for
+        self.stdio: tuple = kw["stdio"]                  # three fds
+        self.console = kw.get("console")                 # connected socket object or None
+        self.no_pivot: bool = kw.get("no_pivot", False)
+        self.preserve_fds: int = kw.get("preserve_fds", 0)
+        self.ns_join: list = kw.get("ns_join", [])       # (fd, flag, type), pid excluded
+        self.ns_new: int = kw.get("ns_new", 0)           # clone flags, CLONE_NEWPID excluded
+        self.cgroup_paths: dict = kw.get("cgroup_paths") or {}
+        self.init = kw.get("init")                       # object with run(argv, env), or None
+        self.seccomp: bytes | None = kw.get("seccomp")   # compiled BPF program
+        self.seccomp_flags: int = kw.get("seccomp_flags", 0)
+        # intermediate mode (user or time namespace): what the intermediate does
+        self.intermediate: bool = kw.get("intermediate", False)
+        self.user_ns: tuple | None = kw.get("user_ns")   # ("new", None) or ("join", fd)
+        self.pid_ns: int | None = kw.get("pid_ns")       # None, -1 (new) or an fd to join
+        self.time_offsets: dict | None = kw.get("time_offsets")  # new time namespace
+        self.outer_done = False
+
+
+def send(fd: int, **msg) -> None:
+    os.write(fd, json.dumps(msg).encode() + b"\n")
+
+
+def _ask_parent(cfg: ChildConfig, **msg) -> None:
+    """Send ``msg`` and wait for the parent's answer on sync_r."""
+    send(cfg.pipe_w, **msg)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(cfg.sync_r, 4096)
+        if not chunk:
+            raise ChildError("the runtime went away")
+        buf += chunk
+    answer = json.loads(buf)
+    if not answer.get("ok"):
+        raise ChildError(answer.get("error") or "refused by the runtime")
+
+
+def child_main(cfg: ChildConfig):
+    """Run the container process (create) or a process joining it (exec);
+    never returns."""
+    code = 1
+    try:
+        if cfg.intermediate:
+            code = _intermediate(cfg)
+        elif cfg.state_dir_fd >= 0:
+            _init(cfg)
+        else:
+            _exec_in(cfg)
+    except ChildError as e:
+        _report(cfg, e.kind, e.message)
+    except (MountError, hooks.HookError) as e:
+        _report(cfg, "PalletError", str(e))
+    except OSError as e:
+        _report(cfg, "PalletError", linux.describe(e))
+    except BaseException as e:  # a bug must still reach the parent, not vanish
+        _report(cfg, "PalletError", f"internal error: {type(e).__name__}: {e}")
+    finally:
+        os._exit(code)
+
+
+def _report(cfg: ChildConfig, kind: str, message: str) -> None:
+    """To the parent while it listens; after "ready" only the container's
+    stderr is left to tell."""
+    try:
+        if cfg.pipe_w >= 0:
+            send(cfg.pipe_w, type="error", kind=kind, message=message)
+        else:
+            os.write(2, f"pallet-runc init: {message}\n".encode())
+    except OSError:
+        pass
+
+
+def _intermediate(cfg: ChildConfig) -> int:
+    """runc's nsexec stage 1: user namespace, then PID and time namespaces
+    owned by it, then the container process forked into them."""
+    _enter_outer(cfg, cfg.spec.get("process") or {})
+    for fd, flag, kind in cfg.ns_join:
+        linux.setns(fd, flag, f"{kind} namespace")
+    cfg.ns_join = []
+    if cfg.user_ns is not None:
+        how, fd = cfg.user_ns
+        if how == "join":
+            linux.setns(fd, linux.CLONE_NEWUSER, "user namespace")
+        else:
+            linux.unshare(linux.CLONE_NEWUSER)
+            _ask_parent(cfg, type="userns")
+        _become_root_in_userns()
+    if cfg.pid_ns is not None:
+        if cfg.pid_ns == -1:
+            linux.unshare(linux.CLONE_NEWPID)
+        else:
+            linux.setns(cfg.pid_ns, linux.CLONE_NEWPID, "pid namespace")
+    if cfg.time_offsets is not None:
+        linux.unshare(linux.CLONE_NEWTIME)
+        _write_time_offsets(cfg.time_offsets)
+    cfg.intermediate = False
+    pid = os.fork()
+    if pid == 0:
+        child_main(cfg)  # never returns
+    send(cfg.pipe_w, type="pid", pid=pid)
+    return 0
+
+
+def _become_root_in_userns() -> None:
+    """uid/gid 0 of the new user namespace when it is mapped (the maps are
+    written by now), so that files made during set-up belong to the
+    container's root."""
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError:
+        pass  # 0 not mapped: stay the overflow id, with the namespace's capabilities
+
+
+def _write_time_offsets(offsets: dict) -> None:
+    lines = []
+    for clock in ("monotonic", "boottime"):
+        off = offsets.get(clock)
+        if off:
+            lines.append(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+    if lines:
+        _write_file("/proc/self/timens_offsets", "".join(lines))
+
+
+def _init(cfg: ChildConfig) -> None:
+    """The container's first process: from the caller's world into the container."""
+    proc = cfg.spec.get("process") or {}
+    _enter(cfg, proc)
+    if cfg.ns_new & linux.CLONE_NEWNET:
+        linux.loopback_up()
+    builder = _setup_rootfs(cfg)
+    hks = cfg.spec.get("hooks") or {}
+    if hks.get("prestart") or hks.get("createRuntime"):
+        _ask_parent(cfg, type="hooks")
+    if hks.get("createContainer"):
+        hooks.run_all(cfg.spec, "createContainer", _hook_state(cfg, "created"))
+    _pivot(cfg, builder)
+    _setup_system(cfg.spec)
+    if proc.get("terminal"):
+        _setup_console(cfg, proc)
+    nnp = bool(proc.get("noNewPrivileges"))
+    if cfg.seccomp is not None and not nnp:
+        _install_seccomp(cfg)  # while we still have CAP_SYS_ADMIN (runc's order)
+    args, env = _prepare_process(proc)
+    _ready(cfg)
+    # from here on only start (or a kill) moves us
+    _wait_for_start(cfg.state_dir_fd)
+    if hks.get("startContainer"):
+        try:
+            hooks.run_all(cfg.spec, "startContainer", _hook_state(cfg, "running"))
+        except hooks.HookError as e:
+            os.write(2, f"pallet-runc init: {e}\n".encode())
+            os._exit(1)
+    _close_fds(cfg.preserve_fds)
+    if cfg.seccomp is not None and nnp:
+        _install_seccomp(cfg)  # as close to exec as possible
+    if cfg.init is not None:
+        # signals stay blocked: the init takes them over with sigtimedwait
+        cfg.init.run(list(args), env)
+        os._exit(1)  # run() does not return
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    _exec(args, env)
+
+
+def _hook_state(cfg: ChildConfig, status: str) -> bytes:
+    return hooks.state_json(cfg.spec, cfg.id, status, os.getpid(), cfg.bundle)
+
+
+def _install_seccomp(cfg: ChildConfig) -> None:
+    try:
+        seccomp.install(cfg.seccomp, cfg.seccomp_flags)
+    except OSError as e:
+        if cfg.pipe_w >= 0:
+            raise ChildError(f"error loading seccomp filter: {linux.describe(e)}") from None
+        os.write(2, f"pallet-runc init: error loading seccomp filter: {linux.describe(e)}\n".encode())
+        os._exit(1)
+
+
+def _exec_in(cfg: ChildConfig) -> None:
+    """A new process in a running container (runc exec, setns_init_linux.go):
+    it joins the container's cgroups and namespaces (the PID one at fork, the
+    mount one last, which also moves root and cwd to the container's root),
+    then is set up like the container's first process, and runs at once."""
+    proc = cfg.spec.get("process") or {}
+    _enter(cfg, proc)
+    if proc.get("terminal"):
+        _setup_console(cfg, proc)
+    nnp = bool(proc.get("noNewPrivileges"))
+    if cfg.seccomp is not None and not nnp:
+        _install_seccomp(cfg)
+    args, env = _prepare_process(proc)
+    _ready(cfg)
+    _close_fds(cfg.preserve_fds)
+    if cfg.seccomp is not None and nnp:
+        _install_seccomp(cfg)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    _exec(args, env)
+
+
+def _enter_outer(cfg: ChildConfig, proc: dict) -> None:
+    """What is done with the host's credentials: non-dumpable, clean signal
+    state, cgroups, OOM score."""
+    if cfg.outer_done:
+        return
+    # no ptrace, no /proc/<pid>/mem from the container while we sit in its
+    # namespaces with the host's view (CVE-2016-9962, runc sets it the same way)
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    _reset_signal_handlers()
+    if cfg.cgroup_paths:
+        cgroups.join_self(cfg.cgroup_paths)
+    if proc.get("oomScoreAdj") is not None:
+        _write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]))
+    cfg.outer_done = True
+
+
+def _enter(cfg: ChildConfig, proc: dict) -> None:
+    """Non-dumpable, clean signal state, cgroups, namespaces, session, stdio."""
+    _enter_outer(cfg, proc)
+    for fd, flag, kind in cfg.ns_join:
+        linux.setns(fd, flag, f"{kind} namespace")
+    if cfg.ns_new:
+        linux.unshare(cfg.ns_new)
+    os.setsid()
+    _setup_stdio(cfg)
+
+
+def _setup_system(spec: dict) -> None:
+    """Hostname, sysctls, then read-only and masked paths and the read-only root
+    (after the sysctls, which need /proc/sys writable)."""
+    lnx = spec.get("linux") or {}
+    if spec.get("hostname"):
+        linux.sethostname(spec["hostname"])
+    if spec.get("domainname"):
+        linux.setdomainname(spec["domainname"])
+    for key, value in (lnx.get("sysctl") or {}).items():
+        _write_file("/proc/sys/" + key.replace(".", "/"), value)
+    try:
+        readonly_paths(lnx.get("readonlyPaths"))
+        masked_paths(lnx.get("maskedPaths"))
+        if (spec.get("root") or {}).get("readonly"):
+            readonly_root()
+    except OSError as e:
+        raise ChildError(f"error finalizing rootfs: {linux.describe(e)}") from None
+
+
+def _prepare_process(proc: dict) -> tuple[list, dict]:
+    """rlimits, no_new_privs, user, capabilities, cwd; the executable checked."""
+    _set_rlimits(proc.get("rlimits"))
+    if proc.get("noNewPrivileges"):
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    env = _environment(proc)
+    _switch_user(proc, env)
+    args = proc.get("args") or []
+    if not args:
+        raise ChildError("args must not be empty", "InvalidArgument")
+    _lookpath(args[0], env)
+    return args, env
+
+
+def _ready(cfg: ChildConfig) -> None:
+    send(cfg.pipe_w, type="ready")
+    os.close(cfg.pipe_w)
+    cfg.pipe_w = -1
+    if cfg.sync_r >= 0:
+        os.close(cfg.sync_r)
+        cfg.sync_r = -1
+
+
+
+# --- steps ---------------------------------------------------------------------------
+
+def _reset_signal_handlers() -> None:
+    """Drop the caller's Python handlers and its wakeup fd (asyncio's self-pipe
+    would otherwise receive our signals).  The mask stays as the parent set it
+    (all blocked) until just before exec."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for sig in _CATCHABLE:
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
+_CATCHABLE = tuple(s for s in signal.valid_signals()
+                   if s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+def _write_file(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise ChildError(f"write {path}: {os.strerror(e.errno).lower()}") from None
+
+
+def _setup_stdio(cfg: ChildConfig) -> None:
+    """Make the given fds 0, 1 and 2; copy them above the preserved range first
+    so that no dup2 overwrites a source still to be used."""
+    low = 3 + cfg.preserve_fds
+    copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low) for fd in cfg.stdio]
+    for target, fd in enumerate(copies):
+        os.dup2(fd, target)
+    for fd in copies:
+        os.close(fd)
+
+
+def _setup_rootfs(cfg: ChildConfig) -> RootfsBuilder:
+    builder = RootfsBuilder(cfg.spec, cfg.bundle, cfg.rootfs)
+    try:
+        builder.prepare()
+    except OSError as e:
+        raise ChildError(f"error preparing rootfs {cfg.rootfs}: {linux.describe(e)}") from None
+    for m in cfg.spec.get("mounts") or ():
+        try:
+            builder.mount_one(m)
+        except (OSError, MountError) as e:
+            src = m.get("source") or m.get("type") or ""
+            raise ChildError(f'error mounting "{src}" to rootfs at "{m.get("destination")}": '
+                             f"{linux.describe(e)}") from None
+    try:
+        builder.create_devices()
+    except (OSError, MountError) as e:
+        raise ChildError(f"error creating device nodes: {linux.describe(e)}") from None
+    return builder
+
+
+def _pivot(cfg: ChildConfig, builder: RootfsBuilder) -> None:
+    try:
+        builder.pivot(cfg.no_pivot)
+    except OSError as e:
+        raise ChildError(f"error jailing process inside rootfs: {linux.describe(e)}") from None
+
+
+def _setup_console(cfg: ChildConfig, proc: dict) -> None:
+    """A pty from the container's own devpts; the master goes to the console
+    socket (SCM_RIGHTS, as runc does), the slave becomes the controlling tty."""
+    if cfg.console is None:
+        raise ChildError("cannot allocate tty if runc will detach without setting console socket",
+                         "InvalidArgument")
+    master, slave = os.openpty()
+    user = proc.get("user") or {}
+    try:
+        os.fchown(slave, user.get("uid", 0), user.get("gid", 0))
+    except OSError:
+        pass
+    size = proc.get("consoleSize")
+    if size:
+        fcntl.ioctl(slave, 0x5414, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+    cfg.console.sendmsg([b"/dev/ptmx"], [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack("i", master))])
+    cfg.console.close()
+    os.close(master)
+    fcntl.ioctl(slave, _TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+
+
+def _set_rlimits(rlimits) -> None:
+    for rl in rlimits or ():
+        name = rl.get("type", "")
+        which = getattr(resource, name, None)
+        if not name.startswith("RLIMIT_") or which is None:
+            raise ChildError(f"unknown rlimit type {name!r}", "InvalidArgument")
+        try:
+            resource.setrlimit(which, (rl.get("soft", 0), rl.get("hard", 0)))
+        except (OSError, ValueError) as e:
+            raise ChildError(f"setrlimit {name}: {e}") from None
+
+
+def _environment(proc: dict) -> dict:
+    env = {}
+    for item in proc.get("env") or ():
+        key, sep, value = item.partition("=")
+        if key:
+            env[key] = value
+    return env
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd", "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                parts = line.split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def _switch_user(proc: dict, env: dict) -> None:
+    """Bounding set, user, cwd, then the capability sets (runc's finalizeNamespace)."""
+    user = proc.get("user") or {}
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    caps = proc.get("capabilities")
+    cwd = proc.get("cwd") or "/"
+    if "HOME" not in env:
+        env["HOME"] = _home_of(uid)
+    try:
+        if caps is not None:
+            linux.drop_bounding_set(caps)
+    except ValueError as e:
+        raise ChildError(str(e), "InvalidArgument") from None
+    chdir_done = _chdir(cwd, late=False)
+    # keep the permitted set across setuid; capset below trims it to the spec
+    linux.prctl(linux.PR_SET_KEEPCAPS, 1)
+    try:
+        os.setgroups(list(user.get("additionalGids") or ()))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise ChildError(f"setup user {uid}:{gid}: {os.strerror(e.errno).lower()}") from None
+    if not chdir_done:
+        _chdir(cwd, late=True)
+    linux.prctl(linux.PR_SET_KEEPCAPS, 0)
+    os.umask(user["umask"] if user.get("umask") is not None else 0o022)
+    if caps is not None:
+        try:
+            linux.apply_capabilities(caps)
+        except ValueError as e:
+            raise ChildError(str(e), "InvalidArgument") from None
+
+
+def _chdir(cwd: str, late: bool) -> bool:
+    """chdir as root first; if that is refused, once more as the user (runc)."""
+    try:
+        os.chdir(cwd)
+        return True
+    except PermissionError:
+        if late:
+            raise ChildError(f'chdir to cwd ("{cwd}") set in config.json failed: permission denied',
+                             "InvalidArgument") from None
+        return False
+    except OSError as e:
+        raise ChildError(f'chdir to cwd ("{cwd}") set in config.json failed: '
+                         f'{os.strerror(e.errno).lower()}', "InvalidArgument") from None
+
+
+def _check_executable(path: str, name: str) -> str | None:
+    """None if ``path`` is an executable file, else why not (Go's findExecutable)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"stat {path}: {os.strerror(e.errno).lower()}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: is a directory"
+    if not st.st_mode & 0o111:
+        return f"{path}: permission denied"
+    return None
+
+
+def _lookpath(name: str, env: dict) -> str:
+    """Resolve the executable like Go's exec.LookPath with the container's PATH,
+    so that a missing one fails create (not start), as with runc."""
+    if "/" in name:
+        why = _check_executable(name, name)
+        if why:
+            raise ChildError(f'exec: "{name}": {why}', "InvalidArgument")
+        return name
+    for d in (env.get("PATH") or "").split(":"):
+        path = os.path.join(d or ".", name)
+        if _check_executable(path, name) is None:
+            return path
+    raise ChildError(f'exec: "{name}": executable file not found in $PATH', "InvalidArgument")
+
+
+def _wait_for_start(dir_fd: int) -> None:
+    """Block in open(O_WRONLY) on exec.fifo until ``start`` opens it for reading.
+
+    The FIFO is opened relative to an O_PATH descriptor of the state directory
+    taken before pivot_root, so neither /proc nor the host path is needed.
+    """
+    fd = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+        os.close(dir_fd)
+
+
+def _close_fds(preserve: int) -> None:
+    """Leave only 0, 1, 2 and the preserved fds (runc closes the rest the same
+    way, CVE-2024-21626: no descriptor of the host may reach the container)."""
+    first = 3 + preserve
+    os.closerange(first, 1 << 20)
+    for fd in range(3, first):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+
+
+def _exec(args, env: dict) -> None:
+    path = _lookpath(args[0], env)
+    try:
+        os.execve(path, list(args), env)
+    except OSError as e:
+        # nobody listens on the pipe any more: say it on the container's stderr
+        msg = f'exec: "{args[0]}": {os.strerror(e.errno).lower()}\n'
+        try:
+            os.write(2, msg.encode())
+        except OSError:
+            pass
+        os._exit(126 if e.errno == 13 else 127)

@@ -1,0 +1,108 @@
+"""Bad input gets docker's JSON error with a 4xx (501 for what pallet lacks),
+never a 500 or a traceback."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def _err(resp):
+    status, headers, body = resp
+    assert headers.get("Content-Type") == "application/json", (status, headers, body)
+    return status, json.loads(body)["message"]
+
+
+def test_ping_headers(palletd):
+    for method in ("GET", "HEAD"):
+        status, headers, body = palletd.api(method, "/_ping")
+        assert status == 200
+        assert headers["API-Version"] == "1.43"
+        assert headers["Ostype"] == "linux"
+        assert "Docker-Experimental" in headers and "Builder-Version" in headers
+        assert body == (b"OK" if method == "GET" else b"")
+
+
+def test_versioned_and_unversioned_paths(palletd):
+    for path in ("/version", "/v1.43/version", "/v1.24/version", "/v1.41/containers/json"):
+        assert palletd.api("GET", path)[0] == 200
+    status, msg = _err(palletd.api("GET", "/v1.99/version"))
+    assert status == 400 and "too new" in msg
+    status, msg = _err(palletd.api("GET", "/v1.12/version"))
+    assert status == 400 and "too old" in msg
+
+
+def test_bad_json(palletd):
+    status, msg = _err(palletd.api("POST", "/containers/create", raw=b"{not json"))
+    assert status == 400
+    status, msg = _err(palletd.api("POST", "/containers/create", raw=b"[1, 2]"))
+    assert status == 400
+    status, msg = _err(palletd.api("POST", "/containers/create", {"Image": 5}))
+    assert status == 400
+    status, msg = _err(palletd.api("POST", "/containers/create",
+                                   {"Image": "busybox", "Cmd": [1, 2]}))
+    assert status == 400
+    status, msg = _err(palletd.api("POST", "/containers/create", {}))
+    assert status == 400
+
+
+def test_unknown_image_and_container(palletd):
+    status, msg = _err(palletd.api("POST", "/containers/create", {"Image": "pa-nope:1"}))
+    assert status == 404 and "No such image" in msg
+    status, msg = _err(palletd.api("POST", "/containers/create", {"Image": "UPPER"}))
+    assert status == 400
+    for method, path in (("GET", "/containers/pa-nope/json"), ("POST", "/containers/pa-nope/start"),
+                         ("POST", "/containers/pa-nope/stop"), ("POST", "/containers/pa-nope/kill"),
+                         ("POST", "/containers/pa-nope/wait"), ("DELETE", "/containers/pa-nope"),
+                         ("GET", "/containers/pa-nope/logs?stdout=1"),
+                         ("POST", "/containers/pa-nope/attach?stream=1&stdout=1"),
+                         ("GET", "/images/pa-nope/json"), ("DELETE", "/images/pa-nope")):
+        status, msg = _err(palletd.api(method, path))
+        assert status == 404, (method, path, status, msg)
+
+
+def test_unknown_and_unimplemented_paths(palletd):
+    status, msg = _err(palletd.api("GET", "/pa-nowhere"))
+    assert status == 404
+    status, msg = _err(palletd.api("POST", "/images/create?fromImage=busybox&tag=latest"))
+    assert status == 501
+    for method, path in (("POST", "/build"), ("GET", "/volumes"), ("POST", "/swarm/init"),
+                         ("GET", "/events"), ("POST", "/containers/x/exec")):
+        status, msg = _err(palletd.api(method, path))
+        assert status == 501, (method, path, status)
+    status, msg = _err(palletd.api("DELETE", "/_ping"))
+    assert status == 405
+
+
+def test_bad_parameters(palletd):
+    cid = json.loads(palletd.api("POST", "/containers/create",
+                                 {"Image": "busybox", "Cmd": ["true"]})[2])["Id"]
+    try:
+        assert _err(palletd.api("POST", f"/containers/{cid}/kill?signal=NOPE"))[0] == 400
+        assert _err(palletd.api("POST", f"/containers/{cid}/kill"))[0] == 409  # not running
+        assert _err(palletd.api("POST", f"/containers/{cid}/wait?condition=bogus"))[0] == 400
+        assert _err(palletd.api("GET", f"/containers/{cid}/logs"))[0] == 400
+        assert _err(palletd.api("GET", f"/containers/{cid}/logs?stdout=1&tail=x"))[0] == 400
+        assert _err(palletd.api("GET", "/containers/json?filters=notjson"))[0] == 400
+        assert _err(palletd.api("GET", '/containers/json?filters={"bogus":["x"]}'))[0] == 400
+        assert _err(palletd.api("POST", "/containers/create?name=bad/name",
+                                {"Image": "busybox", "Cmd": ["true"]}))[0] == 400
+        status, _, _ = palletd.api("POST", f"/containers/{cid}/stop")
+        assert status == 304
+    finally:
+        assert palletd.api("DELETE", f"/containers/{cid}")[0] == 204
+
+
+def test_load_garbage(palletd):
+    status, msg = _err(palletd.api("POST", "/images/load", raw=b"this is not a tarball",
+                                   headers={"Content-Type": "application/x-tar"}))
+    assert status == 400
+    status, msg = _err(palletd.api("POST", "/images/load", raw=b"",
+                                   headers={"Content-Type": "application/x-tar"}))
+    assert status == 400
+
+
+def test_no_traceback_in_log(palletd):
+    assert "Traceback" not in palletd.log()

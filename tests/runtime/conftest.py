@@ -1,0 +1,72 @@
+"""Fixtures for the runtime_ns and init_tini tests: busybox bundles, a runtime
+on its own root, and cleanup that runs even when a test fails.
+
+Each test gets its own state root and container ids with a random suffix, so
+that several runs (or other helpers' tests) can share the machine.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from rt_helpers import BUSYBOX, Bundle, Output, reap_all
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="runtime tests need root")
+        for item in items:
+            if "tests/runtime" in str(item.fspath):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subreaper():
+    """The test process plays the shim: a child subreaper that waits for PID 1."""
+    from pallet.plugins.runtime_ns.linux import set_child_subreaper
+    set_child_subreaper()
+
+
+@pytest.fixture(scope="session")
+def applets() -> list[str]:
+    out = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True).stdout
+    return [a for a in out.split() if a and a != "busybox"]
+
+
+@pytest.fixture
+def bundle(tmp_path, applets) -> Bundle:
+    path = tmp_path / "bundle"
+    path.mkdir()
+    return Bundle(str(path), applets)
+
+
+@pytest.fixture
+def state_root(tmp_path) -> str:
+    return str(tmp_path / f"state-{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture
+def runtime(state_root):
+    """An NsRuntime with the builtin init; every container it holds is
+    force-deleted at the end, whatever the test did."""
+    from pallet.plugins.init_tini.init import TiniInit
+    from pallet.plugins.runtime_ns.runtime import NsRuntime
+
+    rt = NsRuntime(state_root, init=TiniInit())
+    yield rt
+    for st in rt.list():
+        try:
+            rt.delete(st["id"], force=True)
+        except Exception:
+            pass
+    reap_all()
+
+
+@pytest.fixture
+def output(tmp_path):
+    out = Output(str(tmp_path / "out.txt"))
+    yield out
+    out.close()

@@ -1,0 +1,141 @@
+"""Pure logic of runtime_ns and init_tini: no namespaces needed."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pallet.plugins.init_tini.spec import ANNOTATION, add_init
+from pallet.plugins.runtime_ns import cgroups, linux
+from pallet.plugins.runtime_ns.cli import parse, parse_signal
+from pallet.plugins.runtime_ns.mounts import parse_options, secure_join
+from pallet.plugins.runtime_ns.state import valid_id
+
+
+def test_secure_join_stays_inside(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(root + "/etc")
+    os.symlink("/", root + "/abs")
+    os.symlink("../../../..", root + "/etc/up")
+    os.symlink("/etc", root + "/etclink")
+    assert secure_join(root, "/abs/x") == root + "/x"
+    assert secure_join(root, "/etc/up/y") == root + "/y"
+    assert secure_join(root, "/../../z") == root + "/z"
+    assert secure_join(root, "/etclink/passwd") == root + "/etc/passwd"
+    assert secure_join(root, "/missing/./a/../b") == root + "/missing/b"
+    os.symlink("loop", root + "/loop")
+    with pytest.raises(Exception, match="too many levels of symbolic links"):
+        secure_join(root, "/loop")
+
+
+def test_parse_mount_options():
+    flags, prop, data = parse_options(["rbind", "ro", "nosuid", "rprivate", "mode=755", "size=1m"])
+    assert flags == linux.MS_BIND | linux.MS_REC | linux.MS_RDONLY | linux.MS_NOSUID
+    assert prop == linux.MS_PRIVATE | linux.MS_REC
+    assert data == "mode=755,size=1m"
+    flags, _, _ = parse_options(["ro", "rw", "nodev", "dev"])
+    assert flags == 0
+
+
+def test_cap_mask():
+    assert linux.cap_mask(["CAP_KILL", "NET_BIND_SERVICE"]) == (1 << 5) | (1 << 10)
+    with pytest.raises(ValueError, match="unknown capability"):
+        linux.cap_mask(["CAP_NOPE"])
+
+
+def test_valid_ids():
+    assert valid_id("abc-DEF_1.2+3")
+    for bad in ("", ".", "..", "a/b", "a b", "x" * 1025):
+        assert not valid_id(bad)
+
+
+def test_signals():
+    assert parse_signal("9") == 9 and parse_signal("KILL") == 9 and parse_signal("SIGTERM") == 15
+    assert parse_signal("sighup") == 1
+    for bad in ("BADSIG", "0", "999"):
+        with pytest.raises(RuntimeError, match="unknown signal"):
+            parse_signal(bad)
+
+
+def test_cli_parser():
+    spec = {"--bundle": "bundle=", "-b": "bundle=", "--detach": "detach", "-d": "detach"}
+    assert parse(["-d", "--bundle=/x", "id", "--not-a-flag"], spec) == (
+        {"detach": True, "bundle": "/x"}, ["id", "--not-a-flag"])
+    assert parse(["-b", "/y", "id"], spec) == ({"bundle": "/y"}, ["id"])
+    assert parse(["-bundle", "/z", "id"], spec)[0] == {"bundle": "/z"}
+
+
+def test_cgroup_paths():
+    assert cgroups.normalize("system.slice:pallet:abc") == "/system.slice/pallet-abc.scope"
+    assert cgroups.normalize("/docker/abc") == "/docker/abc"
+    assert cgroups._device_rule({"allow": False, "access": "rwm"}) == "a"
+    assert cgroups._device_rule({"type": "c", "major": 1, "minor": -1, "access": "rw"}) == "c 1:* rw"
+    paths = cgroups.paths_for("/pallet-x/abc")
+    for name, path in paths.items():
+        assert path == os.path.join(cgroups.mounts()[name], "pallet-x/abc")
+
+
+def test_add_init_builtin_and_binary():
+    spec = {"process": {"args": ["sh"]}, "mounts": []}
+    add_init(spec, None)
+    assert spec["annotations"][ANNOTATION] == "builtin" and spec["process"]["args"] == ["sh"]
+    spec = {"process": {"args": ["sh", "-c", "x"]}}
+    add_init(spec, "/usr/bin/tini-static")
+    assert spec["process"]["args"] == ["/sbin/docker-init", "--", "sh", "-c", "x"]
+    assert spec["mounts"] == [{"destination": "/sbin/docker-init", "type": "bind",
+                               "source": "/usr/bin/tini-static", "options": ["bind", "ro"]}]
+
+
+class _FakeKernel:
+    class paths:
+        runtime_root = "/run/pallet-test/containerd/runtime"
+
+    def __init__(self, config, roles):
+        self.config = config
+        self.roles = roles
+        self.provided = []
+
+    def plugin_config(self, name):
+        return dict(self.config.get(name, {}))
+
+    def has_role(self, role):
+        return role in self.roles
+
+    def provide(self, role):
+        self.provided.append(role)
+        from pallet.plugins.init_tini import plugin as init_plugin
+        return init_plugin.pallet_provide_init(self)
+
+
+def test_plugin_wiring():
+    from pallet.plugins.init_tini import plugin as init_plugin
+    from pallet.plugins.runtime_ns import plugin as rt_plugin
+
+    assert rt_plugin.PALLET_ROLE == "runtime" and init_plugin.PALLET_ROLE == "init"
+    kernel = _FakeKernel({}, {"runtime", "init"})
+    rt = rt_plugin.pallet_provide_runtime(kernel)
+    assert rt.root == "/run/pallet-test/containerd/runtime"
+    assert rt.init is not None and kernel.provided == ["init"]
+    kernel = _FakeKernel({"runtime_ns": {"root": "/tmp/elsewhere"}}, {"runtime"})
+    rt = rt_plugin.pallet_provide_runtime(kernel)
+    assert rt.root == "/tmp/elsewhere" and rt.init is None
+
+    spec = {"process": {"args": ["sh"]}}
+    init_plugin.pallet_build_spec(kernel, spec, {"init": False})
+    assert "annotations" not in spec
+    init_plugin.pallet_build_spec(kernel, spec, {"init": True})
+    assert spec["annotations"][ANNOTATION] == "builtin"
+    kernel = _FakeKernel({"init_tini": {"init_path": "/usr/bin/tini-static"}}, set())
+    spec = {"process": {"args": ["sh"]}}
+    init_plugin.pallet_build_spec(kernel, spec, {"init": True})
+    assert spec["process"]["args"][0] == "/sbin/docker-init"
+
+
+def test_plugin_module_is_light():
+    import subprocess
+    import sys
+    code = ("import sys; import pallet.plugins.runtime_ns.plugin, pallet.plugins.init_tini.plugin;"
+            "print([m for m in sys.modules if m.startswith('pallet.plugins') and "
+            "m.rsplit('.', 1)[-1] not in ('plugins', 'runtime_ns', 'init_tini', 'plugin')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,73 @@
+"""Fixtures of the image store tests: roots under pytest's tmp_path (unique per
+test), the built-in busybox archive (built once per session), and a mount
+tracker that unmounts everything a test mounted, even when it fails."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pallet.plugins.store_overlay import builtin
+from pallet.plugins.store_overlay import mount as mountlib
+from pallet.plugins.store_overlay.store import ImageStore
+from store_helpers import LayerBuilder
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory) -> str:
+    """The built-in busybox image as a docker-save tarball."""
+    path = str(tmp_path_factory.mktemp("busybox") / "busybox.tar")
+    builtin.write_archive(path)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path) -> ImageStore:
+    """An ImageStore laid out as pallet-containerd's, under this test's tmp_path."""
+    root = tmp_path / "containerd"
+    s = ImageStore(
+        content_root=str(root / "io.containerd.content.v1.content"),
+        metadata_db=str(root / "io.containerd.metadata.v1.pallet" / "meta.db"),
+        snapshotter_roots={n: str(root / f"io.containerd.snapshotter.v1.{n}")
+                           for n in ("overlayfs", "native")})
+    yield s
+    s.close()
+
+
+class Mounts:
+    """Mounts made by one test, undone in reverse order at teardown."""
+
+    def __init__(self, base):
+        self.base = base
+        self.targets: list[str] = []
+
+    def mount(self, mounts, name: str) -> str:
+        target = str(self.base / name)
+        os.makedirs(target, exist_ok=True)
+        self.targets.append(target)
+        mountlib.mount_all(mounts, target)
+        return target
+
+    def unmount(self, target: str) -> None:
+        mountlib.unmount_all(target)
+        self.targets.remove(target)
+
+    def cleanup(self) -> None:
+        for target in reversed(self.targets):
+            mountlib.unmount_all(target, detach=True)
+        self.targets.clear()
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    tracker = Mounts(tmp_path / "mnt")
+    yield tracker
+    tracker.cleanup()
+
+
+@pytest.fixture
+def layer(tmp_path):
+    """``layer("name")`` -> a LayerBuilder writing tmp_path/name.tar."""
+    def make(name="layer"):
+        return LayerBuilder(tmp_path / f"{name}.tar")
+    return make

@@ -33,6 +33,12 @@ class LeaseResource:
 
 
 @attrs.frozen
+class NamespaceView:
+    name: str
+    labels: dict
+
+
+@attrs.frozen
 class ImageSpec:
     """An image as a client gave it (the store's image record has these fields)."""
 
@@ -66,6 +72,7 @@ class Backend:
         self.tasks = TaskManager(self.paths, self.containers, self.exchange, address,
                                  snapshots=self._snapshot_mounts, shim_debug=shim_debug)
         self.uuid = self._load_uuid()
+        self._contentns = None
 
     # ---- plumbing ---------------------------------------------------------------
     @property
@@ -83,6 +90,31 @@ class Backend:
     @property
     def metadata(self):
         return storeview.metadata(self.store)
+
+    @property
+    def content_namespaces(self):
+        """Which namespace holds which blob (see :mod:`.contentns`)."""
+        if self._contentns is None:
+            from .contentns import ContentNamespaces
+
+            with self._store_lock:
+                if self._contentns is None:
+                    self._contentns = ContentNamespaces(self.paths.metadata_db, self.content)
+        return self._contentns
+
+    # ---- leases (the containerd-lease header) --------------------------------------
+    def lease_add(self, ns: str, lease: str, rid: str, rtype: str) -> None:
+        """Put a resource made under ``lease`` on it (NotFound if there is no such lease)."""
+        try:
+            self.metadata.add_lease_resource(ns, lease, self.lease_resource(rid, rtype))
+        except errors.NotFound:
+            raise errors.NotFound(f"lease {lease!r} does not exist: not found") from None
+
+    def lease_remove(self, ns: str, lease: str, rid: str, rtype: str) -> None:
+        try:
+            self.metadata.delete_lease_resource(ns, lease, self.lease_resource(rid, rtype))
+        except errors.NotFound:
+            pass
 
     def snapshotter(self, ns: str, name: str):
         return storeview.snapshotter(self.store, name, ns)
@@ -139,11 +171,37 @@ class Backend:
                                                       "io.containerd.runtime.v2.task")}})
         for svc in GRPC_SERVICES:
             out.append({"type": "io.containerd.grpc.v1", "id": svc})
+        out.extend(self._pallet_plugins(plat))
+        return out
+
+    def _pallet_plugins(self, plat) -> list[dict]:
+        """pallet's own plugins, as containerd lists its plugins: ``io.pallet.<role>.v1``
+        and the plugin's name; the runtime and init roles are listed with the
+        process that loads them (the shims, through their zygote)."""
+        out = []
+        loaded = {p.name for p in self.kernel.loaded_plugins()}
+        for info in sorted(self.kernel.plugins.values(), key=lambda p: (p.role or "~", p.name)):
+            role = info.role or "extension"
+            in_shims = info.role in ("runtime", "init") and \
+                self.kernel.roles.get(info.role) == info.name
+            if info.name not in loaded and not in_shims:
+                continue
+            entry = {"type": f"io.pallet.{role}.v1", "id": info.name,
+                     "exports": {"distribution": info.distribution, "version": info.version,
+                                 "process": "pallet-shim" if in_shims else "pallet-containerd"}}
+            if info.role in ("runtime", "containerd"):
+                entry["platforms"] = [plat]
+            out.append(entry)
         return out
 
     # ---- namespaces -------------------------------------------------------------
     def namespace_get(self, name: str):
-        return self.metadata.get_namespace(name)
+        # containerd answers Get of a namespace that does not exist with its
+        # name and no labels (its labels bucket is simply empty)
+        try:
+            return self.metadata.get_namespace(name)
+        except errors.NotFound:
+            return NamespaceView(name, {})
 
     def namespace_list(self):
         return self.metadata.list_namespaces()
@@ -161,6 +219,9 @@ class Backend:
         return n
 
     def namespace_delete(self, name: str) -> None:
+        if self.content_namespaces.list_namespace_digests(name):
+            raise errors.FailedPrecondition(
+                f"namespace {name} must be empty, but it still has content: failed precondition")
         if self.containers.count(name):
             raise errors.FailedPrecondition(
                 f"namespace {name} must be empty, but it still has containers: "

@@ -30,6 +30,11 @@ def namespace_of(context) -> str:
     return ns
 
 
+def lease_of(context) -> str:
+    """The lease the call is made under (``containerd-lease``), or ""."""
+    return header(context, LEASE_HEADER)
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for an exception (the single mapping of this frontend)."""
     if isinstance(exc, errors.PalletError):

@@ -588,6 +588,13 @@ class ContainerService:
             return fut
         raise errors.InvalidArgument(f"invalid condition: {condition!r}")
 
+    async def close_stdin(self, c: Container) -> None:
+        """The attached client's stdin ended (``StdinOnce``): the container's ends too."""
+        if c.io is not None:
+            c.io.close_stdin()
+        if c.running:
+            await self._quiet(self.ctrd.task_close_io(c.id, stdin=True))
+
     async def resize(self, ref: str, height: int, width: int) -> None:
         c = self.get(ref)
         if not c.running:

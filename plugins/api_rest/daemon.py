@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        from pallet.plugins.api_rest.server import close_listeners
+
+        close_listeners(listeners)
         _remove_pidfile(pidfile)
 
 
@@ -162,35 +165,48 @@ async def _run(kernel, args, listeners) -> int:
     import signal
 
     log = logging.getLogger("palletd")
-    supervisor = None
-    if not args.containerd:
-        from pallet.core.supervisor import Supervisor
-
-        os.makedirs(kernel.paths.containerd_state, mode=0o711, exist_ok=True)
-        supervisor = Supervisor(
-            _containerd_argv(kernel, args.config), name="pallet-containerd",
-            ready_socket=kernel.paths.containerd_socket,
-            pidfile=os.path.join(kernel.paths.containerd_state, "pallet-containerd.pid"))
-        try:
-            await supervisor.start()
-        except (OSError, RuntimeError) as e:
-            await supervisor.stop(timeout=2)
-            print(f"palletd: start pallet-containerd: {e}", file=sys.stderr)
-            return 1
-    frontend = kernel.provide("client_protocol")
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    frontend = None
+
+    def on_signal() -> None:
+        stopping.set()
+        if frontend is not None:
+            frontend.stop()
+
+    # before anything else: a SIGTERM during start-up stops palletd in order too
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, frontend.stop)
+        loop.add_signal_handler(sig, on_signal)
+    supervisor = None
     try:
+        if not args.containerd:
+            from pallet.core.supervisor import Supervisor
+
+            os.makedirs(kernel.paths.containerd_state, mode=0o711, exist_ok=True)
+            supervisor = Supervisor(
+                _containerd_argv(kernel, args.config), name="pallet-containerd",
+                ready_socket=kernel.paths.containerd_socket,
+                pidfile=os.path.join(kernel.paths.containerd_state, "pallet-containerd.pid"))
+            try:
+                await supervisor.start()
+            except (OSError, RuntimeError) as e:
+                print(f"palletd: start pallet-containerd: {e}", file=sys.stderr)
+                return 1
+        if stopping.is_set():
+            return 0
+        frontend = kernel.provide("client_protocol")
         await frontend.setup()
         kernel.hook.pallet_startup(kernel=kernel)
+        if stopping.is_set():
+            frontend.stop()
         log.info("palletd ready (containerd at %s)", kernel.ext["containerd_address"])
         await frontend.serve(listeners)
     finally:
-        try:
-            kernel.hook.pallet_shutdown(kernel=kernel)
-        except Exception:  # noqa: BLE001 — shutting down regardless
-            log.exception("pallet_shutdown failed")
+        if frontend is not None:
+            try:
+                kernel.hook.pallet_shutdown(kernel=kernel)
+            except Exception:  # noqa: BLE001 — shutting down regardless
+                log.exception("pallet_shutdown failed")
         if supervisor is not None:
             await supervisor.stop()
     return 0

@@ -182,14 +182,19 @@ async def attach(request: web.Request):
 
 
 async def _pump_stdin(svc, c, conn: streams.Hijacked) -> None:
+    """The client's stdin to the container's; the CLI sends it as soon as it is
+    attached, before the start, so wait for the task's FIFO."""
     while True:
         data = await conn.stdin.read(65536)
+        while c.io is None and c.id in svc.store.by_id and c.state.get("Status") != "exited":
+            await asyncio.sleep(0.02)
+        if c.io is None:
+            return
         if not data:
             break
-        if c.io is not None:
-            await c.io.write_stdin(data)
-    if c.data["Config"].get("StdinOnce") and c.io is not None:
-        c.io.close_stdin()
+        await c.io.write_stdin(data)
+    if c.data["Config"].get("StdinOnce"):
+        await svc.close_stdin(c)
 
 
 async def resize(request: web.Request):

@@ -347,7 +347,8 @@ async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
     """Serve on every listener until ``stop`` is set."""
     access = logging.getLogger("pallet.api_rest.access") if log.isEnabledFor(logging.DEBUG) \
         else None
-    runner = web.AppRunner(app, access_log=access, handle_signals=False)
+    # long-lived answers (attach, logs -f, wait) must not hold the shutdown up
+    runner = web.AppRunner(app, access_log=access, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
         for name, sock in listeners:
@@ -356,9 +357,18 @@ async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
-        for name, sock in listeners:
-            if name.startswith("unix://"):
-                try:
-                    os.unlink(name[len("unix://"):])
-                except OSError:
-                    pass
+        close_listeners(listeners)
+
+
+def close_listeners(listeners) -> None:
+    """Close the sockets and remove the unix socket files palletd made."""
+    for name, sock in listeners:
+        try:
+            sock.close()
+        except OSError:
+            pass
+        if name.startswith("unix://"):
+            try:
+                os.unlink(name[len("unix://"):])
+            except OSError:
+                pass

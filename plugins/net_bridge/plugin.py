@@ -1,37 +1,71 @@
-"""net_bridge: the ``network`` role.
+"""net_bridge: the ``network`` role (dockerd's bridge driver, with pyroute2).
 
-For now the minimal driver: network modes ``none`` and ``default``/``bridge``
-both rely on the new network namespace the runtime makes, with loopback up;
-``host`` shares the host's.  Bridges, veth pairs and IPAM come later.
+Wiring only; the driver is ``driver.BridgeDriver`` (container side in
+``sandbox.py``).  Configuration, ``[plugins.net_bridge]``, mirroring
+dockerd's flags::
+
+    bridge = "pallet0"        # the default bridge's Linux name (-b)
+    bip = "172.17.0.1/16"     # its gateway/prefix (--bip); unset: picked free
+    fixed-cidr = ""           # range addresses come from (--fixed-cidr)
+    icc = true                # containers of the default bridge talk (--icc)
+    mtu = 1500                # --mtu
+    ip-masq = true            # --ip-masq
+    iptables = true           # --iptables
+    chain-prefix = "PALLET"   # pallet's iptables chains: PALLET-FORWARD, ...
+    resolv-conf = "/etc/resolv.conf"   # the host resolvers containers get
 """
 from pallet.core.hookspecs import hookimpl
 
 PALLET_ROLE = "network"
 
 
-class LoopbackOnly:
-    """attach/detach for containers that only have loopback."""
-
-    def attach(self, container: dict, netns_path: str) -> dict:
-        mode = container.get("network_mode") or "default"
-        if mode == "host":
-            return {"SandboxKey": "", "Networks": {"host": _endpoint()}}
-        if mode == "none":
-            return {"SandboxKey": netns_path, "Networks": {"none": _endpoint()}}
-        # default/bridge: no bridge yet, so no address; reported as docker names it
-        return {"SandboxKey": netns_path, "Networks": {"bridge": _endpoint()}}
-
-    def detach(self, container: dict) -> None:
-        return None
-
-
-def _endpoint() -> dict:
-    return {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
-            "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "MacAddress": "", "DriverOpts": None}
+@hookimpl
+def pallet_configure(kernel):
+    if kernel.has_role("network") and kernel.roles.get("network") == "net_bridge":
+        from .driver import check_config
+        check_config(kernel.plugin_config("net_bridge"))
 
 
 @hookimpl
 def pallet_provide_network(kernel):
-    return LoopbackOnly()
+    import asyncio
+
+    from .driver import BridgeDriver
+
+    driver = BridgeDriver(network_root=kernel.paths.network_root,
+                          exec_root=kernel.paths.exec_root,
+                          config=kernel.plugin_config("net_bridge"))
+    try:  # the embedded DNS server runs on the daemon's loop when there is one
+        driver.dns.use_loop(asyncio.get_running_loop())
+    except RuntimeError:
+        pass
+    return driver
+
+
+@hookimpl
+def pallet_startup(kernel):
+    import asyncio
+
+    if not kernel.has_role("network"):
+        return
+    driver = kernel.provide("network")
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    driver.start(loop)
+    driver.warm_up()
+
+
+@hookimpl
+def pallet_shutdown(kernel):
+    if kernel.has_role("network"):
+        kernel.provide("network").shutdown()
+
+
+@hookimpl
+def pallet_build_spec(kernel, spec, container):
+    if kernel.has_role("network"):
+        driver = kernel.provide("network")
+        if hasattr(driver, "build_spec"):
+            driver.build_spec(spec, container)

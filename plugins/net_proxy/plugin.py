@@ -1,28 +1,66 @@
-"""net_proxy: the ``port_proxy`` role (docker-proxy's place).
+"""net_proxy: the ``port_proxy`` role (docker-proxy's place, and dockerd's
+port mapper).
 
-Publishing ports needs the bridge network, which is not there yet: for now
-the provider refuses published ports with a clear "not implemented" error
-(HTTP 501 through palletd).  ``proxy.py`` is ``pallet-proxy``, the per-port
-userland forwarder with docker-proxy's flags.
+Wiring only; the work is in ``publisher.Publisher`` (ports, rules,
+processes), ``ports.py`` (docker's port shapes) and ``proxy.py``
+(``pallet-proxy``, one process per published port).  Configuration,
+``[plugins.net_proxy]``::
+
+    userland-proxy = true        # dockerd's --userland-proxy
+    userland-proxy-path = ""     # dockerd's --userland-proxy-path (default: pallet-proxy)
+    chain-prefix = "PALLET"      # default: net_bridge's chain-prefix
+    iptables = true              # default: net_bridge's iptables
 """
 from pallet.core.hookspecs import hookimpl
 
 PALLET_ROLE = "port_proxy"
 
+KEYS = ("userland-proxy", "userland-proxy-path", "chain-prefix", "iptables")
 
-class RefusingPublisher:
-    def publish(self, container: dict, bindings) -> None:
-        if bindings:
-            from pallet.core.errors import NotImplementedYet
 
-            ports = ", ".join(f"{b.container_port}/{b.protocol}" for b in bindings)
-            raise NotImplementedYet(f"publishing ports ({ports}) is not supported yet: "
-                                    "pallet has no bridge network")
+def _config(kernel) -> dict:
+    from pallet.core.errors import ConfigError
 
-    def unpublish(self, container: dict) -> None:
-        return None
+    cfg = kernel.plugin_config("net_proxy")
+    unknown = set(cfg) - set(KEYS)
+    if unknown:
+        raise ConfigError(f"[plugins.net_proxy]: unknown keys {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(KEYS)}")
+    bridge = kernel.plugin_config("net_bridge")
+    out = {"userland-proxy": cfg.get("userland-proxy", True),
+           "userland-proxy-path": cfg.get("userland-proxy-path") or None,
+           "chain-prefix": cfg.get("chain-prefix") or bridge.get("chain-prefix") or "PALLET",
+           "iptables": cfg.get("iptables", bridge.get("iptables", True))}
+    for key in ("userland-proxy", "iptables"):
+        if not isinstance(out[key], bool):
+            raise ConfigError(f"[plugins.net_proxy] {key}: true or false expected")
+    return out
+
+
+@hookimpl
+def pallet_configure(kernel):
+    if kernel.has_role("port_proxy") and kernel.roles.get("port_proxy") == "net_proxy":
+        _config(kernel)
 
 
 @hookimpl
 def pallet_provide_port_proxy(kernel):
-    return RefusingPublisher()
+    from .publisher import Publisher
+
+    cfg = _config(kernel)
+    return Publisher(network_root=kernel.paths.network_root,
+                     network=lambda: kernel.provide("network"),
+                     prefix=cfg["chain-prefix"], userland_proxy=cfg["userland-proxy"],
+                     proxy_path=cfg["userland-proxy-path"], iptables=cfg["iptables"])
+
+
+@hookimpl
+def pallet_startup(kernel):
+    if kernel.has_role("port_proxy") and kernel.has_role("network"):
+        kernel.provide("port_proxy").start()
+
+
+@hookimpl
+def pallet_shutdown(kernel):
+    if kernel.has_role("port_proxy"):
+        kernel.provide("port_proxy").shutdown()

@@ -216,7 +216,7 @@ async def import_rootfs(target, stream: BinaryIO, *, changes: Sequence[str] = ()
                         platform: Platform | None = None, unpack: bool = True,
                         snapshotter: str | None = None) -> ImportResult:
     """``docker import``: a rootfs tarball (plain or compressed, read from
-    ``stream``) becomes a one-layer image, with ``changes`` applied to its
+    ``stream``: a binary file, or an async iterable / aiohttp body) becomes a one-layer image, with ``changes`` applied to its
     config; named ``name`` when given (a normalised reference).  The layer is
     stored uncompressed (its digest is its diff ID)."""
     import asyncio
@@ -225,6 +225,16 @@ async def import_rootfs(target, stream: BinaryIO, *, changes: Sequence[str] = ()
     loop = asyncio.get_running_loop()
     platform = platform or Platform.host()
     cfg = parse_changes(changes)
+    if hasattr(stream, "iter_chunked") or hasattr(stream, "__aiter__"):
+        # an HTTP body (aiohttp's StreamReader) or any async source: spooled
+        # to a temporary file, since decompression reads in a thread
+        import tempfile
+        spool = tempfile.TemporaryFile()
+        chunks = stream.iter_chunked(1 << 20) if hasattr(stream, "iter_chunked") else stream
+        async for data in chunks:
+            await loop.run_in_executor(None, spool.write, data)
+        spool.seek(0)
+        stream = spool
     async with target.lease():
         layer = await target.ingest(f"import-{uuid.uuid4().hex}",
                                     _decompressed_chunks(stream, loop), MT_DOCKER_LAYER)

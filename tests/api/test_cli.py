@@ -179,3 +179,33 @@ def test_rmi(palletd, busybox_tar, tmp_path):
     r = palletd.docker("rmi", "pa-other:v1", check=False)
     assert r.returncode != 0 and b"No such image" in r.stderr
     # busybox itself is used by no container now; keep it for the other tests
+
+
+def test_stdin(palletd):
+    r = palletd.docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo done",
+                       input=b"hi there\n")
+    assert r.stdout == b"hi there\ndone\n"
+
+
+def test_tty_merges_stderr(palletd):
+    r = palletd.docker("run", "-t", "--rm", "busybox", "sh", "-c", "tty; echo err >&2")
+    out = r.stdout.replace(b"\r\n", b"\n")
+    assert out.startswith(b"/dev/pts/") and out.endswith(b"err\n")
+    assert r.stderr == b""
+
+
+def test_ps_filters(palletd):
+    cid = palletd.docker("run", "-d", "--label", "pa=1", "busybox", "sh", "-c", "exit 3")
+    cid = cid.stdout.decode().strip()
+    palletd.docker("wait", cid)
+    try:
+        def ids(*flags):
+            return palletd.docker("ps", "-aq", "--no-trunc", *flags).stdout.decode().split()
+        assert cid in ids("--filter", "status=exited")
+        assert cid not in ids("--filter", "status=running")
+        assert cid in ids("--filter", "exited=3")
+        assert cid in ids("--filter", "label=pa=1")
+        assert cid not in ids("--filter", "label=pa=2")
+        assert cid in ids("--filter", f"id={cid[:10]}")
+    finally:
+        palletd.docker("rm", cid)

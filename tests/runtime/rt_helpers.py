@@ -116,3 +116,21 @@ def pallet_runc(*args, root: str, check: bool = False, timeout: float = 30, **kw
     cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "pallet.plugins.runtime_ns.cli"]
     return subprocess.run(cmd + ["--root", root, *args], capture_output=True, text=True,
                           timeout=timeout, check=check, **kw)
+
+
+def wait_reaping(pid: int, timeout: float = 20.0) -> int:
+    """Like wait_status, but reaps every other child meanwhile: the PID 1 of a
+    dying PID namespace waits until the namespace's other processes -- exec'd
+    ones that are our children since their runtime exited -- are reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            raise AssertionError(f"{pid} is not our child") from None
+        if got == pid:
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        if got == 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process {pid} did not exit within {timeout}s")
+            time.sleep(0.005)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rt_helpers import new_id, pallet_runc, wait_status
+from rt_helpers import new_id, pallet_runc, wait_reaping, wait_status
 
 pytestmark = pytest.mark.root
 
@@ -349,7 +349,7 @@ def test_exec_flags(root, bundle, tmp_path):
         _no_traceback(badcap)
     finally:
         pallet_runc("delete", "-f", cid, root=root)
-        wait_status(state["pid"])
+        wait_reaping(state["pid"])
 
 
 def test_user_namespace_and_seccomp_through_the_cli(root, applets, tmp_path):

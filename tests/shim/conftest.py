@@ -1,8 +1,9 @@
 """Fixtures for the shim tests: a busybox rootfs, bundles, and shims started for real.
 
 Each test gets its own root under /tmp/pl-XXXX (short, for unix socket paths),
-its own namespace name and container ids; everything started is stopped by
-pid and every mount is undone, even when the test fails.
+its own namespace name and container ids, an event sink standing for
+containerd's ttrpc endpoint, and its own zygote; everything started is
+stopped by pid and every mount is undone, even when the test fails.
 """
 from __future__ import annotations
 
@@ -11,83 +12,15 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import tempfile
 
 import pytest
 
 from pallet.core.paths import Paths
-from shimtest_util import pid_alive, wait_gone
+from shimtest_util import (EventSink, make_busybox_rootfs, pid_alive, pids_with_cmdline,
+                           runc_like_spec, umount_below, wait_gone)
 
 BUSYBOX = "/bin/busybox"
-
-
-def needs_root():
-    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-def runc_like_spec(args, *, readonly=True, env=None) -> dict:
-    """A config.json as ``runc spec`` (and ``pallet-runc spec``) writes it, without a terminal."""
-    return {
-        "ociVersion": "1.0.2-dev",
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": list(args),
-            "env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                           "TERM=xterm"],
-            "cwd": "/",
-            "capabilities": {k: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-                             for k in ("bounding", "effective", "permitted", "ambient")},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": readonly},
-        "hostname": "pallet",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
-        "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                              "/proc/sysrq-trigger"],
-        },
-    }
-
-
-def make_busybox_rootfs(path: str) -> None:
-    """A rootfs with /bin/busybox and its applets as symlinks (``busybox --install -s``)."""
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "dev", "sys", "tmp", "etc", "root"):
-        os.makedirs(os.path.join(path, d), exist_ok=True)
-    shutil.copy2(BUSYBOX, os.path.join(path, "bin", "busybox"))
-    subprocess.run(["chroot", path, "/bin/busybox", "--install", "-s"], check=True)
-    with open(os.path.join(path, "etc", "passwd"), "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\n")
-
-
-def _umount_below(path: str) -> None:
-    """Lazily unmount everything mounted at or below ``path`` (deepest first)."""
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    points = [p for p in points if p == path or p.startswith(path + "/")]
-    from pallet.plugins.api_grpc.shim import sysutil
-
-    for p in sorted(points, key=len, reverse=True):
-        try:
-            sysutil.umount2(p, sysutil.MNT_DETACH)
-        except OSError:
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -100,20 +33,24 @@ def busybox_rootfs():
     rootfs = os.path.join(base, "rootfs")
     make_busybox_rootfs(rootfs)
     yield rootfs
-    _umount_below(base)
+    umount_below(base)
     shutil.rmtree(base, ignore_errors=True)
 
 
 class Env:
-    """One test's roots, paths and the things to clean up."""
+    """One test's roots, paths, event sink and the things to clean up."""
 
     def __init__(self, root: str):
         self.root = root
         self.paths = Paths(os.path.join(root, "d"), os.path.join(root, "r"))
         self.namespace = "t" + secrets.token_hex(3)
+        # what the shims are told containerd's address is: its ".ttrpc" is our sink
+        self.address = os.path.join(root, "c.sock")
+        self.sink = EventSink(self.address + ".ttrpc")
         self.shim_pids: list[int] = []
         self.container_ids: list[str] = []
         self.clients = []
+        self.cgroups: list[str] = []
 
     def new_id(self, length: int = 13) -> str:
         cid = ("c" + secrets.token_hex(32))[:length]
@@ -123,6 +60,10 @@ class Env:
     def bundle(self, cid: str, args, **spec_kw) -> str:
         bundle = self.paths.bundle_dir(self.namespace, cid)
         os.makedirs(os.path.join(bundle, "rootfs"), exist_ok=True)
+        if spec_kw.get("cgroup") is True:
+            spec_kw["cgroup"] = f"/pallet-test-{self.namespace}/{cid}"
+        if spec_kw.get("cgroup"):
+            self.cgroups.append(spec_kw["cgroup"])
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(runc_like_spec(args, **spec_kw), f)
         return bundle
@@ -141,13 +82,22 @@ class Env:
             self.shim_pids.append(pid)
         return pid
 
+    def zygote_pids(self) -> list[int]:
+        from pallet.plugins.api_grpc.shim import launch
+
+        return pids_with_cmdline(b"pallet-shim zygote " + launch.zygote_socket(
+            self.paths).encode())
+
     def cleanup(self) -> None:
+        from pallet.plugins.api_grpc.shim import launch
+
         for c in self.clients:
             try:
                 c.close()
             except Exception:
                 pass
-        for pid in self.shim_pids:
+        launch.stop_zygote(self.paths)
+        for pid in self.shim_pids + self.zygote_pids():
             if pid_alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -162,16 +112,21 @@ class Env:
                 rt.delete(cid, force=True)
             except Exception:
                 pass
-        _umount_below(self.root)
+            import subprocess
+
+            subprocess.run(["runc", "--root", os.path.join(self.paths.runtime_root,
+                                                          self.namespace),
+                            "delete", "--force", cid], capture_output=True)
+        self.sink.close()
+        umount_below(self.root)
+        for cg in self.cgroups:
+            for ctrl in os.listdir("/sys/fs/cgroup"):
+                for d in (cg, os.path.dirname(cg)):
+                    try:
+                        os.rmdir(f"/sys/fs/cgroup/{ctrl}{d}")
+                    except OSError:
+                        pass
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_zygote():
-    yield
-    from pallet.plugins.api_grpc.shim import launch
-
-    launch.stop_zygote()
 
 
 @pytest.fixture

@@ -112,9 +112,9 @@ def containerd():
     finally:
         if cd is not None:
             cd.stop()
-        from conftest import _umount_below
+        from shimtest_util import umount_below
 
-        _umount_below(root)
+        umount_below(root)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -79,8 +79,13 @@ def _rootfs_tar(compress: bool) -> bytes:
 @pytest.mark.parametrize("compressed", [False, True])
 def test_import_rootfs_runs(store, compressed):
     raw = _rootfs_tar(compressed)
+
+    async def body():  # an HTTP body arrives in pieces
+        for i in range(0, len(raw), 300_000):
+            yield raw[i:i + 300_000]
+    source = body() if compressed else io.BytesIO(raw)
     result = asyncio.run(imageops.import_rootfs(
-        store.target("default", "native"), io.BytesIO(raw), changes=["CMD sh", "ENV X=1"],
+        store.target("default", "native"), source, changes=["CMD sh", "ENV X=1"],
         message="from a test", name="docker.io/library/imported:v1", snapshotter="native"))
     rec = store.metadata.get_image("default", "docker.io/library/imported:v1")
     assert rec.target == result.manifest

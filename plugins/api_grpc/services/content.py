@@ -1,7 +1,8 @@
 """containerd.services.content.v1.Content.
 
-Blobs are shared by every namespace (pallet keeps no per-namespace view of
-content); the namespace header is still required, as containerd does.
+Blobs are stored once, and seen per namespace with labels of their own
+(:mod:`..contentns`), as containerd does.  A write under a lease (the
+``containerd-lease`` header) adds its ingest, then its blob, to the lease.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pallet.core.proto.containerd.services.content.v1 import content_pb2 as pb
 from pallet.core.proto.containerd.services.content.v1 import content_pb2_grpc
 
 from .. import convert, filters
-from ..rpc import namespace_of, stream, unary
+from ..rpc import lease_of, namespace_of, stream, unary
 
 READ_CHUNK = 1 << 20
 
 
-def _info(i) -> pb.Info:
+def _info(i) -> pb.Info:  # contentns.Info
     return pb.Info(digest=i.digest, size=i.size, created_at=convert.ts(i.created_at),
                    updated_at=convert.ts(i.updated_at), labels=dict(i.labels))
 
@@ -46,38 +47,40 @@ class ContentService(content_pb2_grpc.ContentServicer):
     def store(self):
         return self.b.content
 
+    @property
+    def ns(self):
+        return self.b.content_namespaces
+
     @unary
     def Info(self, request, context):
-        namespace_of(context)
-        return pb.InfoResponse(info=_info(self.store.info(request.digest)))
+        return pb.InfoResponse(info=_info(self.ns.info(namespace_of(context), request.digest)))
 
     @unary
     def Update(self, request, context):
-        namespace_of(context)
+        ns = namespace_of(context)
         paths = list(request.update_mask.paths) or None
         for p in paths or ():
             if p != "labels" and not p.startswith("labels."):
                 raise errors.InvalidArgument(f"cannot update {p!r} field on content info "
                                              f"{request.info.digest!r}: invalid argument")
-        info = self.store.update(request.info.digest, dict(request.info.labels), paths)
+        info = self.ns.update(ns, request.info.digest, dict(request.info.labels), paths)
         return pb.UpdateResponse(info=_info(info))
 
     @stream
     def List(self, request, context):
-        namespace_of(context)
-        infos = filters.select(self.store.list(), list(request.filters), _adapt)
+        infos = filters.select(self.ns.list(namespace_of(context)), list(request.filters),
+                               _adapt)
         for i in range(0, len(infos), 100):
             yield pb.ListContentResponse(info=[_info(x) for x in infos[i:i + 100]])
 
     @unary
     def Delete(self, request, context):
-        namespace_of(context)
-        self.store.delete(request.digest)
+        self.ns.delete(namespace_of(context), request.digest)
         return empty_pb2.Empty()
 
     @stream
     def Read(self, request, context):
-        namespace_of(context)
+        self.ns.check(namespace_of(context), request.digest)
         size = request.size if request.size > 0 else -1
         offset = max(request.offset, 0)
         for chunk in self.store.read_chunks(request.digest, offset, size, READ_CHUNK):
@@ -110,14 +113,22 @@ class ContentService(content_pb2_grpc.ContentServicer):
         per request, as containerd's content service does."""
         writer = None
         try:
-            namespace_of(context)
+            ns = namespace_of(context)
+            lease = lease_of(context)
             for req in request_iterator:
                 if writer is None:
                     if not req.ref:
                         raise errors.InvalidArgument(
                             "first message must have a reference: invalid argument")
-                    writer = self.store.writer(req.ref, req.expected or None,
-                                               req.total if req.total > 0 else None)
+                    if lease:
+                        self.b.lease_add(ns, lease, req.ref, "ingests")
+                    try:
+                        writer = self.store.writer(req.ref, req.expected or None,
+                                                   req.total if req.total > 0 else None)
+                    except errors.AlreadyExists:
+                        # shared content: the namespace gets the blob at once
+                        self._committed(ns, lease, req.ref, req.expected, None)
+                        raise
                 if req.expected:
                     writer.expected = req.expected
                 if req.total > 0:
@@ -142,8 +153,14 @@ class ContentService(content_pb2_grpc.ContentServicer):
                     resp.digest = writer.digest()
                 elif req.action == pb.COMMIT:
                     size = req.total if req.total > 0 else (writer.total or 0)
-                    digest = writer.commit(size, req.expected or writer.expected or None,
-                                           dict(req.labels) if req.labels else None)
+                    labels = dict(req.labels) if req.labels else None
+                    try:
+                        digest = writer.commit(size, req.expected or writer.expected or None,
+                                               labels)
+                    except errors.AlreadyExists:
+                        self._committed(ns, lease, writer.ref, writer.digest(), labels)
+                        raise
+                    self._committed(ns, lease, writer.ref, digest, labels or {})
                     resp.digest = digest
                     yield resp
                     writer = None
@@ -157,6 +174,13 @@ class ContentService(content_pb2_grpc.ContentServicer):
         finally:
             if writer is not None:
                 writer.close()
+
+
+    def _committed(self, ns: str, lease: str, ref: str, digest: str, labels) -> None:
+        self.ns.add(ns, digest, labels)
+        if lease:
+            self.b.lease_add(ns, lease, digest, "content")
+            self.b.lease_remove(ns, lease, ref, "ingests")
 
 
 def register(server, backend) -> None:

@@ -15,7 +15,8 @@ class DiffService(diff_pb2_grpc.DiffServicer):
 
     @unary
     def Apply(self, request, context):
-        namespace_of(context)
+        # the layer is read from the namespace's content, as containerd's differ does
+        self.b.content_namespaces.check(namespace_of(context), request.diff.digest)
         applied = self.b.diff_apply(convert.descriptor_model(request.diff),
                                     [convert.mount_model(m) for m in request.mounts])
         return pb.ApplyResponse(applied=convert.descriptor_pb(applied))

@@ -7,7 +7,7 @@ from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2 as 
 from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 
 from .. import convert
-from ..rpc import namespace_of, stream, unary
+from ..rpc import lease_of, namespace_of, stream, unary
 
 _KINDS = {"view": pb.VIEW, "active": pb.ACTIVE, "committed": pb.COMMITTED}
 
@@ -29,14 +29,23 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     def _sn(self, request, context):
         return self.b.snapshotter(namespace_of(context), request.snapshotter)
 
+    def _lease(self, request, context, key: str) -> None:
+        """A snapshot made under a lease (``containerd-lease``) is held by it."""
+        lease = lease_of(context)
+        if lease:
+            self.b.lease_add(namespace_of(context), lease, key,
+                             f"snapshots/{request.snapshotter or 'overlayfs'}")
+
     @unary
     def Prepare(self, request, context):
+        self._lease(request, context, request.key)
         ms = self._sn(request, context).prepare(request.key, request.parent or None,
                                                 dict(request.labels))
         return pb.PrepareSnapshotResponse(mounts=_mounts(ms))
 
     @unary
     def View(self, request, context):
+        self._lease(request, context, request.key)
         ms = self._sn(request, context).view(request.key, request.parent or None,
                                              dict(request.labels))
         return pb.ViewSnapshotResponse(mounts=_mounts(ms))
@@ -47,6 +56,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
 
     @unary
     def Commit(self, request, context):
+        self._lease(request, context, request.name)
         self._sn(request, context).commit(request.name, request.key, dict(request.labels))
         return empty_pb2.Empty()
 

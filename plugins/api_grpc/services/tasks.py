@@ -21,6 +21,15 @@ def _adapt(p, path):
     return False, ""
 
 
+class _IdOnly:
+    """What the metrics filters see of a task: its id."""
+
+    def __init__(self, id: str):
+        self.container_id = id
+        self.pid = 0
+        self.status = 0
+
+
 class TasksService(tasks_pb2_grpc.TasksServicer):
     def __init__(self, backend):
         self.b = backend
@@ -100,6 +109,20 @@ class TasksService(tasks_pb2_grpc.TasksServicer):
     def Update(self, request, context):
         self.t.update(namespace_of(context), request)
         return empty_pb2.Empty()
+
+    @unary
+    def Metrics(self, request, context):
+        parsed = filters.parse(list(request.filters))
+        wanted = None
+        if parsed:
+            ids = [p.id for p in self.t.list(namespace_of(context))]
+            wanted = {i for i in ids if filters.matches(parsed, _IdOnly(i), _adapt)}
+        return pb.MetricsResponse(metrics=self.t.metrics(namespace_of(context), wanted))
+
+    @unary
+    def Checkpoint(self, request, context):
+        raise errors.NotImplementedYet(f"checkpoint of task {request.container_id}: "
+                                       "not implemented by pallet-containerd")
 
     @unary
     def Wait(self, request, context):

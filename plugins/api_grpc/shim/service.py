@@ -31,7 +31,7 @@ OPTIONS_FILE = "options.json"
 VERSION = "pallet"
 SPEC_PROCESS_TYPES = ("types.containerd.io/opencontainers/runtime-spec/1/Process",)
 #: how long a shim whose task was deleted waits for Shutdown before it ends itself
-EXIT_AFTER_DELETE = 30.0
+EXIT_AFTER_DELETE = float(os.environ.get("PALLET_SHIM_EXIT_AFTER_DELETE") or 30.0)
 
 CREATED, RUNNING, PAUSED, STOPPED, DELETED = "created", "running", "paused", "stopped", "deleted"
 _STATUS = {CREATED: m.CREATED, RUNNING: m.RUNNING, PAUSED: m.PAUSED, STOPPED: m.STOPPED}

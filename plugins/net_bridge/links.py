@@ -1,0 +1,232 @@
+"""Links, addresses and routes with pyroute2.
+
+Host side (``HostLinks``, one IPRoute for the daemon's life, used on the
+worker thread): bridges, the host ends of veth pairs, the host's addresses
+and routes (to pick subnets that overlap nothing).  Container side
+(``configure_sandbox``), run by a thread inside the sandbox's namespace:
+loopback up, then each interface is made *there* as one end of a veth pair
+whose other end is created straight in the host namespace (``net_ns_fd``),
+so no temporary name ever exists in the host namespace and nothing has to be
+moved; then address, MAC, MTU, up, default route.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import secrets
+
+from pallet.core.errors import PalletError
+
+ENODEV = errno.ENODEV
+
+
+def _netlink_error():
+    from pyroute2 import NetlinkError
+    return NetlinkError
+
+
+def mac_for(ip: str) -> str:
+    """libnetwork's MAC for an IPv4 address: 02:42 followed by the address bytes."""
+    b = ipaddress.IPv4Address(ip).packed
+    return "02:42:" + ":".join(f"{x:02x}" for x in b)
+
+
+def veth_name() -> str:
+    """A host-side veth name as docker makes them (``veth`` + 7 hex digits)."""
+    return "veth" + secrets.token_hex(4)[:7]
+
+
+class HostLinks:
+    """Netlink in the daemon's own namespace (worker thread only)."""
+
+    def __init__(self):
+        self._ipr = None
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def index(self, name: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def exists(self, name: str) -> bool:
+        return self.index(name) is not None
+
+    def ensure_bridge(self, name: str, gateway: str, prefixlen: int, mtu: int) -> int:
+        """The bridge ``name`` up with ``gateway/prefixlen`` (created if missing)."""
+        nle = _netlink_error()
+        try:
+            idx = self.index(name)
+            if idx is None:
+                try:
+                    self.ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                except nle as e:
+                    if e.code != errno.EEXIST:
+                        raise
+                idx = self.index(name)
+                if idx is None:
+                    raise PalletError(f"create bridge {name}: it vanished")
+            have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                    for a in self.ipr.get_addr(index=idx, family=2)}
+            if (gateway, prefixlen) not in have:
+                try:
+                    self.ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
+                except nle as e:
+                    if e.code != errno.EEXIST:
+                        raise
+            self.ipr.link("set", index=idx, state="up")
+            return idx
+        except nle as e:
+            raise PalletError(f"set up bridge {name}: {os.strerror(e.code).lower()}") from None
+
+    def bridge_addresses(self, name: str) -> list[tuple[str, int]]:
+        idx = self.index(name)
+        if idx is None:
+            return []
+        return [(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                for a in self.ipr.get_addr(index=idx, family=2)]
+
+    def delete(self, name: str) -> bool:
+        """Delete a link (a veth takes its peer along); False when it was not there."""
+        nle = _netlink_error()
+        idx = self.index(name)
+        if idx is None:
+            return False
+        try:
+            self.ipr.link("del", index=idx)
+        except nle as e:
+            if e.code == ENODEV:
+                return False
+            raise PalletError(f"delete link {name}: {os.strerror(e.code).lower()}") from None
+        return True
+
+    def enslave(self, name: str, bridge: str, hairpin: bool = False) -> None:
+        """Put the host end of a veth pair on ``bridge`` and bring it up."""
+        nle = _netlink_error()
+        idx, br = self.index(name), self.index(bridge)
+        if idx is None or br is None:
+            raise PalletError(f"attach {name} to bridge {bridge}: no such device")
+        try:
+            self.ipr.link("set", index=idx, master=br, state="up")
+        except nle as e:
+            raise PalletError(f"attach {name} to bridge {bridge}: "
+                              f"{os.strerror(e.code).lower()}") from None
+        if hairpin:
+            set_hairpin(name, True)
+
+    def names(self) -> set[str]:
+        return {link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
+
+    def host_networks(self) -> list[ipaddress.IPv4Network]:
+        """Every IPv4 network the host has an address or a route in."""
+        out = []
+        for a in self.ipr.get_addr(family=2):
+            try:
+                out.append(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}",
+                                                strict=False))
+            except ValueError:
+                pass
+        for r in self.ipr.get_routes(family=2, table=254):
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"]:
+                try:
+                    out.append(ipaddress.ip_network(f"{dst}/{r['dst_len']}", strict=False))
+                except ValueError:
+                    pass
+        return out
+
+
+def set_hairpin(ifname: str, on: bool) -> None:
+    """The bridge port's hairpin mode: frames may go back out the port they came
+    in by (needed for a container to reach itself through a NATed address)."""
+    path = f"/sys/class/net/{ifname}/brport/hairpin_mode"
+    try:
+        with open(path, "w") as f:
+            f.write("1" if on else "0")
+    except OSError as e:
+        raise PalletError(f"set hairpin mode of {ifname}: {(e.strerror or str(e)).lower()}") \
+            from None
+
+
+def set_route_localnet(ifname: str, on: bool = True) -> None:
+    path = f"/proc/sys/net/ipv4/conf/{ifname}/route_localnet"
+    try:
+        with open(path, "w") as f:
+            f.write("1" if on else "0")
+    except OSError as e:
+        raise PalletError(f"set route_localnet of {ifname}: {(e.strerror or str(e)).lower()}") \
+            from None
+
+
+def configure_sandbox(endpoints: list[dict], *, host_ns_fd: int, gateway: str | None,
+                      loopback: bool = True, extra=None):
+    """Inside the sandbox's namespace (the calling thread joined it): loopback,
+    one veth per endpoint (``ifname``, ``host_ifname``, ``ip``, ``prefixlen``,
+    ``mac``, ``mtu``), the default route via ``gateway``; then ``extra()``
+    (opening the DNS socket) whose result is returned."""
+    from pyroute2 import IPRoute
+    nle = _netlink_error()
+    with IPRoute() as ipr:
+        step = "bring loopback up"
+        try:
+            if loopback:
+                lo = ipr.link_lookup(ifname="lo")
+                if lo:
+                    ipr.link("set", index=lo[0], state="up")
+            for ep in endpoints:
+                step = f"create {ep['ifname']} (peer {ep['host_ifname']})"
+                ipr.link("add", ifname=ep["ifname"], kind="veth", address=ep["mac"],
+                         mtu=ep["mtu"], peer={"ifname": ep["host_ifname"],
+                                              "net_ns_fd": host_ns_fd, "mtu": ep["mtu"]})
+                idx = ipr.link_lookup(ifname=ep["ifname"])[0]
+                step = f"configure {ep['ifname']}"
+                ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"])
+                ipr.link("set", index=idx, state="up")
+            if gateway:
+                step = f"add default route via {gateway}"
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        except nle as e:
+            raise PalletError(f"sandbox: {step}: {os.strerror(e.code).lower()}") from None
+    return extra() if extra is not None else None
+
+
+def remove_interface(ifname: str) -> None:
+    """Inside a sandbox: delete one interface (its veth peer goes with it)."""
+    from pyroute2 import IPRoute
+    nle = _netlink_error()
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if idx:
+            try:
+                ipr.link("del", index=idx[0])
+            except nle as e:
+                if e.code != ENODEV:
+                    raise PalletError(f"delete {ifname}: {os.strerror(e.code).lower()}") \
+                        from None
+
+
+def set_default_route(gateway: str | None) -> None:
+    """Inside a sandbox: replace the default route (none when ``gateway`` is None)."""
+    from pyroute2 import IPRoute
+    nle = _netlink_error()
+    with IPRoute() as ipr:
+        try:
+            ipr.route("del", dst="0.0.0.0/0")
+        except nle:
+            pass
+        if gateway:
+            try:
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+            except nle as e:
+                raise PalletError(f"add default route via {gateway}: "
+                                  f"{os.strerror(e.code).lower()}") from None

@@ -1,0 +1,89 @@
+"""Network state on disk: small JSON files, each written atomically.
+
+Layout under ``kernel.paths.network_root``::
+
+    networks/<id>.json     one network (name, subnet, options, bridge name)
+    ipam/<id>.json         its address allocations (owner per address)
+    endpoints/<cid>.json   one container: what it asked for, and while it
+                           runs its sandbox (namespace path, endpoints)
+
+A crash leaves either the old or the new version of each file (write to a
+temporary name, fsync, rename), never half of one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger("pallet.net_bridge.store")
+
+
+def write_json(path: str, obj) -> None:
+    """Write-temp-then-rename, fsynced."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str, default=None):
+    """The file's JSON, ``default`` when it is missing or unreadable (logged)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as e:
+        log.warning("ignoring unreadable state file %s: %s", path, e)
+        return default
+
+
+def remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class StateDir:
+    """The directories of the network state, created on demand."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.networks = os.path.join(root, "networks")
+        self.ipam = os.path.join(root, "ipam")
+        self.endpoints = os.path.join(root, "endpoints")
+
+    def ensure(self) -> None:
+        for d in (self.networks, self.ipam, self.endpoints):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        # leftovers of an interrupted write: the rename never happened
+        for d in (self.networks, self.ipam, self.endpoints):
+            for name in os.listdir(d):
+                if ".tmp" in name:
+                    remove(os.path.join(d, name))
+
+    def network_file(self, nid: str) -> str:
+        return os.path.join(self.networks, f"{nid}.json")
+
+    def ipam_file(self, nid: str) -> str:
+        return os.path.join(self.ipam, f"{nid}.json")
+
+    def endpoint_file(self, cid: str) -> str:
+        return os.path.join(self.endpoints, f"{cid}.json")
+
+    def load_all(self, directory: str) -> dict[str, dict]:
+        out = {}
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if name.endswith(".json"):
+                obj = read_json(os.path.join(directory, name))
+                if isinstance(obj, dict):
+                    out[name[:-5]] = obj
+        return out

@@ -37,7 +37,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
-from engines import Docker, _pids_mentioning, _umount_below, pss_kib  # noqa: E402
+from engines import Docker, pids_mentioning, umount_below, pss_kib  # noqa: E402
 
 
 def busybox_tar(workdir: str) -> str:
@@ -123,7 +123,7 @@ class PalletContainerd:
             except ProcessLookupError:
                 pass
         time.sleep(0.3)
-        _umount_below(self.base)
+        umount_below(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -158,7 +158,7 @@ def docker_figures(d: Docker, count: int, runs: int) -> dict:
     ids = [d.docker("run", "-d", "--network", "none", "busybox", "sleep", "3600")
            .stdout.decode().strip() for _ in range(count)]
     time.sleep(1.5)
-    shims = [p for p in _pids_mentioning(d.root) if _comm(p).startswith("containerd-shim")]
+    shims = [p for p in pids_mentioning(d.root) if _comm(p).startswith("containerd-shim")]
     pss = [pss_kib(p) for p in shims]
     d.docker("rm", "-f", *ids, check=False)
     return {"latency_ms": statistics.median(latencies), "pss_kib": sum(pss) / len(pss),

@@ -17,13 +17,15 @@ VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 DOCKER_CLI = shutil.which("docker", path="/usr/local/bin:/usr/bin") or "docker"
 
 
-def _wait_socket(path: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+def wait_socket(path: str, proc: subprocess.Popen, log: str, timeout: float = 60) -> None:
+    """Wait until ``proc`` answers on the unix socket ``path``; on failure raise
+    with the tail of its log file."""
     import socket
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
+            break
         s = socket.socket(socket.AF_UNIX)
         try:
             s.connect(path)
@@ -32,15 +34,29 @@ def _wait_socket(path: str, proc: subprocess.Popen, what: str, timeout: float = 
             time.sleep(0.05)
         finally:
             s.close()
-    raise RuntimeError(f"{what} did not answer on {path}")
+    with open(log, errors="replace") as f:
+        tail = f.read()[-4000:]
+    raise RuntimeError(f"no answer on {path} (exit {proc.poll()}); log:\n{tail}")
 
 
-def _umount_below(root: str) -> None:
-    """Lazily unmount everything still mounted below ``root`` (deepest first)."""
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1] for line in f]
-    for point in sorted((p for p in points if p.startswith(root + "/")), key=len, reverse=True):
+def umount_below(root: str) -> None:
+    """Lazily unmount ``root`` and everything mounted below it (deepest first)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p == root or p.startswith(root + "/")),
+                        key=len, reverse=True):
         subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class Engine:
@@ -48,7 +64,9 @@ class Engine:
 
     name = "engine"
 
-    def __init__(self) -> None:
+    def __init__(self, *extra_args: str) -> None:
+        """``extra_args`` are added to the daemon's command line."""
+        self.extra_args = list(extra_args)
         self.root = tempfile.mkdtemp(prefix=f"pb-{self.name[:2]}-", dir="/tmp")
         self.sock = os.path.join(self.root, "e.sock")
         self.proc: subprocess.Popen | None = None
@@ -65,15 +83,11 @@ class Engine:
                               stderr=subprocess.PIPE if capture else subprocess.DEVNULL)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         self._stop_children()
-        _umount_below(self.root)
+        umount_below(self.root)
+        self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _stop_children(self) -> None:
@@ -81,31 +95,63 @@ class Engine:
 
 
 class Pallet(Engine):
+    """palletd (which starts its own pallet-containerd) on roots of its own."""
+
     name = "pallet"
 
     def __init__(self, *extra_args: str) -> None:
-        super().__init__()
-        self.extra_args = list(extra_args)
+        super().__init__(*extra_args)
+        self.data_root = os.path.join(self.root, "d")
+        self.exec_root = os.path.join(self.root, "r")
+        self.known_ids: set[str] = set()
+
+    def command(self) -> list[str]:
+        return [os.path.join(VENV_BIN, "palletd"), "-H", f"unix://{self.sock}",
+                "--data-root", self.data_root, "--exec-root", self.exec_root, *self.extra_args]
 
     def start(self) -> "Pallet":
-        data, run = os.path.join(self.root, "d"), os.path.join(self.root, "r")
-        self.data_root, self.exec_root = data, run
         env = dict(os.environ)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        self.proc = subprocess.Popen(
-            [os.path.join(VENV_BIN, "palletd"), "-H", f"unix://{self.sock}",
-             "--data-root", data, "--exec-root", run, *self.extra_args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        _wait_socket(self.sock, self.proc, "palletd")
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        wait_socket(self.sock, self.proc, self.log.name)
         return self
 
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            ids = self.docker("ps", "-aq", "--no-trunc", check=False).stdout.decode().split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+        super().stop()
+
     def _stop_children(self) -> None:
-        # pallet-containerd and shims left behind (palletd stops them in order;
-        # this is the safety net for a failed run): only pids under our roots
-        for pid in _pids_mentioning(self.root):
+        # the safety net for a failed run (palletd stops its children in order):
+        # pallet-containerd names our roots; a shim names itself after its
+        # container ("pallet-shim <id>"), so look for every id we ever had too
+        try:
+            self.known_ids.update(os.listdir(os.path.join(self.data_root, "containers")))
+        except OSError:
+            pass
+        for marker in [self.root, *self.known_ids]:
+            for pid in pids_mentioning(marker):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.2)
+        remove_cgroups(self.known_ids)
+
+
+def remove_cgroups(ids) -> None:
+    """Remove container cgroups (any controller, any parent) named by these ids."""
+    ids = set(ids)
+    if not ids:
+        return
+    for dirpath, _dirs, _files in os.walk("/sys/fs/cgroup", topdown=False):
+        if os.path.basename(dirpath) in ids:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.rmdir(dirpath)
+            except OSError:
                 pass
 
 
@@ -121,21 +167,21 @@ class Docker(Engine):
         self.proc = subprocess.Popen(
             ["/usr/sbin/dockerd", "-H", f"unix://{self.sock}", "--data-root", data,
              "--exec-root", run, "--pidfile", os.path.join(self.root, "d.pid"),
-             "--bridge=none", "--iptables=false", "--ip-masq=false"],
+             "--bridge=none", "--iptables=false", "--ip-masq=false", *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_socket(self.sock, self.proc, "dockerd")
+        wait_socket(self.sock, self.proc, self.log.name)
         return self
 
     def _stop_children(self) -> None:
-        for pid in _pids_mentioning(self.root):
+        for pid in pids_mentioning(self.root):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
 
-def _pids_mentioning(root: str) -> list[int]:
-    """Pids whose command line names a path under ``root`` (our own children only)."""
+def pids_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (a root path, a container id)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -145,7 +191,7 @@ def _pids_mentioning(root: str) -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if root.encode() in cmd and int(entry) != os.getpid():
+        if text.encode() in cmd and int(entry) != os.getpid():
             out.append(int(entry))
     return out
 

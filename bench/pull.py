@@ -63,19 +63,7 @@ def build_image(base: str, size_mb: int, layers: int) -> str:
 def start_docker(registry_host: str):
     from engines import Docker
 
-    class DockerForPull(Docker):
-        def start(self):
-            data, run = os.path.join(self.root, "d"), os.path.join(self.root, "r")
-            self.proc = subprocess.Popen(
-                ["/usr/sbin/dockerd", "-H", f"unix://{self.sock}", "--data-root", data,
-                 "--exec-root", run, "--pidfile", os.path.join(self.root, "d.pid"),
-                 "--bridge=none", "--iptables=false", "--ip-masq=false",
-                 "--insecure-registry", registry_host],
-                stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-            from engines import _wait_socket
-            _wait_socket(self.sock, self.proc, "dockerd")
-            return self
-    return DockerForPull().start()
+    return Docker("--insecure-registry", registry_host).start()
 
 
 def pallet_in_process(ref: str) -> float:

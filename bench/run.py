@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engines import Docker, Pallet, _pids_mentioning, pss_kib  # noqa: E402
+from engines import Docker, Pallet, pids_mentioning, pss_kib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_TAR = os.path.join(ROOT, "build", "busybox.tar")
@@ -51,7 +51,7 @@ def bench_shim_pss(engine, runs, count=5):
     try:
         prefix = "pallet-shim" if engine.name == "pallet" else "containerd-shim"
         shims = []
-        for pid in _pids_mentioning(engine.root):
+        for pid in pids_mentioning(engine.root):
             try:
                 with open(f"/proc/{pid}/comm") as f:
                     comm = f.read().strip()

@@ -86,11 +86,18 @@ def tabwriter(text: str, minwidth: int, tabwidth: int, padding: int, padchar: st
     return "\n".join(out)
 
 
-def table(rows, minwidth=4, tabwidth=8, padding=4, padchar=" ", trailing_tab=True) -> str:
-    """Rows of cells, written as ctr's ``Fprintf(w, "%s\\t%s\\t\\n")`` lines are."""
-    end = "\t" if trailing_tab else ""
-    text = "".join("\t".join(r) + end + "\n" for r in rows)
-    return tabwriter(text, minwidth, tabwidth, padding, padchar)
+def table(rows, minwidth=4, tabwidth=8, padding=4, padchar=" ", trailing_tab=True,
+          header_tab=None) -> str:
+    """Rows of cells, written as ctr's ``Fprintf(w, "%s\\t%s\\t\\n")`` lines are:
+    ``trailing_tab`` says whether the rows end in a tab, ``header_tab`` (default:
+    the same) whether the first row does."""
+    if header_tab is None:
+        header_tab = trailing_tab
+    lines = []
+    for i, r in enumerate(rows):
+        end = "\t" if (header_tab if i == 0 else trailing_tab) else ""
+        lines.append("\t".join(r) + end + "\n")
+    return tabwriter("".join(lines), minwidth, tabwidth, padding, padchar)
 
 
 def human_bytes(n: int) -> str:
@@ -453,7 +460,7 @@ async def cmd_tasks_ls(c, argv, ctx) -> str:
         return "".join(t.id + "\n" for t in tasks)
     rows = [["TASK", "PID", "STATUS"]] + [
         [t.id, str(t.pid), STATUS.get(t.status, "UNKNOWN")] for t in tasks]
-    return table(rows)
+    return table(rows, trailing_tab=False, header_tab=True)
 
 
 SIGNALS = None

@@ -408,7 +408,7 @@ async def cmd_check(c, argv, ctx) -> str:
                      "true" if unpacked else "false"])
     if f.quiet:
         return "".join(r + "\n" for r in ready)
-    return table(rows, 1, 8, 1)
+    return table(rows, 1, 8, 1, trailing_tab=False, header_tab=True)
 
 
 # --- pull ----------------------------------------------------------------------------------

@@ -617,8 +617,13 @@ async def run_task(c, cid: str, f, *, detach: bool, null_io: bool, tty: bool) ->
         uri = f.log_uri if "://" in f.log_uri else "file://" + os.path.abspath(f.log_uri)
         stdio = ("", uri, "" if tty else uri)
     try:
-        pid = await c.task_create(cid, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
-                                  terminal=tty)
+        # the rootfs travels with the task, as containerd's client sends it
+        x = await c.container_get(cid)
+        rootfs = []
+        if x.snapshot_key:
+            rootfs = await c.snapshot_mounts(x.snapshot_key, snapshotter=x.snapshotter or None)
+        pid = await c.task_create(cid, rootfs=rootfs, stdin=stdio[0], stdout=stdio[1],
+                                  stderr=stdio[2], terminal=tty)
         _write_pid(f.pid_file, pid)
         if detach or fifos is None:
             await c.task_start(cid)

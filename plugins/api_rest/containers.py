@@ -16,7 +16,10 @@ import shutil
 import signal as _signal
 
 from pallet.core import errors
+from pallet.plugins.api_rest import networking
 from pallet.plugins.api_rest import spec as specmod
+from pallet.plugins.api_rest.createconfig import (check_create, cgroup_version, host_defaults,
+                                                  merge_config, parse_signal)
 from pallet.plugins.api_rest.fifos import ContainerIO
 from pallet.plugins.api_rest.logs import ContainerLog
 from pallet.plugins.api_rest.state import ZERO_TIME, Container, ContainerStore, now_rfc3339
@@ -24,127 +27,6 @@ from pallet.plugins.api_rest.state import ZERO_TIME, Container, ContainerStore, 
 log = logging.getLogger("pallet.api_rest.containers")
 
 DEFAULT_STOP_TIMEOUT = 10
-
-
-def parse_signal(value, default: int = _signal.SIGKILL) -> int:
-    """``KILL``, ``SIGKILL``, ``9`` -> 9, as docker accepts them."""
-    if value is None or value == "":
-        return int(default)
-    text = str(value).strip().upper()
-    if text.isdigit():
-        n = int(text)
-        if 0 < n < 65:
-            return n
-        raise errors.InvalidArgument(f"invalid signal: {value}")
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    try:
-        return int(_signal.Signals[text])
-    except KeyError:
-        raise errors.InvalidArgument(f"invalid signal: {value}") from None
-
-
-def _merge_config(cfg: dict, image_cfg: dict) -> dict:
-    """Fill a create request's Config from the image config, as dockerd's merge does."""
-    cfg = dict(cfg)
-    if not cfg.get("Entrypoint") and not cfg.get("Cmd"):
-        cfg["Cmd"] = image_cfg.get("Cmd")
-        if cfg.get("Entrypoint") is None:
-            cfg["Entrypoint"] = image_cfg.get("Entrypoint")
-    elif cfg.get("Entrypoint") is None and cfg.get("Cmd"):
-        cfg["Entrypoint"] = image_cfg.get("Entrypoint")
-    env: dict[str, str] = {}
-    for item in list(image_cfg.get("Env") or ()) + list(cfg.get("Env") or ()):
-        if not isinstance(item, str):
-            raise errors.InvalidArgument(f"invalid environment variable: {item!r}")
-        env[item.split("=", 1)[0]] = item
-    cfg["Env"] = list(env.values()) or None
-    for key in ("WorkingDir", "User", "StopSignal"):
-        if not cfg.get(key) and image_cfg.get(key):
-            cfg[key] = image_cfg[key]
-    labels = dict(image_cfg.get("Labels") or {})
-    labels.update(cfg.get("Labels") or {})
-    cfg["Labels"] = labels
-    for key in ("ExposedPorts", "Volumes"):
-        merged = dict(image_cfg.get(key) or {})
-        merged.update(cfg.get(key) or {})
-        cfg[key] = merged or None
-    return cfg
-
-
-def _host_defaults(host: dict) -> dict:
-    """HostConfig as dockerd stores it: every field present, defaults filled in
-    (docker-py reads ``HostConfig.LogConfig.Type`` after ``run``)."""
-    out = {
-        "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-        "NetworkMode": "default", "PortBindings": {},
-        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": False,
-        "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0], "CapAdd": None,
-        "CapDrop": None, "CgroupnsMode": "host" if _cgroup_version() == 1 else "private",
-        "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
-        "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
-        "Privileged": False, "PublishAllPorts": False, "ReadonlyRootfs": False,
-        "SecurityOpt": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
-        "Runtime": "runc", "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0,
-        "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [],
-        "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [], "BlkioDeviceReadIOps": [],
-        "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0,
-        "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [],
-        "DeviceCgroupRules": None, "DeviceRequests": None, "MemoryReservation": 0,
-        "MemorySwap": 0,
-        "Ulimits": None, "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0,
-        "IOMaximumBandwidth": 0, "MaskedPaths": list(specmod.MASKED_PATHS),
-        "ReadonlyPaths": list(specmod.READONLY_PATHS),
-    }
-    for key, value in host.items():
-        if value is not None or key not in out:
-            out[key] = value
-    if not out.get("NetworkMode"):
-        out["NetworkMode"] = "default"
-    if not (out.get("LogConfig") or {}).get("Type"):
-        out["LogConfig"] = {"Type": "json-file", "Config": {}}
-    elif out["LogConfig"]["Type"] != "json-file":
-        raise errors.NotImplementedYet(f"log driver {out['LogConfig']['Type']} is not "
-                                       "supported yet: only json-file")
-    if not (out.get("RestartPolicy") or {}).get("Name"):
-        out["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
-    if not out.get("ShmSize"):
-        out["ShmSize"] = 67108864
-    for key in ("MemorySwappiness", "OomKillDisable", "PidsLimit"):
-        if out.get(key) is None:
-            out.pop(key, None)  # unset pointers: the 1.43 document allows no null here
-    return out
-
-
-def _check_types(body: dict) -> None:
-    """Refuse wrongly typed fields with a 400 before anything is created."""
-    def want(obj, key, types, where):
-        v = obj.get(key)
-        if v is not None and not isinstance(v, types):
-            raise errors.InvalidArgument(f"invalid {where}{key}: {v!r}")
-
-    for key in ("Cmd", "Entrypoint"):
-        want(body, key, (list, str), "")
-        v = body.get(key)
-        if isinstance(v, list) and not all(isinstance(a, str) for a in v):
-            raise errors.InvalidArgument(f"invalid {key}: every element must be a string")
-    for key in ("Env",):
-        want(body, key, list, "")
-    for key in ("Image", "User", "WorkingDir", "Hostname", "StopSignal"):
-        want(body, key, str, "")
-    for key in ("Labels", "ExposedPorts", "Volumes", "HostConfig"):
-        want(body, key, dict, "")
-    for key in ("Tty", "OpenStdin", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce"):
-        want(body, key, bool, "")
-    host = body.get("HostConfig") or {}
-    for key in ("AutoRemove", "Privileged", "ReadonlyRootfs", "Init"):
-        want(host, key, bool, "HostConfig.")
-    for key in ("CapAdd", "CapDrop", "Binds", "SecurityOpt", "GroupAdd"):
-        want(host, key, list, "HostConfig.")
-    for key in ("PortBindings", "RestartPolicy", "Sysctls"):
-        want(host, key, dict, "HostConfig.")
-    for key in ("Memory", "ShmSize", "PidsLimit", "CpuShares"):
-        want(host, key, int, "HostConfig.")
 
 
 class ContainerService:
@@ -206,6 +88,11 @@ class ContainerService:
             if c.state.get("Status") in ("running", "paused", "restarting"):
                 try:
                     await self._reattach(c)
+                except errors.Unavailable as e:
+                    # containerd is not there yet: the container keeps its state
+                    log.warning("container %s: containerd unavailable (%s); will reattach",
+                                c.id[:12], e)
+                    self._spawn(self._reattach_later(c))
                 except Exception as e:  # noqa: BLE001 — a bad record must not stop palletd
                     log.warning("container %s: cannot reattach: %s", c.id[:12], e)
                     c.set_exited(c.state.get("ExitCode") or 255, str(e))
@@ -213,6 +100,20 @@ class ContainerService:
             elif c.state.get("Status") == "removing" or c.data["HostConfig"].get("AutoRemove") \
                     and c.state.get("Status") == "exited":
                 self._spawn(self._auto_remove(c))
+
+    async def _reattach_later(self, c: Container) -> None:
+        delay = 0.5
+        while c.id in self.store.by_id and c.running and c.wait_task is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                await self._reattach(c)
+                return
+            except errors.Unavailable:
+                continue
+            except errors.PalletError as e:
+                log.warning("container %s: cannot reattach: %s", c.id[:12], e)
+                return
 
     async def _reattach(self, c: Container) -> None:
         try:
@@ -245,7 +146,7 @@ class ContainerService:
     async def create(self, body, name: str | None) -> dict:
         if not isinstance(body, dict):
             raise errors.InvalidArgument("invalid container config: JSON object expected")
-        _check_types(body)
+        check_create(body)
         image_ref = body.get("Image")
         if not image_ref:
             raise errors.InvalidArgument("config cannot be empty in order to create a container")
@@ -253,12 +154,9 @@ class ContainerService:
         rec = await self.images.get(image_ref)
         name = self.store.check_name(name) if name else None
         cfg = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
-        cfg = _merge_config(cfg, rec.config.get("config") or {})
+        cfg = merge_config(cfg, rec.config.get("config") or {})
         args = specmod.command({}, cfg)  # raises "no command specified"
-        host = _host_defaults(host)
-        mode = host["NetworkMode"]
-        if mode not in ("default", "none", "bridge", "host"):
-            raise errors.NotImplementedYet(f"network mode {mode} is not supported yet")
+        host = host_defaults(host)
         for key in ("Binds", "Mounts", "VolumesFrom", "Links", "Devices"):
             if host.get(key):
                 raise errors.NotImplementedYet(f"HostConfig.{key} is not supported yet")
@@ -302,6 +200,11 @@ class ContainerService:
         }
         c = Container(data, cdir)
         self._write_etc_files(c)
+        try:  # network mode, networks, aliases, --ip, ports: checked and remembered
+            await networking.register(self.kernel, c, body.get("NetworkingConfig"))
+        except BaseException:
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
         try:
             mounts_parent = parent
             await self.ctrd.snapshot_prepare(cid, mounts_parent, snapshotter=self.snapshotter,
@@ -316,6 +219,7 @@ class ContainerService:
                 raise
             c.save()
         except BaseException:
+            await networking.unregister(self.kernel, c)
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         self.store.add(c)
@@ -365,21 +269,21 @@ class ContainerService:
             if c.running:
                 raise errors.NotModified("container already started")
             io = None
-            published = False
+            networked = False
             try:
                 mounts = await self.ctrd.snapshot_mounts(c.id, snapshotter=self.snapshotter)
+                # the sandbox is made before the spec, as libnetwork does
+                networked = True
+                net_settings = await networking.setup(self.kernel, c)
                 spec = specmod.build(
                     c.data, {}, rootfs_dirs=specmod.rootfs_dirs_from_mounts(mounts),
-                    cgroup_parent=self.cgroup_parent, cgroup_version=_cgroup_version())
+                    cgroup_parent=self.cgroup_parent, cgroup_version=cgroup_version())
                 host = c.data["HostConfig"]
                 self.kernel.hook.pallet_build_spec(kernel=self.kernel, spec=spec, container={
                     "id": c.id, "name": c.name, "image": c.data["Config"].get("Image", ""),
                     "init": bool(host.get("Init")), "network_mode": host.get("NetworkMode"),
                     "host_config": host})
-                bindings = _port_bindings(host.get("PortBindings"))
-                if bindings:
-                    self.kernel.provide("port_proxy").publish(self._event(c), bindings)
-                    published = True
+                net_settings["Ports"] = await networking.publish(self.kernel, c)
                 await self.ctrd.container_update(c.id, spec=spec)
                 io = ContainerIO(self.paths.fifo_dir(c.id),
                                  stdin=bool(c.data["Config"].get("OpenStdin")),
@@ -405,17 +309,25 @@ class ContainerService:
                 if c.log is not None:
                     c.log.close()
                     c.log = None
-                if published:
-                    self._unpublish(c)
+                if networked:
+                    await networking.teardown(self.kernel, c)
                 c.set_exited(code, e.message)
                 c.save()
                 if c.data["HostConfig"].get("AutoRemove"):
                     # the docker CLI waits for the removal after a failed start
                     self._spawn(self._auto_remove(c))
+                if code in (126, 127) and not isinstance(e, errors.InvalidArgument):
+                    # a command that is missing or not executable is the request's
+                    # fault: dockerd answers 400 (startInvalidConfigError)
+                    raise errors.InvalidArgument(e.message) from None
+                raise
+            except BaseException:
+                if networked:
+                    await networking.teardown(self.kernel, c)
                 raise
             c.io = io
             c.set_running(pid)
-            c.data["NetworkSettings"].update(self._attach_network(c, pid))
+            c.data["NetworkSettings"] = net_settings
             c.save()
             c.wait_task = self._spawn(self._watch(c))
             self.kernel.notify("container_started", container=self._event(c))
@@ -427,31 +339,6 @@ class ContainerService:
             else:
                 clog.flush(stream)
         return sink
-
-    def _attach_network(self, c: Container, pid: int) -> dict:
-        try:
-            net = self.kernel.provide("network")
-        except errors.ConfigError:
-            return {}
-        try:
-            return net.attach(self._event(c) | {"network_mode": c.data["HostConfig"].get(
-                "NetworkMode"), "host_config": c.data["HostConfig"]},
-                f"/proc/{pid}/ns/net") or {}
-        except errors.PalletError as e:
-            log.warning("container %s: network attach: %s", c.id[:12], e)
-            return {}
-
-    def _detach_network(self, c: Container) -> None:
-        try:
-            self.kernel.provide("network").detach(self._event(c))
-        except Exception as e:  # noqa: BLE001 — the exit is recorded whatever the driver says
-            log.warning("container %s: network detach: %s", c.id[:12], e)
-
-    def _unpublish(self, c: Container) -> None:
-        try:
-            self.kernel.provide("port_proxy").unpublish(self._event(c))
-        except Exception as e:  # noqa: BLE001
-            log.warning("container %s: unpublish ports: %s", c.id[:12], e)
 
     # --- exit ----------------------------------------------------------------------
     async def _watch(self, c: Container) -> None:
@@ -496,10 +383,9 @@ class ContainerService:
         if c.log is not None:
             c.log.close()
             c.log = None
-        self._detach_network(c)
-        if _port_bindings(c.data["HostConfig"].get("PortBindings")):
-            self._unpublish(c)
+        await networking.teardown(self.kernel, c)
         c.set_exited(code)
+        c.data["NetworkSettings"] = networking.settings(self.kernel, c)
         c.wait_task = None
         try:
             c.save()
@@ -640,6 +526,7 @@ class ContainerService:
         if c.io is not None:
             c.io.close()
             c.io = None
+        await networking.unregister(self.kernel, c)
         shutil.rmtree(self.paths.fifo_dir(c.id), ignore_errors=True)
         shutil.rmtree(c.dir, ignore_errors=True)
         self.store.drop(c)
@@ -666,7 +553,7 @@ class ContainerService:
                 continue
             if not _matches(c, filters):
                 continue
-            out.append(c.summary())
+            out.append(networking.summary(self.kernel, c, c.summary()))
             if limit and limit > 0 and len(out) >= limit:
                 break
         return out
@@ -676,6 +563,7 @@ class ContainerService:
         data = {k: v for k, v in c.data.items() if k not in ("CreatedUnix", "ImageName",
                                                               "RootfsParent")}
         data["State"] = dict(data["State"])
+        data["NetworkSettings"] = networking.settings(self.kernel, c)
         return data
 
     async def shutdown(self) -> None:
@@ -716,21 +604,6 @@ def _matches(c: Container, filters: dict) -> bool:
     return True
 
 
-def _port_bindings(bindings) -> list:
-    from pallet.core.models import PortBinding
-
-    out = []
-    for key, hosts in (bindings or {}).items():
-        port, _, proto = str(key).partition("/")
-        for h in hosts or [{}]:
-            try:
-                out.append(PortBinding(int(port), proto or "tcp", (h or {}).get("HostIp", ""),
-                                       int((h or {}).get("HostPort") or 0)))
-            except ValueError:
-                raise errors.InvalidArgument(f"invalid port binding {key}") from None
-    return out
-
-
 def _exit_code_for(message: str) -> int:
     """docker's exit codes for a start that failed: 127 not found, 126 not executable."""
     low = message.lower()
@@ -739,13 +612,3 @@ def _exit_code_for(message: str) -> int:
     if "permission denied" in low:
         return 126
     return 128
-
-
-_CGV = None
-
-
-def _cgroup_version() -> int:
-    global _CGV
-    if _CGV is None:
-        _CGV = 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1
-    return _CGV

@@ -194,7 +194,7 @@ UNIMPLEMENTED = (
     "/exec/{tail:.*}", "/build{tail:.*}", "/commit", "/images/create", "/images/search",
     "/images/get", "/images/prune", "/images/{name:.*}/push", "/images/{name:.*}/tag",
     "/images/{name:.*}/history", "/images/{name:.*}/get",
-    "/networks{tail:.*}", "/volumes{tail:.*}", "/swarm{tail:.*}", "/services{tail:.*}",
+    "/volumes{tail:.*}", "/swarm{tail:.*}", "/services{tail:.*}",
     "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
     "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}", "/auth", "/events",
     "/system/df",
@@ -238,9 +238,10 @@ def make_app(kernel, service) -> web.Application:
     handlers_system.register(routes)
     handlers_containers.register(routes)
     handlers_images.register(routes)
+    from pallet.plugins.api_rest import handlers_networks  # network role (net_bridge)
+    handlers_networks.register(routes)
     kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
     routes.add("POST", "/images/create", pull_not_implemented)
-    routes.add("GET", "/networks/{name}", _no_such("network"))
     routes.add("GET", "/volumes/{name}", _no_such("volume"))
     routes.add("GET", "/plugins/{name:.+}/json", _no_such("plugin"))
     for path in UNIMPLEMENTED:

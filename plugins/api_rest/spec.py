@@ -132,7 +132,7 @@ def command(image_cfg: dict, cfg: dict) -> list[str]:
     if isinstance(entrypoint, str):
         entrypoint = [entrypoint]
     if isinstance(cmd, str):
-        cmd = ["/bin/sh", "-c", cmd]
+        cmd = [cmd]  # docker's StrSlice: a JSON string is a one-element list
     args = list(entrypoint) + list(cmd)
     if not args:
         raise InvalidArgument("no command specified")

@@ -107,8 +107,8 @@ class SystemService:
             "Driver": "overlayfs",
             "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
             "DockerRootDir": paths.data_root,
-            "Plugins": {"Volume": ["local"], "Network": ["none"], "Authorization": [],
-                        "Log": ["json-file"]},
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
+                        "Authorization": [], "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": os.path.exists(
                 "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") or cgroup_v2,
             "KernelMemoryTCP": not cgroup_v2, "CpuCfsPeriod": True, "CpuCfsQuota": True,

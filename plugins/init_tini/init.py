@@ -18,9 +18,9 @@ Behaviour, as tini's (https://github.com/krallin/tini, tini.c):
 """
 from __future__ import annotations
 
+import _signal as signal  # the C module: signal.py would import enum (start-up time)
 import ctypes
 import os
-import signal
 import stat
 
 _PR_SET_CHILD_SUBREAPER = 36

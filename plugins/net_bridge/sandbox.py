@@ -108,7 +108,12 @@ class SandboxMixin:
         if old is not None and not fresh:
             rec["networks"] = old.get("networks") or []
         else:
-            rec["networks"] = self._requested_networks(kind, arg, info)
+            try:
+                rec["networks"] = self._requested_networks(kind, arg, info)
+            except NotFound as e:
+                # not a 404: the docker CLI takes a 404 from create for a missing
+                # image and would go and pull it
+                raise InvalidArgument(e.message) from None
         self.records[cid] = rec
         self._save_record(rec)
         return rec
@@ -123,7 +128,8 @@ class SandboxMixin:
             if n.name in ("host", "none"):
                 return []
             out.append(self._endpoint_request(n, cfg.get(arg) or cfg.get(n.name) or
-                                              cfg.get(n.id) or {}))
+                                              cfg.get(n.id) or (cfg.get("default") if n.default
+                                                                else None) or {}))
         for ref, ep in cfg.items():
             if ref in (arg, "default") or kind in ("host", "none", "container"):
                 continue

@@ -180,6 +180,7 @@ class Publisher:
     def check(self, host_config: dict, exposed_ports=None) -> None:
         """Validate a create request's port settings (raises InvalidArgument)."""
         portsmod.requests(host_config or {}, exposed_ports)
+        portsmod.exposed(host_config or {}, exposed_ports)
 
     def publish(self, container: dict, bindings=None) -> dict:
         """Publish the ports of a starting container (after the network's

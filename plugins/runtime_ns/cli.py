@@ -226,7 +226,7 @@ class Cli:
 
     def _create(self, opts, cid) -> int:
         bundle = opts.get("bundle") or os.getcwd()
-        self.runtime.init = _builtin_init()
+        self.runtime.init_loader = _builtin_init
         try:
             preserve = int(opts.get("preserve_fds") or 0)
         except ValueError:
@@ -604,10 +604,10 @@ def _message(e: BaseException) -> str:
 
 
 def _wants_terminal(bundle: str) -> bool:
-    import json
+    from . import _jsonlite
     try:
-        with open(os.path.join(bundle, "config.json")) as f:
-            return bool((json.load(f).get("process") or {}).get("terminal"))
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            return bool((_jsonlite.loads(f.read()).get("process") or {}).get("terminal"))
     except (OSError, ValueError):
         return False  # create reports the problem with the bundle
 
@@ -664,7 +664,7 @@ def parse_signal(text: str) -> int:
 
 def _wait_forwarding(pid: int) -> int:
     """Wait for the container's PID 1, forwarding our signals to it (runc run)."""
-    import signal
+    import _signal as signal  # signal.py would import enum: start-up time
     forwarded = [s for s in signal.valid_signals()
                  if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV,
                               signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGWINCH,
@@ -712,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--systemd-cgroup is not supported by pallet-runc: it manages "
                              "cgroups itself through cgroupfs (drop the flag)")
         cli = Cli(prog, gopts, log)
+        log.debug(f"{prog} {cmd}: root {cli.root}, arguments {cmd_args}")
         handler = getattr(cli, "cmd_" + cmd, None)
         if handler is None:
             raise UsageError(f"No help topic for '{cmd}'", code=3)

@@ -19,10 +19,11 @@ process runs it after pivot_root.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
+
+from . import _jsonlite as json
 
 
 class HookError(Exception):

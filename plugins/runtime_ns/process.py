@@ -35,14 +35,14 @@ is out of reach.  The modules below are imported by runtime.py before fork.
 """
 from __future__ import annotations
 
+import _signal as signal  # the C module: signal.py would import enum
 import fcntl
-import json
 import os
 import resource
-import signal
 import stat
 import struct
 
+from . import _jsonlite as json
 from . import cgroups, hooks, linux, seccomp
 from .mounts import MountError, RootfsBuilder, masked_paths, readonly_paths, readonly_root
 from .state import EXEC_FIFO
@@ -428,10 +428,34 @@ def _setup_console(cfg: ChildConfig, proc: dict) -> None:
     cfg.console.sendmsg([b"/dev/ptmx"], [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack("i", master))])
     cfg.console.close()
     os.close(master)
+    if cfg.state_dir_fd >= 0:
+        _mount_console(slave)
     fcntl.ioctl(slave, _TIOCSCTTY, 0)
     for target in (0, 1, 2):
         os.dup2(slave, target)
     os.close(slave)
+
+
+def _mount_console(slave: int) -> None:
+    """/dev/console is the container's terminal: its pty slave bound there
+    (runc's mountConsole), for programs that open /dev/console directly."""
+    path = os.ttyname(slave)
+    try:
+        fd = os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: a symlink planted at /dev/console: replace it
+            os.unlink("/dev/console")
+            os.close(os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o600))
+        else:
+            raise ChildError(f"create /dev/console: {os.strerror(e.errno).lower()}") from None
+    try:
+        linux.mount(path, "/dev/console", None, linux.MS_BIND)
+    except OSError as e:
+        raise ChildError(f"mount console: {linux.describe(e)}") from None
 
 
 def _set_rlimits(rlimits) -> None:

@@ -18,7 +18,6 @@ Exit codes are the caller's business: it waits, and maps a signal N to 128+N.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
@@ -26,6 +25,7 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
+from . import _jsonlite as json
 from .messages import describe
 from .state import EXEC_FIFO, ContainerState, proc_start_time, valid_id, write_atomic
 
@@ -52,9 +52,13 @@ class NsRuntime:
     mount, v1 otherwise.
     """
 
-    def __init__(self, root: str, init=None, warn=None, cgroup_v2_root: str | None = None):
+    def __init__(self, root: str, init=None, warn=None, cgroup_v2_root: str | None = None,
+                 init_loader=None):
         self.root = os.path.abspath(root)
         self.init = init
+        #: called for the init object the first time a spec asks for it (so
+        #: that pallet-runc imports the init only then)
+        self.init_loader = init_loader
         self.warn = warn or _no_warning
         self.cgroup_v2_root = cgroup_v2_root
 
@@ -163,6 +167,8 @@ class NsRuntime:
     def _init_for(self, spec: dict):
         if (spec.get("annotations") or {}).get("org.pallet.init") != "builtin":
             return None
+        if self.init is None and self.init_loader is not None:
+            self.init = self.init_loader()
         if self.init is None:
             raise InvalidArgument("the spec asks for the builtin init (org.pallet.init) "
                                   "but no init plugin is loaded")
@@ -226,7 +232,8 @@ class NsRuntime:
     def with_root(self, root: str) -> "NsRuntime":
         """The same runtime (same init) on another state root, e.g. one per
         containerd namespace below ``kernel.paths.runtime_root``."""
-        return NsRuntime(root, init=self.init, warn=self.warn, cgroup_v2_root=self.cgroup_v2_root)
+        return NsRuntime(root, init=self.init, warn=self.warn, cgroup_v2_root=self.cgroup_v2_root,
+                         init_loader=self.init_loader)
 
     # --- start, kill, delete, state, list ------------------------------------------------
     def start(self, id: str) -> None:

@@ -8,7 +8,6 @@ hooks -- until it says "ready" or fails.  Every wait has a deadline.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
@@ -16,6 +15,7 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
+from . import _jsonlite as json
 from .messages import describe
 
 #: how long create waits for the container process to report "ready"
@@ -239,7 +239,7 @@ def fork_in_pidns(pid_ns, cfg) -> int:
     All signals are blocked across the fork so that none runs a handler of
     the caller in the child before it resets them.
     """
-    import signal
+    import _signal as signal  # the C module: no enum conversions of every signal
 
     from . import linux, process
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())

@@ -17,8 +17,6 @@ mappings for a user namespace, sysctls that need their namespace.
 """
 from __future__ import annotations
 
-import re
-
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -29,7 +27,37 @@ _TYPES = {
     (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
 }
-_pattern_cache: dict[str, re.Pattern] = {}
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGITS = frozenset("0123456789")
+
+
+def _upper_after(prefix, extra=""):
+    allowed = _UPPER | frozenset(extra)
+    return lambda s: s.startswith(prefix) and len(s) > len(prefix) and \
+        all(c in allowed for c in s[len(prefix):])
+
+
+def _page_size(s: str) -> bool:
+    return (len(s) >= 3 and s[-1] == "B" and s[-2] in "KMG" and s[0] in "123456789"
+            and all(c in _DIGITS for c in s[1:-2]))
+
+
+#: the patterns of the OCI schema, as plain functions: ``re`` (and the enum
+#: module it imports) would cost pallet-runc more start-up time than the
+#: whole validation; any other pattern falls back to ``re``
+_KNOWN_PATTERNS = {
+    "^CAP_[A-Z_]+$": _upper_after("CAP_", "_"),
+    "^RLIMIT_[A-Z]+$": _upper_after("RLIMIT_"),
+    "^[cbup]$": lambda s: len(s) == 1 and s in "cbup",
+    "^[0-9, -]*$": lambda s: all(c in "0123456789, -" for c in s),
+    "^[1-9][0-9]*[KMG]B$": _page_size,
+    "^MB:[^\\n]*$": lambda s: s.startswith("MB:") and "\n" not in s,
+}
+# "$" also matches just before a final newline, as in re
+_KNOWN_PATTERNS = {p: (lambda fn: lambda s: fn(s[:-1] if s.endswith("\n") else s))(fn)
+                   for p, fn in _KNOWN_PATTERNS.items()}
+_KNOWN_PATTERNS[".{1,}"] = lambda s: any(c != "\n" for c in s)
+_pattern_cache: dict = {}
 
 
 class SchemaError(Exception):
@@ -41,11 +69,15 @@ class SchemaError(Exception):
         self.why = why
 
 
-def _pattern(p: str) -> re.Pattern:
-    rx = _pattern_cache.get(p)
-    if rx is None:
-        rx = _pattern_cache[p] = re.compile(p)
-    return rx
+def _matches(p: str, s: str) -> bool:
+    fn = _KNOWN_PATTERNS.get(p)
+    if fn is None:
+        fn = _pattern_cache.get(p)
+        if fn is None:
+            import re
+            fn = _pattern_cache[p] = re.compile(p).search
+        return fn(s) is not None
+    return fn(s)
 
 
 class _Validator:
@@ -82,7 +114,7 @@ class _Validator:
                 for i, item in enumerate(value):
                     self.check(item, items, doc, f"{path}[{i}]")
         elif isinstance(value, str):
-            if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
+            if "pattern" in schema and not _matches(schema["pattern"], value):
                 raise SchemaError(path, f"{value!r} does not match {schema['pattern']!r}")
         elif _TYPES["number"](value):
             if "minimum" in schema and value < schema["minimum"]:
@@ -132,7 +164,7 @@ class _Validator:
                 matched = True
                 self.check(item, props[key], doc, _join(path, key))
             for pat, sub in patterns.items():
-                if _pattern(pat).search(key):
+                if _matches(pat, key):
                     matched = True
                     self.check(item, sub, doc, _join(path, key))
             if not matched:

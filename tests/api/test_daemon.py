@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 
 import pytest
 
-from conftest import Palletd, VENV_BIN
+from api_harness import Palletd
+from engines import VENV_BIN
 
 PALLETD = os.path.join(VENV_BIN, "palletd")
 

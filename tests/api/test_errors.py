@@ -104,5 +104,42 @@ def test_load_garbage(palletd):
     assert status == 400
 
 
+@pytest.mark.parametrize("body, status", [
+    ({"Image": "busybox", "Env": "x"}, 400),
+    ({"Image": "busybox", "Env": [1]}, 400),
+    ({"Image": "busybox", "Labels": {"a": 1}}, 400),
+    ({"Image": "busybox", "WorkingDir": "relative"}, 400),
+    ({"Image": "busybox", "StopTimeout": "x"}, 400),
+    ({"Image": "busybox", "StopSignal": "NOPE"}, 400),
+    ({"Image": "busybox", "Hostname": "a" * 100}, 400),
+    ({"Image": "busybox", "HostConfig": "x"}, 400),
+    ({"Image": "busybox", "HostConfig": {"Memory": "x"}}, 400),
+    ({"Image": "busybox", "HostConfig": {"ShmSize": -1}}, 400),
+    ({"Image": "busybox", "HostConfig": {"CapAdd": ["NOPE"]}}, 400),
+    ({"Image": "busybox", "HostConfig": {"Sysctls": {"kernel.hostname": "x"}}}, 400),
+    ({"Image": "busybox", "HostConfig": {"PortBindings": {"80/tcp": "x"}}}, 400),
+    ({"Image": "busybox", "HostConfig": {"PortBindings": {"x/tcp": []}}}, 400),
+    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "syslog"}}}, 501),
+    ({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": "always"}}}, 501),
+    ({"Image": "busybox@sha256:abc"}, 400),
+])
+def test_bad_create_bodies(palletd, body, status):
+    got, msg = _err(palletd.api("POST", "/containers/create", body))
+    assert got == status, msg
+
+
+def test_missing_command_is_400_with_127(palletd):
+    cid = json.loads(palletd.api("POST", "/containers/create",
+                                 {"Image": "busybox", "Cmd": ["pa-missing"]})[2])["Id"]
+    try:
+        status, msg = _err(palletd.api("POST", f"/containers/{cid}/start"))
+        assert status == 400 and "pa-missing" in msg
+        state = json.loads(palletd.api("GET", f"/containers/{cid}/json")[2])["State"]
+        assert state["ExitCode"] == 127 and state["Status"] == "exited"
+    finally:
+        palletd.api("DELETE", f"/containers/{cid}")
+
+
 def test_no_traceback_in_log(palletd):
-    assert "Traceback" not in palletd.log()
+    """Last in the module: nothing above made palletd log a traceback."""
+    assert "Traceback" not in palletd.log_text()

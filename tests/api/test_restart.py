@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import Palletd
+from api_harness import Palletd
 
 pytestmark = pytest.mark.root
 

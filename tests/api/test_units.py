@@ -10,7 +10,7 @@ import pytest
 
 from pallet.core import errors
 from pallet.plugins.api_rest import spec, streams
-from pallet.plugins.api_rest.containers import _merge_config, parse_signal
+from pallet.plugins.api_rest.createconfig import merge_config as _merge_config, parse_signal
 from pallet.plugins.api_rest.logs import ContainerLog, follow, parse_time, rfc3339nano
 from pallet.plugins.api_rest.names import random_name
 from pallet.plugins.api_rest.server import parse_host

@@ -3,95 +3,12 @@ each on its own short roots, stopped by pid and cleaned up even when a test fail
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
 
-CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
-CTR = shutil.which("ctr") or "/usr/bin/ctr"
-VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
-
-
-def _unmount_under(root: str) -> None:
-    """Lazily unmount whatever is still mounted below ``root`` (deepest first)."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-    except OSError:
-        return
-    for p in sorted((p for p in points if p == root or p.startswith(root + "/")),
-                    key=len, reverse=True):
-        subprocess.run(["umount", "-l", p], stderr=subprocess.DEVNULL)
-
-
-def _pids_with_arg(text: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    out.append(int(d))
-        except OSError:
-            pass
-    return out
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _wait_socket(path: str, proc: subprocess.Popen, log: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    with open(log) as f:
-        tail = f.read()[-3000:]
-    raise RuntimeError(f"daemon did not create {path}; log:\n{tail}")
-
-
-class Daemon:
-    """A started daemon: its address, roots, process and log path."""
-
-    def __init__(self, base: str, address: str, root: str, state: str):
-        self.base, self.address, self.root, self.state = base, address, root, state
-        self.proc: subprocess.Popen | None = None
-        self.log = os.path.join(base, "daemon.log")
-
-    def ctr(self, *args, namespace: str = "default", check: bool = True) -> str:
-        r = subprocess.run([CTR, "--address", self.address, "--namespace", namespace, *args],
-                           capture_output=True, text=True, timeout=60)
-        if check and r.returncode != 0:
-            raise AssertionError(f"ctr {' '.join(args)} failed ({r.returncode}): {r.stderr}")
-        return r.stdout if check else r
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-        # shims started for this daemon carry its address on their command line
-        for pid in _pids_with_arg(self.address):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _unmount_under(self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
+from cd_util import CONTAINERD, VENV_BIN, Daemon, _wait_socket
 
 
 @pytest.fixture

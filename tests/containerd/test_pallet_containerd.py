@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 import cd_image
-from conftest import VENV_BIN, _wait_socket
+from cd_util import VENV_BIN, _wait_socket
 from pallet.core.containerd import Containerd
 from pallet.core.proto.containerd.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from pallet.core.proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engines import _pids_mentioning
+from engines import pids_mentioning
 
 pytestmark = pytest.mark.root
 
@@ -24,13 +24,13 @@ def comm_of(pid: int) -> str:
 
 
 def chain_pids(engine, prefix: str) -> list[int]:
-    return [p for p in _pids_mentioning(engine.root) if comm_of(p).startswith(prefix[:15])]
+    return [p for p in pids_mentioning(engine.root) if comm_of(p).startswith(prefix[:15])]
 
 
 def shim_pids(cids) -> list[int]:
     """The pallet-shim processes of these containers (a shim's command line
     names its container: `pallet-shim <id>`)."""
-    return [p for cid in cids for p in _pids_mentioning(cid) if comm_of(p).startswith("pallet-shim")]
+    return [p for cid in cids for p in pids_mentioning(cid) if comm_of(p).startswith("pallet-shim")]
 
 
 def test_hello_through_every_process(pallet_engine):

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from conftest import REPO, VENV_BIN
 from engines import Pallet
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
 pytestmark = pytest.mark.root
 

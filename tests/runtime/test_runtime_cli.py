@@ -374,3 +374,30 @@ def test_user_namespace_and_seccomp_through_the_cli(root, applets, tmp_path):
         assert lines[0].split() == ["0", "300000", "65536"] and lines[-1] == "denied"
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_state_is_creating_while_hooks_run(root, bundle, tmp_path):
+    """While create runs (here: inside its createRuntime hook) the container's
+    status is "creating"; then created, running, stopped."""
+    script = tmp_path / "hook.sh"
+    seen = tmp_path / "seen.json"
+    cmd = " ".join(_cmd(root, "state", "$ID"))
+    script.write_text(f"#!/bin/sh\n{cmd} > {seen}\n")
+    script.chmod(0o755)
+    cid = new_id()
+    bundle.spec["hooks"] = {"createRuntime": [{"path": str(script), "env": [f"ID={cid}"]}]}
+    bundle.write(["true"])
+    # the container keeps create's stdio: a file, not a pipe waited on for EOF
+    with open(tmp_path / "err", "w") as err:
+        done = subprocess.run(_cmd(root, "create", "-b", bundle.path, cid), stdout=err,
+                              stderr=err, timeout=30)
+    assert done.returncode == 0, (tmp_path / "err").read_text()
+    during = json.loads(seen.read_text())
+    assert during["status"] == "creating" and during["pid"] == 0
+    state = json.loads(pallet_runc("state", cid, root=root).stdout)
+    assert state["status"] == "created"
+    assert pallet_runc("start", cid, root=root).returncode == 0
+    wait_status(state["pid"])
+    assert json.loads(pallet_runc("state", cid, root=root).stdout)["status"] == "stopped"
+    assert pallet_runc("delete", cid, root=root).returncode == 0
+    assert not os.path.exists(os.path.join(root, cid))

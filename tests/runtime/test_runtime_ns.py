@@ -370,7 +370,10 @@ def test_terminal_through_console_socket(runtime, bundle, tmp_path):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
-    bundle.write(["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both-tty"], terminal=True)
+    bundle.spec["process"]["consoleSize"] = {"height": 33, "width": 111}
+    bundle.write(["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both-tty; stty size; "
+                              "echo to-console > /dev/console; "
+                              "grep -c ' /dev/console ' /proc/self/mountinfo"], terminal=True)
     cid = new_id()
     master = -1
     try:
@@ -396,6 +399,8 @@ def test_terminal_through_console_socket(runtime, bundle, tmp_path):
             data += chunk
         lines = data.decode().replace("\r", "").split("\n")
         assert lines[0].startswith("/dev/pts/") and lines[1] == "both-tty"
+        # consoleSize, and /dev/console bound to the same pty
+        assert lines[2:5] == ["33 111", "to-console", "1"]
         runtime.delete(cid)
     finally:
         server.close()
@@ -459,3 +464,41 @@ def test_create_inside_an_asyncio_daemon(runtime, bundle, output):
     assert code == 0 and output.read() == "alive\n"
     assert got_term == []   # nothing reached the daemon's own handler
     runtime.delete(cid)
+
+
+def test_no_pivot_cgroup_namespace_and_joined_ipc_uts(runtime, bundle, output):
+    """--no-pivot (move-mount and chroot), a new cgroup namespace, and the ipc
+    and uts namespaces of another container joined by path."""
+    bundle.spec["hostname"] = "first-box"
+    bundle.write(["sleep", "30"])
+    first = new_id()
+    pid1 = runtime.create(first, bundle.path, stdout=output.fd, stderr=output.fd)
+    runtime.start(first)
+    try:
+        spec = bundle.spec
+        spec.pop("hostname")
+        spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]
+                                       if ns["type"] not in ("ipc", "uts")]
+        spec["linux"]["namespaces"] += [{"type": "ipc", "path": f"/proc/{pid1}/ns/ipc"},
+                                        {"type": "uts", "path": f"/proc/{pid1}/ns/uts"},
+                                        {"type": "cgroup"}]
+        bundle.write(["sh", "-c", "hostname; cat /proc/self/cgroup | cut -d: -f3 | sort -u; "
+                                  "readlink /proc/self/ns/ipc"])
+        out2 = output.path + ".2"
+        fd = os.open(out2, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            cid = new_id()
+            pid = runtime.create(cid, bundle.path, stdout=fd, stderr=fd, no_pivot=True)
+            runtime.start(cid)
+            assert wait_status(pid) == 0
+            runtime.delete(cid)
+        finally:
+            os.close(fd)
+        with open(out2) as f:
+            lines = f.read().split("\n")
+        assert lines[0] == "first-box"
+        assert lines[1] == "/"                       # the cgroup namespace's root
+        assert lines[2] == os.readlink(f"/proc/{pid1}/ns/ipc")
+    finally:
+        runtime.delete(first, force=True)
+        wait_status(pid1)

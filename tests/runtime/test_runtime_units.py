@@ -139,3 +139,61 @@ def test_plugin_module_is_light():
             "m.rsplit('.', 1)[-1] not in ('plugins', 'runtime_ns', 'init_tini', 'plugin')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_schema_patterns_without_re_agree_with_re():
+    import re
+
+    from pallet.plugins.runtime_ns._oci_schema import SCHEMAS
+    from pallet.plugins.runtime_ns.validate import _KNOWN_PATTERNS, _matches
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                found.add(node["pattern"])
+            found.update(k for k in (node.get("patternProperties") or {}))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(SCHEMAS)
+    assert found <= set(_KNOWN_PATTERNS)
+    samples = ["", "CAP_SYS_ADMIN", "CAP_", "cap_x", "RLIMIT_NOFILE", "RLIMIT_NO_FILE", "c", "cb",
+               "u", "0-3,5", "0-3;5", "2MB", "64kB", "1GB", "02MB", "MB:0=100", "MB:0\n=1", "x",
+               "\n", "a\nb", "2 MB"]
+    for pattern in found:
+        for s in samples:
+            assert _matches(pattern, s) == bool(re.search(pattern, s)), (pattern, s)
+
+
+def test_jsonlite_matches_json():
+    import json
+
+    import pytest
+
+    from pallet.plugins.runtime_ns import _jsonlite
+    doc = {"a": [1, 2.5, None, True, "é\n\"x"], "b": {"c": -1e300}, "d": ""}
+    assert _jsonlite.loads(json.dumps(doc)) == doc
+    assert _jsonlite.dumps(doc) == json.dumps(doc)
+    assert _jsonlite.loads(b' {"x": [ ] } \n') == {"x": []}
+    for bad in ("", "{", '{"a": 1} x', "[1,]"):
+        with pytest.raises(ValueError):
+            _jsonlite.loads(bad)
+
+
+def test_runc_cli_imports_no_enum_re_or_json():
+    """pallet-runc's start-up: the create path imports neither json, re nor enum."""
+    import subprocess
+    import sys
+    # an editable install's import hook may have loaded some of them already:
+    # make any new import of them fail instead
+    code = ("import sys\n"
+            "for m in ('json', 're', 'enum', 'signal', 'subprocess'): sys.modules[m] = None\n"
+            "from pallet.plugins.runtime_ns import cli, runtime, process, spawn, validate, "
+            "_oci_schema, state, hooks, seccomp, cgroups\n"
+            "from pallet.plugins.init_tini import init\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

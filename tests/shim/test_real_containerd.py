@@ -149,3 +149,61 @@ def test_ctr_detached_kill_and_delete(containerd):
     finally:
         containerd.ctr("task", "delete", "-f", "plr-b", check=False)
         containerd.ctr("containers", "rm", "plr-b", check=False)
+
+
+def test_ctr_exec_ps_pause_metrics(containerd):
+    """What ctr does with a running task, through pallet-shim."""
+    containerd.ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "plr-c", "sleep", "1000")
+    try:
+        out = containerd.ctr("task", "exec", "--exec-id", "e1", "plr-c", "sh", "-c",
+                             "echo exec-out; exit 3", check=False)
+        assert out.returncode == 3 and out.stdout == b"exec-out\n"
+        ps = containerd.ctr("task", "ps", "plr-c").stdout.decode()
+        assert len(ps.splitlines()) == 2  # header and PID 1
+        containerd.ctr("task", "pause", "plr-c")
+        assert "PAUSED" in containerd.ctr("task", "ls").stdout.decode()
+        containerd.ctr("task", "resume", "plr-c")
+        metrics = containerd.ctr("task", "metrics", "plr-c").stdout.decode()
+        assert "memory.usage_in_bytes" in metrics and "pids.current" in metrics
+    finally:
+        containerd.ctr("task", "kill", "-s", "SIGKILL", "plr-c", check=False)
+        time.sleep(0.5)
+        containerd.ctr("task", "delete", "-f", "plr-c", check=False)
+        containerd.ctr("containers", "rm", "plr-c", check=False)
+
+
+def test_ctr_run_with_a_terminal(containerd):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(CTR, ["-a", containerd.sock, "run", "-t", "--rm", "--runtime", RUNTIME,
+                                IMAGE, "plr-t", "sh"], timeout=30)
+    try:
+        child.expect(rb"# ")
+        child.setwinsize(30, 90)
+        child.sendline(b"stty size; tty")
+        child.expect(rb"30 90")
+        child.expect(rb"/dev/pts/0")
+        child.sendline(b"exit 5")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 5
+
+
+def test_killed_shim_is_cleaned_up_by_containerd(containerd):
+    containerd.ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "plr-k", "sleep", "1000")
+    try:
+        shim = [p for p in containerd.shim_pids() if pid_alive(p)]
+        assert len(shim) == 1
+        task_pid = int(containerd.ctr("task", "ls").stdout.decode().split("\n")[1].split()[1])
+        os.kill(shim[0], signal.SIGKILL)
+        # containerd runs our delete verb: the container is killed, its rootfs unmounted
+        assert wait_gone(task_pid, 20)
+        deadline = time.monotonic() + 20
+        while "plr-k" in containerd.ctr("task", "ls").stdout.decode():
+            assert time.monotonic() < deadline, containerd.logs()[-2000:]
+            time.sleep(0.1)
+        with open("/proc/self/mountinfo") as f:
+            assert "/plr-k/rootfs" not in f.read()
+    finally:
+        containerd.ctr("task", "delete", "-f", "plr-k", check=False)
+        containerd.ctr("containers", "rm", "plr-k", check=False)

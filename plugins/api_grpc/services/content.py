@@ -9,6 +9,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from pallet.core import errors
+from pallet.core.proto.containerd.events import content_pb2 as ev
 from pallet.core.proto.containerd.services.content.v1 import content_pb2 as pb
 from pallet.core.proto.containerd.services.content.v1 import content_pb2_grpc
 
@@ -76,6 +77,8 @@ class ContentService(content_pb2_grpc.ContentServicer):
     @unary
     def Delete(self, request, context):
         self.ns.delete(namespace_of(context), request.digest)
+        self.b.exchange.publish(namespace_of(context), "/content/delete",
+                                ev.ContentDelete(digest=request.digest))
         return empty_pb2.Empty()
 
     @stream

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
+from pallet.core.proto.containerd.events import snapshot_pb2 as ev
 from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 
@@ -41,6 +42,8 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
         self._lease(request, context, request.key)
         ms = self._sn(request, context).prepare(request.key, request.parent or None,
                                                 dict(request.labels))
+        self.b.exchange.publish(namespace_of(context), "/snapshot/prepare",
+                                ev.SnapshotPrepare(key=request.key, parent=request.parent))
         return pb.PrepareSnapshotResponse(mounts=_mounts(ms))
 
     @unary
@@ -58,11 +61,15 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     def Commit(self, request, context):
         self._lease(request, context, request.name)
         self._sn(request, context).commit(request.name, request.key, dict(request.labels))
+        self.b.exchange.publish(namespace_of(context), "/snapshot/commit",
+                                ev.SnapshotCommit(key=request.key, name=request.name))
         return empty_pb2.Empty()
 
     @unary
     def Remove(self, request, context):
         self._sn(request, context).remove(request.key)
+        self.b.exchange.publish(namespace_of(context), "/snapshot/remove",
+                                ev.SnapshotRemove(key=request.key))
         return empty_pb2.Empty()
 
     @unary

@@ -126,9 +126,16 @@ class Zygote:
         # the padding argument leaves room in the argv area for the name each
         # forked shim shows in ps ("pallet-shim <64-hex id>")
         cmd = shim_command() + ["-socket", self.path, "zygote", " " * 96]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=None, close_fds=True, start_new_session=True,
-                                     env=env)
+        # not our stderr: the zygote outlives us, and whoever reads our output
+        # (a pipe) must see its end when we are gone
+        os.makedirs(os.path.dirname(self.path), mode=0o711, exist_ok=True)
+        log = open(os.path.join(os.path.dirname(self.path), "zygote.log"), "ab")
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                         start_new_session=True, env=env)
+        finally:
+            log.close()
         deadline = time.monotonic() + start_timeout
         while True:
             try:
@@ -171,12 +178,19 @@ class Zygote:
 
 _zygotes: dict[str, Zygote] = {}
 _zygote_lock = threading.Lock()
+#: zygotes we started and let go of: reaped when they end (they outlive our use of them)
+_let_go: list = []
+
+
+def _reap_let_go() -> None:
+    _let_go[:] = [p for p in _let_go if p.poll() is None]
 
 
 def start_zygote(paths) -> Zygote:
     """The zygote of ``paths`` (connected, or started); safe from any thread."""
     key = zygote_socket(paths)
     with _zygote_lock:
+        _reap_let_go()
         z = _zygotes.get(key)
         if z is None or not z.alive():
             z = _zygotes[key] = Zygote(paths)
@@ -190,6 +204,9 @@ def stop_zygote(paths=None) -> None:
         found = [_zygotes.pop(k) for k in keys if k in _zygotes]
     for z in found:
         z.close()
+        if z.proc is not None and z.proc.returncode is None:
+            with _zygote_lock:
+                _let_go.append(z.proc)
 
 
 def start_shim(namespace: str, id: str, bundle: str, containerd_address: str, paths, *,

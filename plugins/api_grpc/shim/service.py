@@ -129,6 +129,8 @@ class Process:
         self.exited_at_ns = 0
         self.waiters: list[Deferred] = []
         self.exiting = False
+        self.starting = False
+        self.held_exit = None
 
     def state(self, bundle: str) -> m.StateResponse:
         stdin, stdout, stderr = self.paths
@@ -275,12 +277,24 @@ class TaskService:
             raise errors.FailedPrecondition(
                 f"process {p.exec_id or p.id}: cannot start a {p.status} process")
         if not p.exec_id:
+            # an exit that comes before the start has been answered waits for it, so
+            # that containerd sees /tasks/start before /tasks/exit (as runc's shim does)
+            p.starting = True
+
             def started(_):
                 if p.status == CREATED:
                     p.status = RUNNING
                 self._publish("/tasks/start", m.TaskStart(container_id=self.id, pid=p.pid))
                 return m.StartResponse(pid=p.pid)
-            return self.backend.start(self.id).then(started)
+
+            def settle(_d):
+                p.starting = False
+                if p.held_exit is not None:
+                    code, p.held_exit = p.held_exit, None
+                    self._exited(p, code)
+            d = self.backend.start(self.id).then(started)
+            d.add_callback(settle)
+            return d
         if self.init.status not in (RUNNING,):
             raise errors.FailedPrecondition(f"task {self.id}: cannot exec in a {self.init.status} "
                                             "task")
@@ -292,9 +306,10 @@ class TaskService:
         def execd(pid):
             p.stdio.close_child()
             p.pid = int(pid)
-            self._register(p)
+            # started before exited, even for a process that ended at once
             self._publish("/tasks/exec-started", m.TaskExecStarted(
                 container_id=self.id, exec_id=p.exec_id, pid=p.pid))
+            self._register(p)
             return m.StartResponse(pid=p.pid)
 
         def failed(dd):
@@ -550,6 +565,9 @@ class TaskService:
 
     def _exited(self, p: Process, code: int) -> None:
         if p.status in (STOPPED, DELETED):
+            return
+        if p.starting:
+            p.held_exit = code
             return
         p.exit_status = code
         p.exited_at_ns = time.time_ns()

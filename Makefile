@@ -11,7 +11,7 @@ EXEC_ROOT ?= /run/pallet
 SOCK     := $(EXEC_ROOT)/pallet.sock
 PALLET   := $(VENV)/bin/pallet -H unix://$(SOCK)
 APT_PKGS := busybox-static iptables docker.io containerd runc tini skopeo \
-            docker-registry bats tmux iproute2 procps
+            docker-registry bats tmux iproute2 procps systemd openssl
 # PYTHONDONTWRITEBYTECODE is set on the developers' machines; users have .pyc
 # caches, so the demo and the benchmarks run without it.
 unexport PYTHONDONTWRITEBYTECODE

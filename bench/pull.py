@@ -1,17 +1,22 @@
-"""Pull benchmark: pallet's registry client against the real Docker, same
-registry, same image, same run.
+"""Pull benchmark: pallet against the real Docker, same registry, same image,
+same run, driven by the same docker CLI.
 
 The image (built here: random data files, >= 100 MB in >= 4 gzip layers) is
 pushed with skopeo to Debian's docker-registry on 127.0.0.1.  Then, in turns:
 
 * docker: a private dockerd (own roots, ``--bridge=none --iptables=false``,
   ``--insecure-registry``) runs ``docker pull``; ``docker rmi`` between runs;
+* palletd: the same ``docker pull`` through palletd (its own roots; it pulls
+  into pallet-containerd over containerd's API and unpacks there);
+  ``docker rmi`` between runs (a synchronous delete: pallet-containerd's
+  garbage collection removes the blobs and snapshots, so every run downloads
+  and unpacks everything again);
 * pallet: :func:`pallet.plugins.store_overlay.pull.pull` into a fresh store
   with the overlayfs snapshotter (fetch, verify, unpack), in-process — what
   palletd or pallet-ctr run — and the same as a new process (``pallet-pull``
   below: interpreter start and imports included, like a CLI).
 
-Prints one JSON line per measure and the ratios (target: pallet <= 1.0x docker)::
+Prints one JSON line per measure and the ratios (target: palletd <= 1.0x docker)::
 
     python bench/pull.py [--size-mb 104] [--layers 4] [--runs 3]
 """
@@ -102,6 +107,27 @@ def docker_pull(engine, ref: str) -> float:
     return elapsed
 
 
+def start_palletd():
+    from engines import Pallet
+
+    engine = Pallet().start()
+    deadline = time.monotonic() + 120
+    while engine.docker("version", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("palletd did not answer")
+        time.sleep(0.1)
+    return engine
+
+
+def palletd_pull(engine, ref: str) -> float:
+    """``docker pull`` through palletd; the image removed (and collected) after."""
+    t = time.monotonic()
+    engine.docker("pull", "-q", ref)
+    elapsed = time.monotonic() - t
+    engine.docker("rmi", ref)
+    return elapsed
+
+
 def drop_caches() -> None:
     subprocess.run(["sync"])
 
@@ -116,19 +142,24 @@ def main(argv=None) -> int:
     from registry_helpers import RegistryServer, skopeo_copy
 
     base = tempfile.mkdtemp(prefix="pb-pull-", dir="/tmp")
-    registry = docker = None
+    registry = docker = palletd = None
     try:
         layout = build_image(base, args.size_mb, args.layers)
         registry = RegistryServer(os.path.join(base, "reg")).start()
         ref = f"{registry.host}/bench/big:v1"
         skopeo_copy(f"oci:{layout}:v1", f"docker://{ref}")
-        results: dict[str, list[float]] = {"docker": [], "pallet": [], "pallet-process": []}
+        results: dict[str, list[float]] = {"docker": [], "palletd": [], "pallet": [],
+                                           "pallet-process": []}
         docker = start_docker(registry.host)
+        palletd = start_palletd()
         docker_pull(docker, ref)  # warm: registry's page cache, daemon start-up paths
+        palletd_pull(palletd, ref)
         pallet_in_process(ref)
         for _ in range(args.runs):
             drop_caches()
             results["docker"].append(docker_pull(docker, ref))
+            drop_caches()
+            results["palletd"].append(palletd_pull(palletd, ref))
             drop_caches()
             results["pallet"].append(pallet_in_process(ref))
             drop_caches()
@@ -138,14 +169,17 @@ def main(argv=None) -> int:
             print(json.dumps({"bench": f"pull.{k}", "runs": [round(x, 3) for x in v],
                               "median_s": round(med[k], 3), "size_mb": args.size_mb,
                               "layers": args.layers}))
-        print(json.dumps({"bench": "pull.ratio", "pallet_vs_docker":
-                          round(med["pallet"] / med["docker"], 3),
+        print(json.dumps({"bench": "pull.ratio", "palletd_vs_docker":
+                          round(med["palletd"] / med["docker"], 3),
+                          "pallet_vs_docker": round(med["pallet"] / med["docker"], 3),
                           "pallet_process_vs_docker":
                           round(med["pallet-process"] / med["docker"], 3), "target": 1.0}))
         return 0
     finally:
         if docker is not None:
             docker.stop()
+        if palletd is not None:
+            palletd.stop()
         if registry is not None:
             registry.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -88,6 +88,27 @@ def bench_cli(pallet_runc: str, runc: str, bundle: str, top: str, runs: int):
     return statistics.median(samples["pallet"]), statistics.median(samples["runc"])
 
 
+def bench_inprocess(top: str, bundle: str, runs: int) -> float:
+    """NsRuntime.create + start called in this (already loaded) process: the
+    runtime's own share of the shim's figure."""
+    from pallet.plugins.runtime_ns.linux import set_child_subreaper
+    from pallet.plugins.runtime_ns.runtime import NsRuntime
+    set_child_subreaper()
+    rt = NsRuntime(os.path.join(top, "root-inproc"))
+    samples = []
+    for i in range(runs + 3):
+        cid = "i" + uuid.uuid4().hex[:12]
+        t = time.perf_counter()
+        pid = rt.create(cid, bundle)
+        rt.start(cid)
+        elapsed = (time.perf_counter() - t) * 1000
+        os.waitpid(pid, 0)
+        rt.delete(cid)
+        if i >= 3:
+            samples.append(elapsed)
+    return statistics.median(samples)
+
+
 def bench_shim(top: str, runs: int) -> float:
     """Create+Start through a real pallet-shim (runtime_ns in-process)."""
     import secrets
@@ -164,6 +185,9 @@ def main() -> int:
         print(f"runtime: pallet-runc run {p:7.1f} ms   runc run {r:7.1f} ms   "
               f"ratio {p / r:4.2f}  (target <= 1.50, median of {runs})")
         if not args.no_shim:
+            n = bench_inprocess(top, bundle, runs)
+            print(f"runtime: runtime_ns in-process create->running {n:7.1f} ms   "
+                  f"ratio {n / r:4.2f} of runc run (no shim: the runtime's share)")
             s = bench_shim(top, runs)
             print(f"runtime: shim create->running {s:7.1f} ms   runc run {r:7.1f} ms   "
                   f"ratio {s / r:4.2f}  (target <= 0.50, median of {runs})")

@@ -1,8 +1,7 @@
 """Container commands that need no stream hijack: ps, logs, stop, kill, rm, wait,
-restart, pause, unpause, rename, top, port, inspect."""
+restart, pause, unpause, rename, top, port, inspect, update, container prune."""
 
 import os
-import re
 import sys
 import time
 
@@ -172,11 +171,12 @@ def cmd_ps(cli, argv):
              Flag("size", "s", BOOL, help="Display total file sizes")]
     opts, _ = cli.parse(argv, "pallet ps [OPTIONS]", "List containers", flags, max_args=0,
                         aliases="pallet container ls, pallet container list, pallet container ps, pallet ps")
-    from pallet.client.cmd_images import parse_filters
+    from pallet.client.cmd_common import parse_filters
     limit = 1 if opts.latest else (opts.last if opts.last > 0 else None)
     size = opts.size
     user_fmt = opts.format
     if user_fmt and not opts.quiet and "size" not in opts.given:
+        import re
         if ".Size" in user_fmt or re.search(r"json\s+\.\s*-?}}", user_fmt):
             size = True
     params = {"all": (opts.all or limit is not None or opts.last == 0) or None,
@@ -332,6 +332,7 @@ def cmd_top(cli, argv):
 
 
 def _natural_key(s):
+    import re
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
@@ -365,16 +366,17 @@ def cmd_port(cli, argv):
 
 
 # -- logs --------------------------------------------------------------------------
-_DUR = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
-_DUR_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DUR = r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$"
+_DUR_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def get_timestamp(value, now=None):
     """docker's --since/--until value as the API wants it ('seconds.nanoseconds')."""
     now = time.time() if now is None else now
-    if _DUR.match(value):
-        secs = sum(float(n) * _UNIT[u] for n, u in _DUR_PART.findall(value))
+    import re
+    if re.match(_DUR, value):
+        secs = sum(float(n) * _UNIT[u] for n, u in re.findall(_DUR_PART, value))
         t = now - secs
         return "%d.%09d" % (int(t), int(round((t - int(t)) * 1e9)) % 1000000000)
     if re.match(r"^\d+(\.\d+)?$", value):
@@ -509,6 +511,114 @@ def cmd_inspect(cli, argv):
         cli.out("".join(rendered) or "\n")
     else:
         cli.outln(indent_json(found))
+    if errors:
+        raise StatusError("\n".join(errors), 1)
+    return 0
+
+
+# -- container prune -----------------------------------------------------------------
+def cmd_container_prune(cli, argv):
+    flags = [Flag("filter", kind=LIST, help='Provide filter values (e.g. "until=<timestamp>")',
+                  metavar="filter"),
+             Flag("force", "f", BOOL, help="Do not prompt for confirmation")]
+    opts, _ = cli.parse(argv, "pallet container prune [OPTIONS]", "Remove all stopped containers",
+                        flags, max_args=0)
+    from pallet.client.cmd_common import confirm, parse_filters, report_deleted
+    filters = cli.flag_value(parse_filters, opts.filter)
+    if not opts.force and not confirm("WARNING! This will remove all stopped containers."):
+        return 0
+    res = cli.client.post("/containers/prune", {"filters": filters}) or {}
+    report_deleted(cli, "Containers", res.get("ContainersDeleted") or [],
+                   res.get("SpaceReclaimed") or 0)
+    return 0
+
+
+# -- update ---------------------------------------------------------------------------
+def _nano_cpus(value):
+    try:
+        f = float(value)
+    except ValueError:
+        raise ValueError('invalid argument "%s" for "--cpus" flag: failed to parse %s as a '
+                         'rational number' % (value, value)) from None
+    return int(round(f * 1e9))
+
+
+def cmd_update(cli, argv):
+    from pallet.client.docker_runopts import ram_in_bytes
+    flags = [Flag("blkio-weight", kind=INT, help="Block IO (relative weight), between 10 and "
+                  "1000, or 0 to disable (default 0)", metavar="uint16"),
+             Flag("cpu-period", kind=INT, help="Limit CPU CFS (Completely Fair Scheduler) period"),
+             Flag("cpu-quota", kind=INT, help="Limit CPU CFS (Completely Fair Scheduler) quota"),
+             Flag("cpu-rt-period", kind=INT, help="Limit the CPU real-time period in microseconds"),
+             Flag("cpu-rt-runtime", kind=INT, help="Limit the CPU real-time runtime in "
+                  "microseconds"),
+             Flag("cpu-shares", "c", INT, help="CPU shares (relative weight)"),
+             Flag("cpus", kind=STR, help="Number of CPUs", metavar="decimal"),
+             Flag("cpuset-cpus", kind=STR, help="CPUs in which to allow execution (0-3, 0,1)"),
+             Flag("cpuset-mems", kind=STR, help="MEMs in which to allow execution (0-3, 0,1)"),
+             Flag("kernel-memory", kind=STR, hidden=True, metavar="bytes"),
+             Flag("memory", "m", STR, help="Memory limit", metavar="bytes"),
+             Flag("memory-reservation", kind=STR, help="Memory soft limit", metavar="bytes"),
+             Flag("memory-swap", kind=STR, help='Swap limit equal to memory plus swap: -1 to '
+                  'enable unlimited swap', metavar="bytes"),
+             Flag("pids-limit", kind=INT, help="Tune container pids limit (set -1 for "
+                  "unlimited)"),
+             Flag("restart", kind=STR, help="Restart policy to apply when a container exits")]
+    opts, args = cli.parse(argv, "pallet update [OPTIONS] CONTAINER [CONTAINER...]",
+                           "Update configuration of one or more containers", flags, min_args=1,
+                           aliases="pallet container update, pallet update")
+    if not opts.given:
+        raise StatusError("you must provide one or more flags when using this command", 1)
+
+    def mem(flag, name):
+        v = getattr(opts, name)
+        if flag not in opts.given:
+            return None
+        if v == "-1" and name == "memory_swap":
+            return -1
+        return ram_in_bytes(v, "-m, --memory" if flag == "memory" else
+                            "--" + flag.replace("_", "-"))
+
+    try:
+        body = {"BlkioWeight": opts.blkio_weight if "blkio_weight" in opts.given else None,
+                "CpuPeriod": opts.cpu_period if "cpu_period" in opts.given else None,
+                "CpuQuota": opts.cpu_quota if "cpu_quota" in opts.given else None,
+                "CpuRealtimePeriod": opts.cpu_rt_period if "cpu_rt_period" in opts.given
+                else None,
+                "CpuRealtimeRuntime": opts.cpu_rt_runtime if "cpu_rt_runtime" in opts.given
+                else None,
+                "CpuShares": opts.cpu_shares if "cpu_shares" in opts.given else None,
+                "NanoCpus": _nano_cpus(opts.cpus) if "cpus" in opts.given else None,
+                "CpusetCpus": opts.cpuset_cpus if "cpuset_cpus" in opts.given else None,
+                "CpusetMems": opts.cpuset_mems if "cpuset_mems" in opts.given else None,
+                "Memory": mem("memory", "memory"),
+                "MemoryReservation": mem("memory_reservation", "memory_reservation"),
+                "MemorySwap": mem("memory_swap", "memory_swap"),
+                "KernelMemory": mem("kernel_memory", "kernel_memory"),
+                "PidsLimit": opts.pids_limit if "pids_limit" in opts.given else None}
+    except Exception as e:  # noqa: BLE001 — ValueError or the runopts' FlagValueError
+        if not isinstance(e, ValueError) and type(e).__name__ != "FlagValueError":
+            raise
+        raise StatusError("%s\n\nUsage:  %s\n\nRun '%s --help' for more information"
+                          % (e, cli.usage, cli.command_path), 125) from None
+    if "restart" in opts.given:
+        from pallet.client.docker_runopts import parse_restart
+        try:
+            body["RestartPolicy"] = parse_restart(opts.restart)
+        except Exception as e:  # noqa: BLE001 — its own message, as a flag error
+            raise StatusError(str(e), 125) from None
+    body = {k: v for k, v in body.items() if v is not None}
+    errors, warnings = [], []
+    for name in args:
+        try:
+            res = cli.client.post(cpath(name, "/update"), None, body) or {}
+        except DaemonError as e:
+            errors.append(str(e))
+            continue
+        warnings.extend(res.get("Warnings") or [])
+        cli.outln(name)
+    for w in warnings:
+        cli.err(w)
     if errors:
         raise StatusError("\n".join(errors), 1)
     return 0

@@ -1,99 +1,19 @@
-"""Image commands: images, load, pull, rmi, save, tag."""
+"""Image commands: images, history, load, save, import, rmi, tag, image prune
+(pull and push are in :mod:`.cmd_registry`)."""
 
 import os
 import sys
 import time
 
 from pallet.client import docker_ref
+# pull and the display of JSON streams live in cmd_registry; cmd_run imports them from here
+from pallet.client.cmd_registry import (StreamError, cmd_pull, display_json_messages,  # noqa: F401
+                                        pull_image)
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError, quote_path
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag
 from pallet.client.docker_format import (HeaderContext, RowContext, go_time, human_size,
                                          render_rows, since, truncate_id)
-
-
-# -- JSON message streams (pull, load) ---------------------------------------
-class StreamError(Exception):
-    """An error reported inside a JSON message stream (``errorDetail``)."""
-
-
-def display_json_messages(resp, out):
-    """Write a JSON progress stream the way docker does without a terminal.
-
-    Progress-bar updates are left out; statuses, ``stream`` text and
-    ``id: status`` lines are written; an ``error`` ends the stream.
-    """
-    for msg in resp.json_stream():
-        if not isinstance(msg, dict):
-            continue
-        if msg.get("errorDetail") or msg.get("error"):
-            detail = msg.get("errorDetail") or {}
-            raise StreamError(detail.get("message") or msg.get("error") or "unknown error")
-        if msg.get("aux") is not None and not msg.get("stream") and not msg.get("status"):
-            continue
-        if msg.get("progressDetail") and msg.get("progress"):
-            continue
-        line = ""
-        if msg.get("id"):
-            line += "%s: " % msg["id"]
-        if msg.get("stream"):
-            out.write(line + msg["stream"])
-        elif msg.get("status") is not None:
-            out.write(line + msg["status"] + "\n")
-        out.flush()
-
-
-def pull_image(cli, ref, out, quiet=False, platform=None):
-    """POST /images/create for *ref*; raise DaemonError or StreamError on failure."""
-    name, tag, digest = docker_ref.split(ref)
-    params = {"fromImage": name, "tag": digest or tag or "latest"}
-    if platform:
-        params["platform"] = platform
-    resp = cli.client.request("POST", "/images/create", params)
-    try:
-        if quiet:
-            for msg in resp.json_stream():
-                if isinstance(msg, dict) and (msg.get("errorDetail") or msg.get("error")):
-                    detail = msg.get("errorDetail") or {}
-                    raise StreamError(detail.get("message") or msg.get("error"))
-        else:
-            display_json_messages(resp, out)
-    finally:
-        resp.close()
-
-
-def cmd_pull(cli, argv):
-    flags = [Flag("all-tags", "a", BOOL, help="Download all tagged images in the repository"),
-             Flag("platform", kind=STR, help="Set platform if server is multi-platform capable"),
-             Flag("quiet", "q", BOOL, help="Suppress verbose output")]
-    opts, args = cli.parse(argv, "pallet pull [OPTIONS] NAME[:TAG|@DIGEST]",
-                           "Download an image from a registry", flags, min_args=1, max_args=1)
-    ref = args[0]
-    try:
-        docker_ref.validate(ref)
-    except ValueError as e:
-        raise StatusError(str(e), 1) from None
-    if opts.all_tags:
-        name = docker_ref.split(ref)[0]
-        params = {"fromImage": name}
-        resp = cli.client.request("POST", "/images/create", params)
-        try:
-            display_json_messages(resp, sys.stdout)
-        except StreamError as e:
-            raise StatusError(str(e), 1) from None
-        finally:
-            resp.close()
-        full = docker_ref.normalize_name(name)
-    else:
-        ref = docker_ref.with_default_tag(ref)
-        try:
-            pull_image(cli, ref, sys.stdout, quiet=opts.quiet, platform=opts.platform or None)
-        except StreamError as e:
-            raise StatusError(str(e), 1) from None
-        name, tag, digest = docker_ref.split(ref)
-        full = docker_ref.normalize_name(name) + ("@" + digest if digest else ":" + tag)
-    cli.outln(full)
-    return 0
 
 
 # -- images -----------------------------------------------------------------
@@ -259,8 +179,7 @@ def cmd_load(cli, argv):
             f = open(opts.input, "rb")
         except OSError as e:
             raise StatusError("open %s: %s" % (opts.input, (e.strerror or str(e)).lower()), 1) from None
-        headers["Content-Length"] = str(os.fstat(f.fileno()).st_size)
-        body = f
+        body = f  # sent chunked by the API client
     else:
         if sys.stdin is None or os.isatty(0):
             raise StatusError("requested load from stdin, but stdin is empty", 1)
@@ -293,7 +212,7 @@ def cmd_save(cli, argv):
                            flags, min_args=1)
     if not opts.output and os.isatty(1):
         raise StatusError("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
-    from urllib.parse import urlencode
+    from pallet.client.docker_api import urlencode
     path = "/images/get?" + urlencode([("names", n) for n in args])
     client = cli.client
     resp = client._receive(client._send("GET", "/v%s%s" % (client.version, path)))
@@ -362,4 +281,175 @@ def cmd_tag(cli, argv):
         raise StatusError("refusing to create a tag with a digest reference", 1)
     cli.client.request("POST", "/images/%s/tag" % quote_path(source),
                        {"repo": name, "tag": tag or "latest"}).close()
+    return 0
+
+
+# -- history --------------------------------------------------------------------
+class HistoryRow(RowContext):
+    FIELDS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+              "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
+    GO_TYPE = "*formatter.historyContext"
+
+    def __init__(self, entry, trunc, human, now):
+        self.h, self.trunc, self.human, self.now = entry, trunc, human, now
+
+    def f_ID(self):
+        hid = self.h.get("Id", "")
+        return truncate_id(hid) if self.trunc and hid.startswith("sha256:") else hid
+
+    def f_CreatedSince(self):
+        if not self.human:
+            return self.f_CreatedAt()
+        created = self.h.get("Created", 0) or 0
+        if created <= _EPOCH_2000:
+            return "N/A"  # docker shows no age for dates before 2000 (reproducible builds)
+        return since(created, self.now)
+
+    def f_CreatedAt(self):
+        created = self.h.get("Created", 0) or 0
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(created)) + _rfc3339_offset(
+            created)
+
+    def f_CreatedBy(self):
+        from pallet.client.docker_format import ellipsis
+        text = (self.h.get("CreatedBy") or "").replace("\t", " ")
+        return ellipsis(text, 45) if self.trunc else text
+
+    def f_Size(self):
+        size = self.h.get("Size", 0)
+        return human_size(size) if self.human else str(size)
+
+    def f_Comment(self):
+        return self.h.get("Comment") or ""
+
+
+_EPOCH_2000 = 946684800
+
+
+def _rfc3339_offset(ts):
+    off = time.localtime(ts).tm_gmtoff or 0
+    if off == 0:
+        return "Z"
+    sign = "+" if off > 0 else "-"
+    off = abs(off)
+    return "%s%02d:%02d" % (sign, off // 3600, off % 3600 // 60)
+
+
+def cmd_history(cli, argv):
+    flags = [Flag("format", kind=STR, help="Format output using a custom template"),
+             Flag("human", "H", BOOL, default=True,
+                  help="Print sizes and dates in human readable format"),
+             Flag("no-trunc", kind=BOOL, help="Don't truncate output"),
+             Flag("platform", kind=STR, help="Show history for the given platform"),
+             Flag("quiet", "q", BOOL, help="Only show image IDs")]
+    opts, args = cli.parse(argv, "pallet history [OPTIONS] IMAGE", "Show the history of an image",
+                           flags, min_args=1, max_args=1,
+                           aliases="pallet image history, pallet history")
+    entries = cli.client.get("/images/%s/history" % quote_path(args[0])) or []
+    if opts.quiet:
+        fmt = "{{.ID}}"
+    elif opts.format == "json":
+        fmt = "{{json .}}"
+    elif opts.format:
+        fmt = opts.format
+    elif not opts.human:
+        fmt = "table {{.ID}}\t{{.CreatedAt}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    else:
+        fmt = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    now = time.time()
+    rows = [HistoryRow(e, not opts.no_trunc, opts.human, now) for e in entries]
+    cli.out(render_rows(fmt, rows, HeaderContext(HistoryRow),
+                        errors=("template parsing error", "template parsing error")))
+    return 0
+
+
+# -- import -------------------------------------------------------------------------
+def cmd_import(cli, argv):
+    flags = [Flag("change", "c", LIST, help="Apply Dockerfile instruction to the created image",
+                  metavar="list"),
+             Flag("message", "m", STR, help="Set commit message for imported image"),
+             Flag("platform", kind=STR, help="Set platform if server is multi-platform capable")]
+    opts, args = cli.parse(argv, "pallet import [OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
+                           "Import the contents from a tarball to create a filesystem image",
+                           flags, min_args=1, max_args=2,
+                           aliases="pallet image import, pallet import")
+    source = args[0]
+    repo = args[1] if len(args) > 1 else ""
+    if repo:
+        try:
+            docker_ref.validate(repo)
+        except ValueError as e:
+            raise StatusError(str(e), 1) from None
+    params = {"fromSrc": "-", "repo": repo or None, "message": opts.message or None,
+              "platform": opts.platform or None}
+    items = [(k, v) for k, v in params.items() if v is not None]
+    items += [("changes", c) for c in opts.change]
+    headers = {"Content-Type": "application/x-tar"}
+    f = None
+    if source == "-":
+        f = os.fdopen(os.dup(0), "rb")
+        body = _file_chunks(f)
+    elif "://" in source:
+        items = [(k, v) if k != "fromSrc" else (k, source) for k, v in items]
+        body = None
+    else:
+        try:
+            f = open(source, "rb")
+        except OSError as e:
+            raise StatusError("open %s: %s" % (source, (e.strerror or str(e)).lower()), 1) \
+                from None
+        body = f  # sent chunked by the API client
+    from pallet.client.docker_api import urlencode
+    client = cli.client
+    url = "/v%s/images/create?%s" % (client.version, urlencode(items))
+    try:
+        resp = client._receive(client._send("POST", url, body, headers))
+    finally:
+        if f is not None:
+            f.close()
+    try:
+        display_json_messages(resp, sys.stdout)
+    except StreamError as e:
+        raise StatusError(str(e), 1) from None
+    finally:
+        resp.close()
+    return 0
+
+
+# -- image prune -----------------------------------------------------------------------
+def confirm(cli, warning):
+    """docker's prune prompt on stdin; False when not answered yes."""
+    sys.stdout.write(warning + "\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_image_prune(cli, argv):
+    flags = [Flag("all", "a", BOOL, help="Remove all unused images, not just dangling ones"),
+             Flag("filter", kind=LIST, help='Provide filter values (e.g. "until=<timestamp>")',
+                  metavar="filter"),
+             Flag("force", "f", BOOL, help="Do not prompt for confirmation")]
+    opts, _ = cli.parse(argv, "pallet image prune [OPTIONS]", "Remove unused images", flags,
+                        max_args=0)
+    import json
+    filters = json.loads(cli.flag_value(parse_filters, list(opts.filter)) or "{}")
+    filters["dangling"] = {"false" if opts.all else "true": True}
+    if not opts.force:
+        warning = ("WARNING! This will remove all images without at least one container "
+                   "associated to them." if opts.all else
+                   "WARNING! This will remove all dangling images.")
+        if not confirm(cli, warning):
+            return 0
+    report = cli.client.post("/images/prune", {"filters": json.dumps(filters)}) or {}
+    deleted = report.get("ImagesDeleted") or []
+    if deleted:
+        lines = ["Deleted Images:"]
+        for item in deleted:
+            if item.get("Untagged"):
+                lines.append("untagged: " + item["Untagged"])
+            if item.get("Deleted"):
+                lines.append("deleted: " + item["Deleted"])
+        cli.outln("\n".join(lines) + "\n")
+    cli.outln("Total reclaimed space: " + human_size(report.get("SpaceReclaimed") or 0, 4))
     return 0

@@ -17,8 +17,8 @@ from pallet.client.docker_api import ConnectError, DaemonError
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag
 from pallet.client.docker_runopts import (BadFlag, FlagValueError, build_create_body,
                                           container_flags, parse_env)
-from pallet.client.docker_stream import (SignalProxy, Terminal, check_tty, install_winch, pump,
-                                         resize)
+from pallet.client.docker_stream import (SignalProxy, Terminal, check_tty, detach_keys,
+                                         install_winch, pump, resize)
 
 RUN_USAGE = "pallet run [OPTIONS] IMAGE [COMMAND] [ARG...]"
 CREATE_USAGE = "pallet create [OPTIONS] IMAGE [COMMAND] [ARG...]"
@@ -41,7 +41,10 @@ def _run_error(e, usage_cmd):
 
 def create_container(cli, body, name, pull, platform, quiet):
     """POST /containers/create, pulling the image when it is missing; return (id, warnings)."""
-    from pallet.client.cmd_images import StreamError, pull_image
+    try:
+        from pallet.client.cmd_registry import StreamError, pull_image
+    except ImportError:  # before the registry commands had their own module
+        from pallet.client.cmd_images import StreamError, pull_image
     image = body["Image"]
     tagged = docker_ref.with_default_tag(image)
     params = {"name": name or None, "platform": platform or None}
@@ -100,19 +103,22 @@ def cmd_run(cli, argv):
             raise _run_error(e, path) from None
         cli.outln(cid)
         return 0
-    return attach_start_wait(cli, cid, body, opts.rm, path, sig_proxy=opts.sig_proxy)
+    return attach_start_wait(cli, cid, body, opts.rm, path, sig_proxy=opts.sig_proxy,
+                             keys=opts.detach_keys)
 
 
-def attach_start_wait(cli, cid, body, autoremove, path, sig_proxy=True, start=True):
-    """Attach, register the wait, start, copy the stream; return the exit status."""
+def attach_start_wait(cli, cid, body, autoremove, path, sig_proxy=True, start=True, keys=None):
+    """Attach, register the wait, start, copy the stream; return the exit status
+    (0 when the user detached with the key sequence)."""
     tty = body["Tty"]
     want_in, want_out, want_err = body["AttachStdin"], body["AttachStdout"], body["AttachStderr"]
+    seq, spec = detach_keys(cli, keys)
     hj = None
     try:
         if want_in or want_out or want_err:
             hj = cli.client.hijack(cpath(cid, "/attach"),
                                    {"stream": True, "stdin": want_in, "stdout": want_out,
-                                    "stderr": want_err})
+                                    "stderr": want_err, "detachKeys": keys or None})
         waiter = cli.client.start_request("POST", cpath(cid, "/wait"),
                                           {"condition": "removed" if autoremove else "next-exit"})
     except (DaemonError, ConnectError) as e:
@@ -141,8 +147,10 @@ def attach_start_wait(cli, cid, body, autoremove, path, sig_proxy=True, start=Tr
         elif sig_proxy:
             proxy = SignalProxy(cli, cid).__enter__()
         if hj is not None:
-            pump(hj, tty, stdin=want_in)
+            detached = pump(hj, tty, stdin=want_in, detach_keys=seq)
             hj.close()
+            if detached:
+                return 0
         try:
             res = waiter().json() or {}
         except DaemonError as e:
@@ -216,7 +224,8 @@ def cmd_start(cli, argv):
         if body["Tty"] and body["AttachStdin"] and not os.isatty(0):
             raise StatusError("the input device is not a TTY", 1)
         try:
-            return attach_start_wait(cli, c["Id"], body, autoremove, cli.command_path)
+            return attach_start_wait(cli, c["Id"], body, autoremove, cli.command_path,
+                                     keys=opts.detach_keys)
         except StatusError as e:
             # docker start reports daemon errors without the run-style prefix
             msg = e.message.split("\n\n")[0]
@@ -257,17 +266,22 @@ def cmd_attach(cli, argv):
     want_in = bool(cfg.get("OpenStdin")) and not opts.no_stdin
     if tty and want_in and not os.isatty(0):
         raise StatusError("the input device is not a TTY", 1)
+    seq, _ = detach_keys(cli, opts.detach_keys)
     hj = cli.client.hijack(cpath(c["Id"], "/attach"),
-                           {"stream": True, "stdin": want_in, "stdout": True, "stderr": True})
+                           {"stream": True, "stdin": want_in, "stdout": True, "stderr": True,
+                            "detachKeys": opts.detach_keys or None})
     term = proxy = None
     try:
         if tty and want_in and os.isatty(0):
             term = Terminal(0).__enter__()
         if tty:
             resize(cli, cpath(c["Id"], "/resize"))
+            if os.isatty(1):
+                install_winch(cli, cpath(c["Id"], "/resize"))
         elif opts.sig_proxy:
             proxy = SignalProxy(cli, c["Id"]).__enter__()
-        pump(hj, tty, stdin=want_in)
+        if pump(hj, tty, stdin=want_in, detach_keys=seq):
+            return 0
     finally:
         hj.close()
         if term is not None:
@@ -302,34 +316,62 @@ def cmd_exec(cli, argv):
         raise StatusError(str(e), 125) from None
     check_tty(opts)
     name, cmd = args[0], args[1:]
+    seq, _ = detach_keys(cli, opts.detach_keys)
     body = {"User": opts.user, "Privileged": opts.privileged, "Tty": opts.tty,
             "AttachStdin": opts.interactive and not opts.detach,
             "AttachStdout": not opts.detach, "AttachStderr": not opts.detach,
-            "Detach": opts.detach, "Env": env or None, "WorkingDir": opts.workdir, "Cmd": cmd}
+            "Detach": opts.detach, "Env": env or None, "WorkingDir": opts.workdir, "Cmd": cmd,
+            "DetachKeys": opts.detach_keys or ""}
+    if opts.tty:
+        size = _console_size()
+        if size:
+            body["ConsoleSize"] = size
     res = cli.client.post(cpath(name, "/exec"), None, body)
     exec_id = res.get("Id", "")
     if opts.detach:
         cli.client.request("POST", "/exec/%s/start" % exec_id, None,
                            {"Detach": True, "Tty": opts.tty}).close()
         return 0
-    hj = cli.client.hijack("/exec/%s/start" % exec_id, None, {"Detach": False, "Tty": opts.tty})
+    hj = cli.client.hijack("/exec/%s/start" % exec_id, None,
+                           {"Detach": False, "Tty": opts.tty,
+                            "ConsoleSize": body.get("ConsoleSize")})
     term = None
     try:
         if opts.tty and opts.interactive and os.isatty(0):
             term = Terminal(0).__enter__()
         if opts.tty:
             resize(cli, "/exec/%s/resize" % exec_id)
-        pump(hj, opts.tty, stdin=opts.interactive)
+            if os.isatty(1):
+                install_winch(cli, "/exec/%s/resize" % exec_id)
+        detached = pump(hj, opts.tty, stdin=opts.interactive, detach_keys=seq)
     finally:
         hj.close()
         if term is not None:
             term.__exit__(None, None, None)
+    if detached:
+        return 0
+    return _exec_exit_code(cli, exec_id)
+
+
+def _console_size():
+    try:
+        size = os.get_terminal_size(1)
+    except OSError:
+        return None
+    return [size.lines, size.columns]
+
+
+def _exec_exit_code(cli, exec_id):
+    """The exec's exit status; the stream can end a moment before the daemon
+    records it, so ask until it is no longer running (bounded)."""
     import time
     deadline = time.monotonic() + 10
+    delay = 0.005
     while True:
         info = cli.client.get("/exec/%s/json" % exec_id) or {}
         if not info.get("Running") or time.monotonic() > deadline:
             break
-        time.sleep(0.05)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
     code = info.get("ExitCode")
     return int(code) if code is not None else 0

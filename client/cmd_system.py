@@ -5,7 +5,7 @@ import sys
 import time
 
 from pallet.client.docker import VERSION, StatusError
-from pallet.client.docker_flags import STR, Flag
+from pallet.client.docker_flags import BOOL, LIST as LIST_KIND, STR, Flag
 
 
 def _ansic(ts_text):
@@ -222,3 +222,170 @@ def _server_info(i):
             add("  %s" % m)
     add(" Live Restore Enabled: %s" % ("true" if i.get("LiveRestoreEnabled") else "false"))
     return "\n".join(out) + "\n\n"
+
+
+# -- system df / prune -------------------------------------------------------------------
+def _reclaimable(size, total):
+    from pallet.client.cmd_common import human_size_decimal
+    if total > 0:
+        return "%s (%d%%)" % (human_size_decimal(size), int(size * 100 / total))
+    return human_size_decimal(size)
+
+
+def df_rows(df):
+    """The four summary rows of ``system df`` as (Type, TotalCount, Active, Size, Reclaimable)."""
+    from pallet.client.cmd_common import human_size_decimal as hs
+    images = df.get("Images") or []
+    containers = df.get("Containers") or []
+    volumes = df.get("Volumes") or []
+    cache = df.get("BuildCache") or []
+    img_size = df.get("LayersSize") or sum(i.get("Size", 0) for i in images)
+    img_active = sum(1 for i in images if (i.get("Containers") or 0) > 0)
+    img_used = sum(i.get("Size", 0) - (i.get("SharedSize") or 0) if i.get("SharedSize", -1) >= 0
+                   else i.get("Size", 0) for i in images if (i.get("Containers") or 0) > 0)
+    c_size = sum(c.get("SizeRw") or 0 for c in containers)
+    c_active = sum(1 for c in containers if c.get("State") in ("running", "paused"))
+    c_reclaim = sum(c.get("SizeRw") or 0 for c in containers
+                    if c.get("State") not in ("running", "paused"))
+    v_size = sum(max(0, (v.get("UsageData") or {}).get("Size", 0)) for v in volumes)
+    v_active = sum(1 for v in volumes if (v.get("UsageData") or {}).get("RefCount", 0) > 0)
+    v_reclaim = sum(max(0, (v.get("UsageData") or {}).get("Size", 0)) for v in volumes
+                    if (v.get("UsageData") or {}).get("RefCount", 0) <= 0)
+    b_size = sum(b.get("Size", 0) for b in cache if not b.get("Shared"))
+    b_active = sum(1 for b in cache if b.get("InUse"))
+    b_reclaim = sum(b.get("Size", 0) for b in cache if not b.get("InUse") and not b.get("Shared"))
+    return [
+        ("Images", len(images), img_active, hs(img_size),
+         _reclaimable(max(0, img_size - img_used), img_size)),
+        ("Containers", len(containers), c_active, hs(c_size), _reclaimable(c_reclaim, c_size)),
+        ("Local Volumes", len(volumes), v_active, hs(v_size), _reclaimable(v_reclaim, v_size)),
+        ("Build Cache", len(cache), b_active, hs(b_size), hs(b_reclaim)),
+    ]
+
+
+class DiskUsageRow:
+    FIELDS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+              "Reclaimable": "RECLAIMABLE"}
+    GO_TYPE = "*formatter.diskUsageImagesContext"
+
+    def __init__(self, row):
+        self.row = row
+
+    def template_field(self, name, args):
+        if name not in self.FIELDS:
+            raise KeyError(name)
+        v = self.row[list(self.FIELDS).index(name)]
+        return str(v)
+
+    def to_json(self):
+        return {k: self.template_field(k, ()) for k in sorted(self.FIELDS)}
+
+
+def cmd_system_df(cli, argv):
+    flags = [Flag("format", kind=STR, help="Format output using a custom template"),
+             Flag("verbose", "v", BOOL, help="Show detailed information on space usage")]
+    opts, _ = cli.parse(argv, "pallet system df [OPTIONS]", "Show docker disk usage", flags,
+                        max_args=0)
+    from pallet.client.docker_format import HeaderContext, render_rows
+    df = cli.client.get("/system/df") or {}
+    if opts.verbose:
+        return _df_verbose(cli, df)
+    fmt = opts.format or "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t" \
+        "{{.Reclaimable}}"
+    if fmt == "json":
+        fmt = "{{json .}}"
+    rows = [DiskUsageRow(r) for r in df_rows(df)]
+    cli.out(render_rows(fmt, rows, HeaderContext(DiskUsageRow)))
+    return 0
+
+
+def _df_verbose(cli, df):
+    from pallet.client.cmd_common import human_size_decimal as hs
+    from pallet.client.docker_format import since, tabwrite, truncate_id
+    lines = ["Images space usage:", "",
+             "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"]
+    for i in df.get("Images") or []:
+        tags = i.get("RepoTags") or ["<none>:<none>"]
+        for t in tags:
+            repo, _, tag = t.rpartition(":")
+            shared = i.get("SharedSize", -1)
+            lines.append("\t".join([repo, tag, truncate_id(i.get("Id", "")),
+                                    since(i.get("Created", 0)), hs(i.get("Size", 0)),
+                                    hs(shared) if shared >= 0 else "N/A",
+                                    hs(i.get("Size", 0) - shared) if shared >= 0 else "N/A",
+                                    str(i.get("Containers", 0))]))
+    lines += ["", "Containers space usage:", "",
+              "CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES"]
+    for c in df.get("Containers") or []:
+        names = ",".join(n.lstrip("/") for n in c.get("Names") or [])
+        lines.append("\t".join([truncate_id(c.get("Id", "")), c.get("Image", ""),
+                                '"%s"' % (c.get("Command", "")[:19] + "…" if
+                                          len(c.get("Command", "")) > 20 else
+                                          c.get("Command", "")),
+                                str(sum(1 for m in c.get("Mounts") or []
+                                        if m.get("Type") == "volume")),
+                                hs(c.get("SizeRw") or 0), since(c.get("Created", 0)),
+                                c.get("Status", ""), names]))
+    lines += ["", "Local Volumes space usage:", "", "VOLUME NAME\tLINKS\tSIZE"]
+    for v in df.get("Volumes") or []:
+        u = v.get("UsageData") or {}
+        lines.append("\t".join([v.get("Name", ""), str(u.get("RefCount", 0)),
+                                hs(max(0, u.get("Size", 0)))]))
+    lines += ["", "Build cache usage: %s" % hs(sum(b.get("Size", 0)
+                                                  for b in df.get("BuildCache") or [])), ""]
+    cli.out(tabwrite("\n".join(lines) + "\n"))
+    return 0
+
+
+def cmd_system_prune(cli, argv):
+    flags = [Flag("all", "a", BOOL, help="Remove all unused images not just dangling ones"),
+             Flag("filter", kind=LIST_KIND, help='Provide filter values (e.g. "label=<key>=<value>")',
+                  metavar="filter"),
+             Flag("force", "f", BOOL, help="Do not prompt for confirmation"),
+             Flag("volumes", kind=BOOL, help="Prune anonymous volumes")]
+    opts, _ = cli.parse(argv, "pallet system prune [OPTIONS]", "Remove unused data", flags,
+                        max_args=0)
+    import json
+    from pallet.client.cmd_common import confirm, human_size_decimal, parse_filters
+    from pallet.client.docker_api import DaemonError
+    base = json.loads(cli.flag_value(parse_filters, opts.filter) or "{}")
+    warning = ["WARNING! This will remove:", "  - all stopped containers",
+               "  - all networks not used by at least one container"]
+    if opts.volumes:
+        warning.append("  - all anonymous volumes not used by at least one container")
+    warning.append("  - all images without at least one container associated to them"
+                   if opts.all else "  - all dangling images")
+    warning.append("  - all build cache" if opts.all else "  - unused build cache")
+    if not opts.force and not confirm("\n".join(warning) + "\n"):
+        return 0
+    reclaimed = 0
+    out = []
+
+    def prune(path, filters, key, title, extra=None):
+        nonlocal reclaimed
+        params = {"filters": json.dumps(filters) if filters else None}
+        params.update(extra or {})
+        res = cli.client.post(path, params) or {}
+        reclaimed += res.get("SpaceReclaimed") or 0
+        items = res.get(key) or []
+        if items and key == "ImagesDeleted":
+            items = ["%s: %s" % (("untagged", i["Untagged"]) if i.get("Untagged") else
+                                 ("deleted", i.get("Deleted", ""))) for i in items]
+        if items:
+            out.append("Deleted %s:\n" % title + "".join(i + "\n" for i in items))
+
+    prune("/containers/prune", base, "ContainersDeleted", "Containers")
+    prune("/networks/prune", base, "NetworksDeleted", "Networks")
+    if opts.volumes:
+        prune("/volumes/prune", base, "VolumesDeleted", "Volumes")
+    img = dict(base, dangling={"false" if opts.all else "true": True})
+    prune("/images/prune", img, "ImagesDeleted", "Images")
+    try:
+        prune("/build/prune", base, "CachesDeleted", "build cache objects",
+              {"all": True} if opts.all else None)
+    except DaemonError as e:
+        if e.status not in (404, 501):
+            raise
+    text = "".join(o + "\n" for o in out)
+    cli.out(text + "Total reclaimed space: %s\n" % human_size_decimal(reclaimed))
+    return 0

@@ -1,11 +1,11 @@
-"""pallet-ctr's image commands: ls, rm, tag, import, export, check, pull.
+"""pallet-ctr's image commands: ls, rm, tag, import, export, check (pull is in
+:mod:`.ctr`, over the image store's pull engine).
 
 Everything goes through containerd's API, as ctr does: blobs through
 Content.Write (under a lease, with the ``containerd.io/gc.ref.*`` labels
 containerd's importer sets), names through Images, layers through
 :meth:`Containerd.unpack`.  Archives are read with the image store role's
-reader (``kernel.provide("image_store").read_archive``); pull uses the
-image store's registry client.
+reader (``kernel.provide("image_store").read_archive``).
 """
 from __future__ import annotations
 
@@ -409,88 +409,3 @@ async def cmd_check(c, argv, ctx) -> str:
     if f.quiet:
         return "".join(r + "\n" for r in ready)
     return table(rows, 1, 8, 1, trailing_tab=False, header_tab=True)
-
-
-# --- pull ----------------------------------------------------------------------------------
-
-async def cmd_pull(c, argv, ctx) -> str:
-    from pallet.core import errors
-    from pallet.core.containerd import host_platform, select_manifest
-    from pallet.core.models import Descriptor, Reference
-
-    f = parse_flags(argv, {"skip-verify": ("bool", ["k"], False),
-                           "plain-http": ("bool", [], False), "user": ("str", ["u"], ""),
-                           "snapshotter": ("str", [], ctx.snapshotter),
-                           "label": ("list", [], []), "platform": ("list", [], []),
-                           "all-platforms": ("bool", [], False), "hosts-dir": ("str", [], ""),
-                           "refresh": ("str", [], ""), "tlscacert": ("str", [], ""),
-                           "tlscert": ("str", [], ""), "tlskey": ("str", [], ""),
-                           "http-dump": ("bool", [], False), "http-trace": ("bool", [], False),
-                           "print-chainid": ("bool", [], False),
-                           "max-concurrent-downloads": ("int", [], 3)})
-    if len(f.args) != 1:
-        raise UsageError("please provide an image reference to pull")
-    try:
-        from pallet.plugins.store_overlay.registry import Registry, RegistryOptions
-        from pallet.plugins.store_overlay.auth import Credentials
-    except ImportError as e:
-        raise errors.NotImplementedYet(f"images pull: no registry client installed ({e})") \
-            from None
-    ref = Reference.parse(f.args[0])
-    name = str(ref)
-    insecure = (ref.domain,) if (f.plain_http or f.skip_verify) else ()
-    creds = None
-    if f.user:
-        user, _, password = f.user.partition(":")
-        creds = Credentials(username=user, password=password)
-    reg = Registry(RegistryOptions(insecure_registries=insecure), creds)
-    lease = await c.lease_create(expire=3600)
-    client = c.with_lease(lease)
-    want = host_platform()
-    try:
-        top = await reg.get_manifest(ref.domain, ref.path, ref.digest or ref.tag or "latest",
-                                     display=name)
-        print(f"{name}: resolved", flush=True)
-        queue = [(top.descriptor, top.data)]
-        seen = set()
-        while queue:
-            desc, data = queue.pop(0)
-            if desc.digest in seen:
-                continue
-            seen.add(desc.digest)
-            if data is None:
-                try:
-                    await client.content_info(desc.digest)
-                    continue  # already here
-                except errors.NotFound:
-                    pass
-                stream = await reg.open_blob(ref.domain, ref.path, desc)
-                try:
-                    await client.content_write(f"pull-{desc.digest}", stream.chunks(),
-                                               expected=desc.digest, size=desc.size)
-                finally:
-                    stream.close()
-                continue
-            doc = json.loads(data)
-            await client.content_write(f"pull-{desc.digest}", data, expected=desc.digest,
-                                       size=len(data), labels=gc_labels(doc))
-            if desc.media_type in INDEX_TYPES or "manifests" in doc:
-                children = doc.get("manifests") or []
-                if not f.all_platforms:
-                    children = [select_manifest(doc, want)]
-                for m in children:
-                    sub = await reg.get_manifest(ref.domain, ref.path, m["digest"], display=name)
-                    queue.append((sub.descriptor, sub.data))
-            else:
-                for child in [doc["config"], *(doc.get("layers") or [])]:
-                    queue.append((Descriptor.from_oci(child), None))
-        labels = dict(x.partition("=")[::2] for x in f.label)
-        await client.image_put(name, top.descriptor.to_oci(), labels or None)
-    finally:
-        await reg.close()
-        try:
-            await c.lease_delete(lease)
-        except errors.PalletError:
-            pass
-    await unpack(c, name, f.snapshotter)
-    return ""

@@ -453,8 +453,11 @@ class Fifos:
             self.on_stdin_eof()
 
     def wait(self, timeout: float = 10.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
         for t in self.threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def cleanup(self) -> None:
         if self.dir is not None:
@@ -531,12 +534,19 @@ def terminal_size() -> tuple[int, int]:
 # --- attached execution ----------------------------------------------------------------------
 
 async def attach_and_wait(c, cid: str, fifos: Fifos | None, *, exec_id: str = "",
-                          start=None) -> int:
+                          start=None, close_stdin: bool = True) -> int:
     """Copy stdio, start the process (``start()``, a coroutine function, if given),
-    forward signals (or the window size with a terminal), wait for the exit."""
+    forward signals (or the window size with a terminal), wait for the exit.
+
+    The output copies may go on after: containerd's runc shim closes its end
+    of the FIFOs when the process is deleted, pallet-shim when it exits; so
+    callers delete the process first, then wait for the copies to end.
+    """
     loop = asyncio.get_running_loop()
     waiter = asyncio.ensure_future(c.task_wait(cid, exec_id))
-    if fifos is not None:
+    if fifos is not None and close_stdin:
+        # the end of our input ends the process's (CloseIO: it sees EOF once every
+        # writer of its stdin FIFO is gone)
         fifos.on_stdin_eof = lambda: asyncio.run_coroutine_threadsafe(
             _close_stdin(c, cid, exec_id), loop)
     terminal = fifos is not None and fifos.terminal
@@ -566,8 +576,6 @@ async def attach_and_wait(c, cid: str, fifos: Fifos | None, *, exec_id: str = ""
                         _forward(c, cid, exec_id, s)))
                     installed.append(sig)
             status, _ = await waiter
-            if fifos is not None:
-                await loop.run_in_executor(None, fifos.wait, 10.0)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -636,6 +644,8 @@ async def run_task(c, cid: str, f, *, detach: bool, null_io: bool, tty: bool) ->
             await c.task_delete(cid)
         except errors.NotFound:
             pass
+        if fifos is not None:
+            await asyncio.get_running_loop().run_in_executor(None, fifos.wait, 10.0)
         return status
     except BaseException:
         try:
@@ -696,7 +706,11 @@ async def cmd_tasks_attach(c, argv, ctx) -> str:
     fifos = Fifos("", cid, stdin=bool(p.stdin), terminal=p.terminal,
                   paths=(p.stdin, p.stdout, "" if p.terminal else p.stderr))
     fifos.start_output()
-    status = await attach_and_wait(c, cid, fifos)
+    # our input ending is not the process's: whoever started it may still write
+    status = await attach_and_wait(c, cid, fifos, close_stdin=False)
+    # the task is not ours to delete: its output ends now, or soon (pallet-shim
+    # closes the FIFOs at the exit, containerd's runc shim only at the delete)
+    await asyncio.get_running_loop().run_in_executor(None, fifos.wait, 2.0)
     if status:
         raise ExitStatus(status)
     return ""
@@ -748,6 +762,8 @@ async def cmd_tasks_exec(c, argv, ctx) -> str:
             await c.process_delete(cid, f.exec_id)
         except Exception:  # noqa: BLE001 - its exit status is what we report
             pass
+        if fifos is not None:
+            await asyncio.get_running_loop().run_in_executor(None, fifos.wait, 10.0)
     finally:
         if fifos is not None:
             fifos.cleanup()

@@ -18,18 +18,26 @@ DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
 # name -> (module, function, one-line description)
 COMMANDS = {
     "attach": ("cmd_run", "cmd_attach", "Attach local standard input, output, and error streams to a running container"),
+    "cp": ("cmd_cp", "cmd_cp", "Copy files/folders between a container and the local filesystem"),
     "create": ("cmd_run", "cmd_create", "Create a new container"),
+    "events": ("cmd_monitor", "cmd_events", "Get real time events from the server"),
     "exec": ("cmd_run", "cmd_exec", "Execute a command in a running container"),
+    "export": ("cmd_cp", "cmd_export", "Export a container's filesystem as a tar archive"),
+    "history": ("cmd_images", "cmd_history", "Show the history of an image"),
     "images": ("cmd_images", "cmd_images", "List images"),
+    "import": ("cmd_images", "cmd_import", "Import the contents from a tarball to create a filesystem image"),
     "info": ("cmd_system", "cmd_info", "Display system-wide information"),
     "inspect": ("cmd_containers", "cmd_inspect", "Return low-level information on Docker objects"),
     "kill": ("cmd_containers", "cmd_kill", "Kill one or more running containers"),
     "load": ("cmd_images", "cmd_load", "Load an image from a tar archive or STDIN"),
+    "login": ("cmd_registry", "cmd_login", "Authenticate to a registry"),
+    "logout": ("cmd_registry", "cmd_logout", "Log out from a registry"),
     "logs": ("cmd_containers", "cmd_logs", "Fetch the logs of a container"),
     "pause": ("cmd_containers", "cmd_pause", "Pause all processes within one or more containers"),
     "port": ("cmd_containers", "cmd_port", "List port mappings or a specific mapping for the container"),
     "ps": ("cmd_containers", "cmd_ps", "List containers"),
-    "pull": ("cmd_images", "cmd_pull", "Download an image from a registry"),
+    "pull": ("cmd_registry", "cmd_pull", "Download an image from a registry"),
+    "push": ("cmd_registry", "cmd_push", "Upload an image to a registry"),
     "rename": ("cmd_containers", "cmd_rename", "Rename a container"),
     "restart": ("cmd_containers", "cmd_restart", "Restart one or more containers"),
     "rm": ("cmd_containers", "cmd_rm", "Remove one or more containers"),
@@ -37,29 +45,68 @@ COMMANDS = {
     "run": ("cmd_run", "cmd_run", "Create and run a new container from an image"),
     "save": ("cmd_images", "cmd_save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
     "start": ("cmd_run", "cmd_start", "Start one or more stopped containers"),
+    "stats": ("cmd_monitor", "cmd_stats", "Display a live stream of container(s) resource usage statistics"),
     "stop": ("cmd_containers", "cmd_stop", "Stop one or more running containers"),
     "tag": ("cmd_images", "cmd_tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
     "top": ("cmd_containers", "cmd_top", "Display the running processes of a container"),
     "unpause": ("cmd_containers", "cmd_unpause", "Unpause all processes within one or more containers"),
+    "update": ("cmd_containers", "cmd_update", "Update configuration of one or more containers"),
     "version": ("cmd_system", "cmd_version", "Show the Docker version information"),
     "wait": ("cmd_containers", "cmd_wait", "Block until one or more containers stop, then print their exit codes"),
 }
 
-COMMON = ("run", "exec", "ps", "pull", "images", "version", "info")
+# commands reached only through a management command ("pallet volume ls")
+SUBCOMMANDS = {
+    "container prune": ("cmd_containers", "cmd_container_prune", "Remove all stopped containers"),
+    "image prune": ("cmd_images", "cmd_image_prune", "Remove unused images"),
+    "volume create": ("cmd_volumes", "cmd_volume_create", "Create a volume"),
+    "volume inspect": ("cmd_volumes", "cmd_volume_inspect", "Display detailed information on one or more volumes"),
+    "volume ls": ("cmd_volumes", "cmd_volume_ls", "List volumes"),
+    "volume prune": ("cmd_volumes", "cmd_volume_prune", "Remove unused local volumes"),
+    "volume rm": ("cmd_volumes", "cmd_volume_rm", "Remove one or more volumes"),
+    "network connect": ("cmd_networks", "cmd_network_connect", "Connect a container to a network"),
+    "network create": ("cmd_networks", "cmd_network_create", "Create a network"),
+    "network disconnect": ("cmd_networks", "cmd_network_disconnect", "Disconnect a container from a network"),
+    "network inspect": ("cmd_networks", "cmd_network_inspect", "Display detailed information on one or more networks"),
+    "network ls": ("cmd_networks", "cmd_network_ls", "List networks"),
+    "network prune": ("cmd_networks", "cmd_network_prune", "Remove all unused networks"),
+    "network rm": ("cmd_networks", "cmd_network_rm", "Remove one or more networks"),
+    "system df": ("cmd_system", "cmd_system_df", "Show docker disk usage"),
+    "system prune": ("cmd_system", "cmd_system_prune", "Remove unused data"),
+}
 
-# management commands: "pallet container ls" == "pallet ps"
+COMMON = ("run", "exec", "ps", "pull", "push", "images", "login", "logout", "version", "info")
+
+# management commands: "pallet container ls" == "pallet ps"; a target with a
+# space is a SUBCOMMANDS entry
 MANAGEMENT = {
     "container": ("Manage containers", {
-        "attach": "attach", "create": "create", "exec": "exec", "inspect": "inspect",
-        "kill": "kill", "logs": "logs", "ls": "ps", "list": "ps", "ps": "ps", "pause": "pause",
-        "port": "port", "rename": "rename", "restart": "restart", "rm": "rm", "remove": "rm",
-        "run": "run", "start": "start", "stop": "stop", "top": "top", "unpause": "unpause",
+        "attach": "attach", "cp": "cp", "create": "create", "exec": "exec", "export": "export",
+        "inspect": "inspect", "kill": "kill", "logs": "logs", "ls": "ps", "list": "ps", "ps": "ps",
+        "pause": "pause", "port": "port", "prune": "container prune", "rename": "rename",
+        "restart": "restart", "rm": "rm", "remove": "rm", "run": "run", "start": "start",
+        "stats": "stats", "stop": "stop", "top": "top", "unpause": "unpause", "update": "update",
         "wait": "wait"}),
     "image": ("Manage images", {
-        "inspect": "inspect", "load": "load", "ls": "images", "list": "images",
-        "pull": "pull", "rm": "rmi", "remove": "rmi", "save": "save", "tag": "tag"}),
-    "system": ("Manage Docker", {"info": "info"}),
+        "history": "history", "import": "import", "inspect": "inspect", "load": "load",
+        "ls": "images", "list": "images", "prune": "image prune", "pull": "pull", "push": "push",
+        "rm": "rmi", "remove": "rmi", "save": "save", "tag": "tag"}),
+    "network": ("Manage networks", {
+        "connect": "network connect", "create": "network create",
+        "disconnect": "network disconnect", "inspect": "network inspect", "ls": "network ls",
+        "list": "network ls", "prune": "network prune", "rm": "network rm",
+        "remove": "network rm"}),
+    "system": ("Manage Docker", {"df": "system df", "events": "events", "info": "info",
+                                 "prune": "system prune"}),
+    "volume": ("Manage volumes", {
+        "create": "volume create", "inspect": "volume inspect", "ls": "volume ls",
+        "list": "volume ls", "prune": "volume prune", "rm": "volume rm",
+        "remove": "volume rm"}),
 }
+
+
+def _entry(name):
+    return COMMANDS.get(name) or SUBCOMMANDS[name]
 
 
 class StatusError(Exception):
@@ -76,11 +123,12 @@ class CLI:
 
     prog = PROG
 
-    def __init__(self, host, tls=None, debug=False, command_path=PROG):
+    def __init__(self, host, tls=None, debug=False, command_path=PROG, config_dir=None):
         self.host = host
         self.tls = tls
         self.debug = debug
         self.command_path = command_path
+        self.config_dir = config_dir
         self._client = None
 
     @property
@@ -157,7 +205,7 @@ def _plural(n):
 def _global_flags():
     from pallet.client.docker_flags import BOOL, STR, LIST, Flag
     return [
-        Flag("config", kind=STR, help="Location of client config files (ignored)"),
+        Flag("config", kind=STR, help="Location of client config files"),
         Flag("context", "c", STR, help="Name of the context to use (ignored)"),
         Flag("debug", "D", BOOL, help="Enable debug mode"),
         Flag("host", "H", LIST, help="Daemon socket to connect to", metavar="list"),
@@ -185,7 +233,7 @@ def main_help():
         lines.append("  %-11s %s" % (name, desc))
     lines += ["", "Commands:"]
     for name in sorted(COMMANDS):
-        if name not in COMMON:
+        if name not in COMMON and "-" not in name:  # "image-prune": a management sub-command
             lines.append("  %-11s %s" % (name, COMMANDS[name][2]))
     lines += ["", "Global Options:",
               "  -D, --debug              Enable debug mode",
@@ -204,10 +252,12 @@ def main_help():
 
 def _management_help(group):
     desc, subs = MANAGEMENT[group]
-    lines = ["", "Usage:  %s %s COMMAND" % (PROG, group), "", desc, "", "Commands:"]
+    lines = ["Usage:  %s %s COMMAND" % (PROG, group), "", desc, "", "Commands:"]
     for sub, target in sorted(subs.items()):
-        lines.append("  %-11s %s" % (sub, COMMANDS[target][2]))
-    lines += ["", "Run '%s %s COMMAND --help' for more information on a command." % (PROG, group), ""]
+        if sub in ("list", "remove") or (sub == "ps" and group == "container"):
+            continue  # aliases
+        lines.append("  %-11s %s" % (sub, _entry(target)[2]))
+    lines += ["", "Run '%s %s COMMAND --help' for more information on a command." % (PROG, group)]
     return "\n".join(lines)
 
 
@@ -220,8 +270,13 @@ def _resolve_host(values):
 
 
 def _tls_config(opts):
-    verify = opts.tlsverify or bool(os.environ.get("DOCKER_TLS_VERIFY"))
-    if not (opts.tls or verify):
+    """docker's TLS settings: --tlsverify (or DOCKER_TLS_VERIFY) verifies the
+    daemon against the CA; --tls (or DOCKER_TLS) encrypts only; the files
+    default to DOCKER_CERT_PATH (else ~/.docker)/{ca,cert,key}.pem."""
+    verify = opts.tlsverify if "tlsverify" in opts.given else bool(
+        os.environ.get("DOCKER_TLS_VERIFY"))
+    tls = opts.tls if "tls" in opts.given else bool(os.environ.get("DOCKER_TLS"))
+    if not (tls or verify):
         return None
     cert_path = os.environ.get("DOCKER_CERT_PATH") or os.path.expanduser("~/.docker")
 
@@ -257,16 +312,23 @@ def run(argv):
     path = "%s %s" % (PROG, name)
     if name in MANAGEMENT:
         _, subs = MANAGEMENT[name]
-        if not args or args[0] in ("--help", "-h", "help"):
+        if not args:
+            # docker writes this help on stderr (and exits 0)
+            sys.stderr.write(_management_help(name) + "\n")
+            return 0
+        if args[0] in ("--help", "-h", "help"):
             sys.stdout.write(_management_help(name) + "\n")
             return 0
         sub = args[0]
         if sub not in subs:
-            sys.stderr.write("%s: unknown command: %s %s %s\n\nRun '%s %s --help' for more "
-                             "information\n" % (PROG, PROG, name, sub, PROG, name))
+            sys.stderr.write("%s: unknown command: %s %s %s\n\nUsage:  %s %s COMMAND\n\nRun "
+                             "'%s %s --help' for more information\n"
+                             % (PROG, PROG, name, sub, PROG, name, PROG, name))
             return 1
         path = "%s %s %s" % (PROG, name, sub)
         target = subs[sub]
+        if target in SUBCOMMANDS:
+            return _dispatch(opts, target, args[1:], path)
         if name == "image" and sub == "inspect":
             args = ["--type", "image"] + args[1:]
         elif name == "container" and sub == "inspect":
@@ -283,13 +345,24 @@ def run(argv):
         sys.stderr.write("%s: unknown command: %s %s\n\nRun '%s --help' for more information\n"
                          % (PROG, PROG, name, PROG))
         return 1
+    return _dispatch(opts, name, args, path)
+
+
+def _dispatch(opts, name, args, path):
+    """Run one command's function with a CLI object; map its errors."""
     try:
         host = _resolve_host(opts.host)
-        cli = CLI(host, _tls_config(opts), opts.debug, command_path=path)
-        modname, funcname, _ = COMMANDS[name]
-        import importlib
-        mod = importlib.import_module("pallet.client." + modname)
-        return getattr(mod, funcname)(cli, args) or 0
+        cli = CLI(host, _tls_config(opts), opts.debug, command_path=path,
+                  config_dir=opts.config or None)
+        modname, funcname, _ = _entry(name)
+        try:
+            # __import__, not importlib: importlib costs an import at start-up
+            __import__("pallet.client." + modname)
+            func = getattr(sys.modules["pallet.client." + modname], funcname)
+        except (ImportError, AttributeError):
+            raise StatusError("%s: '%s' is not available in this build of %s"
+                              % (PROG, path[len(PROG) + 1:], PROG), 1) from None
+        return func(cli, args) or 0
     except StatusError as e:
         if e.message:
             sys.stdout.flush()
@@ -300,10 +373,10 @@ def run(argv):
 
 
 def _report(e, debug):
-    from pallet.client.docker_api import ConnectError, DaemonError
+    from pallet.client.docker_api import ConnectError, DaemonError, TLSConfigError
     from pallet.client.docker_template import TemplateError
     sys.stdout.flush()
-    if isinstance(e, (ConnectError, DaemonError, TemplateError)):
+    if isinstance(e, (ConnectError, DaemonError, TemplateError, TLSConfigError)):
         sys.stderr.write("%s\n" % e)
         return 1
     if isinstance(e, ValueError):

@@ -1,16 +1,15 @@
-"""A small Docker Engine API client: http.client over a unix or tcp socket.
+"""A small Docker Engine API client: HTTP/1.1 over a unix or tcp socket.
 
-Only the standard library: ``http.client`` (with an AF_UNIX subclass of
-HTTPConnection), ``socket`` and ``json``, so that the CLI starts fast.  The
-API version is negotiated once per process with ``/_ping``.
+Only ``socket`` and ``json`` (``ssl`` when TLS is asked for): ``http.client``
+and ``urllib`` would cost the CLI about 40 ms of imports (email.*, ssl) on
+every run, so the little HTTP it needs is written here: one request per
+connection, answers framed by Content-Length, chunked encoding or the end of
+the connection.  The API version is negotiated once per process with /_ping.
 """
 
-import http.client
-import json
 import os
-import socket
-import struct
-from urllib.parse import quote, urlencode
+
+import _socket  # the C module: ``socket`` would import enum, selectors, functools
 
 #: Highest API version this client speaks; servers below it are followed down.
 MAX_API_VERSION = "1.43"
@@ -41,28 +40,321 @@ class ConnectError(Exception):
         if isinstance(cause, PermissionError):
             msg = ("permission denied while trying to connect to the Docker daemon socket at %s"
                    % host)
+        elif _is_ssl_error(cause):
+            msg = "error during connect: %s: %s" % (_http_url(host), _ssl_text(cause))
         else:
             msg = "Cannot connect to the Docker daemon at %s. Is the docker daemon running?" % host
         super().__init__(msg)
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTPConnection whose transport is an AF_UNIX stream socket."""
+class TLSConfigError(Exception):
+    """The TLS files given to the client cannot be loaded."""
 
-    def __init__(self, path, timeout=None):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
+    def __init__(self, cause):
+        what = getattr(cause, "filename", None)
+        reason = getattr(cause, "strerror", None) or getattr(cause, "reason", None) or cause
+        super().__init__("could not read TLS files%s: %s" % (" (%s)" % what if what else "",
+                                                            str(reason).lower()))
+
+
+def _is_ssl_error(e):
+    import sys
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(e, ssl.SSLError)
+
+
+def _ssl_text(e):
+    reason = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
+    reason = str(reason).lower().replace("_", " ")
+    if "certificate" in reason or "verify" in reason:
+        return "tls: failed to verify certificate: %s" % reason
+    return "remote error: tls: %s" % reason
+
+
+def _http_url(host):
+    return host.replace("tcp://", "https://", 1)
+
+
+class _ScanContext:
+    """What the C JSON scanner reads from json.JSONDecoder."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo = None
+
+    @staticmethod
+    def parse_constant(name):
+        return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
+
+
+_scanner = []
+
+
+def loads(data):
+    """json.loads without importing json (and re, which json imports): the C
+    scanner of ``_json`` does the work; json itself reports malformed input."""
+    if isinstance(data, (bytes, bytearray)):
+        data = bytes(data).decode("utf-8")
+    try:
+        if not _scanner:
+            import _json
+            _scanner.append(_json.make_scanner(_ScanContext()))
+        text = data.strip()
+        obj, end = _scanner[0](text, 0)
+        if end == len(text):
+            return obj
+    except (ImportError, StopIteration, ValueError, KeyError):
+        pass
+    import json
+    return json.loads(data)
+
+
+class ProtocolError(OSError):
+    """The daemon's answer is not HTTP as expected."""
+
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(s, safe="/"):
+    """urllib.parse.quote: percent-encode UTF-8 bytes outside the unreserved set."""
+    ok = _SAFE | frozenset(safe.encode())
+    return "".join(chr(b) if b in ok else "%%%02X" % b for b in s.encode())
+
+
+def urlencode(items):
+    return "&".join("%s=%s" % (quote(str(k), ""), quote(str(v), "")) for k, v in items)
+
+
+class Headers(dict):
+    """Response headers; ``get`` ignores case (keys are stored lower-cased)."""
+
+    def get(self, name, default=None):
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name):
+        return dict.__getitem__(self, name.lower())
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name.lower())
+
+
+class HTTPResponse:
+    """The status, headers and body of one answer, read from ``fp``."""
+
+    def __init__(self, fp, method):
+        self.fp = fp
+        line = fp.readline(65537)
+        if not line:
+            raise ConnectionResetError("the daemon closed the connection without answering")
+        parts = line.decode("latin-1").rstrip("\r\n").split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise ProtocolError("bad response from daemon: %r" % line[:80])
+        self.status = int(parts[1])
+        self.reason = parts[2] if len(parts) > 2 else ""
+        self.headers = Headers()
+        while True:
+            h = fp.readline(65537)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self._chunk_left = 0
+        self._done = False
+        length = self.headers.get("content-length")
+        if method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200:
+            self._left = 0
+        elif self._chunked:
+            self._left = None
+        elif length is not None and length.isdigit():
+            self._left = int(length)
+        else:
+            self._left = None  # until the connection ends
+        if self._left == 0:
+            self._done = True
+
+    def getheaders(self):
+        return list(self.headers.items())
+
+    def _next_chunk(self):
+        line = self.fp.readline(65537)
+        try:
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            raise ProtocolError("bad chunk header from daemon: %r" % line[:40]) from None
+        if size == 0:
+            while self.fp.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            self._done = True
+        self._chunk_left = size
+
+    def read1(self, n=65536):
+        """Up to ``n`` bytes, waiting only when nothing is buffered; b"" at the end."""
+        if self._done or n == 0:
+            return b""
+        if self._chunked:
+            if self._chunk_left == 0:
+                self._next_chunk()
+                if self._done:
+                    return b""
+            data = self.fp.read1(min(n, self._chunk_left))
+            if not data:
+                self._done = True
+                return b""
+            self._chunk_left -= len(data)
+            if self._chunk_left == 0:
+                self.fp.readline(3)  # the CRLF after the chunk
+            return data
+        if self._left is not None:
+            n = min(n, self._left)
+        data = self.fp.read1(n)
+        if not data:
+            self._done = True
+            return b""
+        if self._left is not None:
+            self._left -= len(data)
+            if self._left == 0:
+                self._done = True
+        return data
+
+    def read(self, n=None):
+        if n is None:
+            parts = []
+            while True:
+                b = self.read1(1 << 20)
+                if not b:
+                    return b"".join(parts)
+                parts.append(b)
+        out = bytearray()
+        while len(out) < n:
+            b = self.read1(n - len(out))
+            if not b:
+                break
+            out += b
+        return bytes(out)
+
+    def close(self):
+        self._done = True
+        try:
+            self.fp.close()
+        except OSError:
+            pass
+
+
+class SockReader:
+    """readline()/read1() over a socket's recv(), with its own buffer."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self, n=65536):
+        data = self.sock.recv(n)
+        self.buf += data
+        return bool(data)
+
+    def readline(self, limit=65537):
+        while True:
+            i = self.buf.find(b"\n", 0, limit)
+            if i >= 0:
+                line, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                return line
+            if len(self.buf) >= limit or not self._fill():
+                line, self.buf = self.buf[:limit], self.buf[limit:]
+                return line
+
+    def read1(self, n=65536):
+        if not self.buf:
+            self._fill(max(n, 65536))
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def close(self):
+        self.buf = b""
+
+
+class Connection:
+    """One HTTP/1.1 request and its answer on a fresh socket."""
+
+    def __init__(self, client, timeout=None):
+        self.client = client
+        self.timeout = timeout
+        self.sock = None
+        self.fp = None
+        self.method = "GET"
 
     def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            if self.timeout is not None:
+        c = self.client
+        if c.scheme == "unix":
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            try:
                 sock.settimeout(self.timeout)
-            sock.connect(self.unix_path)
-        except BaseException:
-            sock.close()
-            raise
+                sock.connect(c.address)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            import socket
+            sock = socket.create_connection(c.address, self.timeout)
+            if c.tls is not None:
+                try:
+                    sock = c._ssl_context().wrap_socket(sock, server_hostname=c.address[0])
+                except BaseException:
+                    sock.close()
+                    raise
         self.sock = sock
+
+    def request(self, method, path, body=None, headers=None):
+        if self.sock is None:
+            self.connect()
+        self.method = method
+        c = self.client
+        host = "api.moby.localhost" if c.scheme == "unix" else "%s:%d" % c.address
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + host]
+        chunked = False
+        if isinstance(body, str):
+            body = body.encode()
+        if body is None:
+            if method in ("POST", "PUT"):
+                lines.append("Content-Length: 0")
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            lines.append("Content-Length: %d" % len(body))
+        else:
+            chunked = True
+            lines.append("Transfer-Encoding: chunked")
+        for k, v in (headers or {}).items():
+            lines.append("%s: %s" % (k, v))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        sock = self.sock
+        if body is None or chunked:
+            sock.sendall(head)
+        else:
+            sock.sendall(head + bytes(body) if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                sock.sendall(body)
+        if chunked:
+            chunks = iter(body.read, b"") if hasattr(body, "read") else body
+            for chunk in chunks:
+                if chunk:
+                    sock.sendall(b"%x\r\n" % len(chunk) + bytes(chunk) + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+
+    def getresponse(self):
+        if self.fp is None:
+            self.fp = SockReader(self.sock)
+        return HTTPResponse(self.fp, self.method)
+
+    def close(self):
+        for f in (self.fp, self.sock):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 def parse_host(host):
@@ -111,7 +403,7 @@ class Response:
     def json(self):
         data = self.raw.read()
         self.close()
-        return json.loads(data) if data.strip() else None
+        return loads(data) if data.strip() else None
 
     def readexactly(self, n):
         """Read exactly *n* bytes, or fewer only at end of stream."""
@@ -126,6 +418,7 @@ class Response:
     def json_stream(self):
         """Yield each JSON object of a newline-delimited (or concatenated) JSON stream."""
         import codecs
+        import json
         decoder = json.JSONDecoder()
         text = codecs.getincrementaldecoder("utf-8")("replace")
         buf = ""
@@ -155,6 +448,95 @@ class Response:
             self.conn.close()
 
 
+class BioTLS:
+    """A TLS client stream over a blocking socket, with the records handled
+    through memory BIOs so that the writing half can be closed alone.
+
+    ``ssl.SSLSocket`` can neither send close_notify and keep reading, nor be
+    read and written from two threads; a hijacked stream needs the first (the
+    end of stdin is a close_notify, as the docker CLI sends it) and is driven
+    by one thread with select() on ``fileno()``.
+    """
+
+    def __init__(self, raw, ctx, server_hostname):
+        import ssl
+        self._ssl = ssl
+        self.raw = raw
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=False,
+                                server_hostname=server_hostname)
+        self._eof = False
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._fill():
+                    raise ssl.SSLEOFError("EOF occurred in violation of protocol")
+        self._flush()
+
+    def fileno(self):
+        return self.raw.fileno()
+
+    def settimeout(self, t):
+        self.raw.settimeout(t)
+
+    def _flush(self):
+        data = self.outgoing.read()
+        if data:
+            self.raw.sendall(data)
+
+    def _fill(self):
+        data = self.raw.recv(65536)
+        if not data:
+            self.incoming.write_eof()
+            self._eof = True
+            return False
+        self.incoming.write(data)
+        return True
+
+    def pending(self):
+        """Bytes that can be had without reading the socket."""
+        return self.obj.pending() + self.incoming.pending
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            n = self.obj.write(view)
+            view = view[n:]
+            self._flush()
+
+    send = sendall
+
+    def recv(self, n=65536):
+        ssl = self._ssl
+        while True:
+            try:
+                data = self.obj.read(n)
+                self._flush()  # post-handshake messages (session tickets)
+                return data
+            except ssl.SSLWantReadError:
+                self._flush()
+                if self._eof or not self._fill():
+                    return b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def shutdown(self, how):
+        """SHUT_WR sends our close_notify; reading goes on."""
+        if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
+            try:
+                self.obj.unwrap()
+            except (self._ssl.SSLWantReadError, self._ssl.SSLError):
+                pass
+            self._flush()
+
+    def close(self):
+        self.raw.close()
+
+
 class Hijacked:
     """A connection taken over after ``101 Switching Protocols`` (attach, exec start)."""
 
@@ -163,14 +545,25 @@ class Hijacked:
         self._buf = buffered
         self.content_type = content_type
 
+    def fileno(self):
+        return self.sock.fileno()
+
+    def pending(self):
+        """True when recv() can answer without waiting for the socket."""
+        return bool(self._buf) or bool(getattr(self.sock, "pending", lambda: 0)())
+
     def recv(self, n=65536):
         if self._buf:
             data, self._buf = self._buf[:n], self._buf[n:]
             return data
         try:
             return self.sock.recv(n)
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             return b""
+        except OSError as e:
+            if "SSL" in type(e).__name__:
+                return b""
+            raise
 
     def recvexactly(self, n):
         buf = b""
@@ -186,7 +579,7 @@ class Hijacked:
 
     def close_write(self):
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
 
@@ -205,7 +598,7 @@ def iter_frames(read_exactly):
         header = read_exactly(8)
         if len(header) < 8:
             return
-        stream, size = header[0], struct.unpack(">I", header[4:8])[0]
+        stream, size = header[0], int.from_bytes(header[4:8], "big")
         payload = read_exactly(size) if size else b""
         yield stream, payload
         if len(payload) < size:
@@ -223,20 +616,45 @@ class Client:
         self.server_api_version = None
 
     # -- transport --------------------------------------------------------------
-    def _connection(self, timeout=None):
-        if self.scheme == "unix":
-            return UnixHTTPConnection(self.address, timeout=timeout)
-        host, port = self.address
-        if self.tls is not None:
-            import ssl
+    def _ssl_context(self):
+        import ssl
+        try:
             ctx = ssl.create_default_context(cafile=self.tls.get("ca") or None)
             if not self.tls.get("verify"):
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             if self.tls.get("cert"):
                 ctx.load_cert_chain(self.tls["cert"], self.tls.get("key"))
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+        except (OSError, ssl.SSLError) as e:
+            raise TLSConfigError(e) from None
+        return ctx
+
+    def _connection(self, timeout=None):
+        return Connection(self, timeout)
+
+    def _raw_stream(self):
+        """A connected socket (or BioTLS) for a hijacked request."""
+        import ssl
+        try:
+            if self.scheme == "unix":
+                sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                try:
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+            import socket
+            sock = socket.create_connection(self.address)
+            if self.tls is None:
+                return sock
+            try:
+                return BioTLS(sock, self._ssl_context(), self.address[0])
+            except BaseException:
+                sock.close()
+                raise
+        except (OSError, ssl.SSLError) as e:
+            raise ConnectError(self.host, e) from None
 
     def _send(self, method, path, body=None, headers=None, timeout=None):
         conn = self._connection(timeout)
@@ -244,25 +662,24 @@ class Client:
         if headers:
             hdrs.update(headers)
         if isinstance(body, (dict, list)):
+            import json
             body = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
         try:
             conn.request(method, path, body=body, headers=hdrs)
-        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as e:
-            conn.close()
-            raise ConnectError(self.host, e) from None
-        except socket.gaierror as e:
-            conn.close()
-            raise ConnectError(self.host, e) from None
         except BrokenPipeError:
             # the daemon may answer (e.g. an error) before reading a large body
             pass
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError, _socket.gaierror,
+                ConnectionResetError, OSError) as e:
+            conn.close()
+            raise ConnectError(self.host, e) from None
         return conn
 
     def _receive(self, conn):
         try:
             resp = conn.getresponse()
-        except (ConnectionResetError, http.client.RemoteDisconnected) as e:
+        except OSError as e:
             conn.close()
             raise ConnectError(self.host, e) from None
         if resp.status >= 400:
@@ -288,7 +705,7 @@ class Client:
             resp = conn.getresponse()
             resp.read()
             server = resp.headers.get("API-Version")
-        except (ConnectionResetError, http.client.RemoteDisconnected) as e:
+        except OSError as e:
             raise ConnectError(self.host, e) from None
         finally:
             conn.close()
@@ -351,12 +768,8 @@ class Client:
     def hijack(self, path, params=None, body=None):
         """POST with ``Upgrade: tcp`` and return the raw bidirectional stream."""
         url = self.url(path, params)
-        conn = self._connection()
-        try:
-            conn.connect()
-        except (FileNotFoundError, ConnectionRefusedError, PermissionError, socket.gaierror) as e:
-            raise ConnectError(self.host, e) from None
-        sock = conn.sock
+        sock = self._raw_stream()
+        import json
         payload = json.dumps(body).encode() if body is not None else b""
         head = ["POST %s HTTP/1.1" % url, "Host: %s" % ("docker" if self.scheme == "unix" else
                                                          "%s:%d" % self.address),
@@ -430,7 +843,7 @@ def _dechunk(data):
 def _error_text(content_type, data):
     if "json" in content_type:
         try:
-            obj = json.loads(data)
+            obj = loads(data)
             if isinstance(obj, dict) and "message" in obj:
                 return str(obj["message"])
         except ValueError:

@@ -8,7 +8,6 @@
   (``docker_template``), with the ``table`` header row.
 """
 
-import json
 import time
 
 
@@ -139,6 +138,7 @@ def go_quote(s):
 
 def go_json(value, escape_html=False):
     """JSON as Go's encoder writes it (compact, UTF-8, optional HTML escaping)."""
+    import json
     s = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if escape_html:
         s = s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -148,6 +148,7 @@ def go_json(value, escape_html=False):
 def indent_json(value):
     """``docker inspect``'s array layout: 4-space indent, HTML characters escaped
     as the daemon's encoder wrote them."""
+    import json
     s = json.dumps(value, indent=4, ensure_ascii=False)
     s = s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return s.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

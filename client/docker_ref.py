@@ -4,12 +4,19 @@
 ``busybox:latest`` when shown (familiar).
 """
 
-import re
-
 DEFAULT_DOMAIN = "docker.io"
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$")
+# compiled on first use: ``re`` is not imported on the path of ``pallet ps``
+_PATTERNS = {}
+
+
+def _re(name):
+    if not _PATTERNS:
+        import re
+        _PATTERNS.update(
+            digest=re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$"),
+            tag=re.compile(r"^[\w][\w.-]{0,127}$"),
+            component=re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$"))
+    return _PATTERNS[name]
 
 
 class ReferenceError_(ValueError):
@@ -45,11 +52,11 @@ def validate(ref):
         raise ReferenceError_("invalid reference format: repository name (%s) must be lowercase"
                               % shown)
     for comp in path.split("/"):
-        if not _COMPONENT.match(comp):
+        if not _re("component").match(comp):
             raise ReferenceError_("invalid reference format")
-    if tag and not _TAG.match(tag):
+    if tag and not _re("tag").match(tag):
         raise ReferenceError_("invalid reference format")
-    if digest and not _DIGEST.match(digest):
+    if digest and not _re("digest").match(digest):
         raise ReferenceError_("invalid reference format")
 
 

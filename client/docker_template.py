@@ -8,7 +8,6 @@ and docker's own functions (``json``, ``join``, ``split``, ``lower``,
 plus row objects answering ``template_field(name, args)``.
 """
 
-import json
 
 from pallet.client.docker_format import go_json, go_quote, go_str
 
@@ -43,6 +42,7 @@ def _lex_action(src, start, end):
             if j >= end:
                 raise TemplateError("unterminated quoted string")
             try:
+                import json
                 val = json.loads(src[i:j + 1])
             except ValueError:
                 import ast

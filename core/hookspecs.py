@@ -110,17 +110,41 @@ def pallet_provide_init(kernel):
 
 @hookspec(firstresult=True)
 def pallet_provide_network(kernel):
-    """Return the network driver used by palletd.
+    """Return the network driver used by palletd (dockerd's networking).
 
-    The object has ``attach(container, netns_path) -> dict`` (the settings
-    docker reports under NetworkSettings) and ``detach(container)``.
+    Container side, each taking the container dict palletd builds (``id``,
+    ``name``, ``hostname``, ``domainname``, ``host_config``,
+    ``exposed_ports``, ``hosts_path``, ``hostname_path``,
+    ``resolv_conf_path``; ``networking_config`` at create):
+    ``register(container)`` at create (checks network mode, networks,
+    aliases, ``--ip``; raises the core errors); ``setup(container) -> dict``
+    at start, before the spec is built: makes the sandbox (a named network
+    namespace the ``pallet_build_spec`` hook puts in the spec, with the
+    /etc/hosts, /etc/hostname, /etc/resolv.conf bind mounts) and returns
+    docker's ``NetworkSettings`` without ``Ports``; ``release(id)`` once the
+    container's process is gone; ``unregister(id)`` at removal;
+    ``settings(id) -> dict`` (inspect); ``port_target(id)`` (where published
+    ports go, for the port proxy); ``connect(network, container,
+    endpoint_config)`` and ``disconnect(network, id, force)``.
+    Network side (``/networks``): ``create_network(body)``,
+    ``list_networks(filters)``, ``inspect_network(ref)``,
+    ``remove_network(ref)``, ``prune_networks(filters)``.  Methods are
+    blocking (milliseconds) and thread-safe; palletd calls them off its loop.
     """
 
 
 @hookspec(firstresult=True)
 def pallet_provide_port_proxy(kernel):
-    """Return the port publisher used by palletd: ``publish(container,
-    bindings)`` and ``unpublish(container)``."""
+    """Return the port publisher used by palletd (dockerd's port mapper and
+    docker-proxy's role).
+
+    ``check(host_config, exposed_ports)`` at create; ``publish(container)
+    -> dict`` at start, after the network's ``setup`` (``-p`` and ``-P``:
+    host ports taken, rules and userland proxies set up; returns docker's
+    ``NetworkSettings.Ports``; "port is already allocated" raised as a
+    PalletError); ``unpublish(id)`` once the container's process is gone;
+    ``ports(id)`` and ``ports_list(id)`` for inspect and ``docker ps``.
+    """
 
 
 # --- registration --------------------------------------------------------------

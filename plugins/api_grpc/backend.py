@@ -289,3 +289,5 @@ class Backend:
     def close(self) -> None:
         self.tasks.close()
         self.containers.close()
+        if self._contentns is not None:
+            self._contentns.close()

@@ -143,10 +143,18 @@ class ContentNamespaces:
             "SELECT digest FROM content_namespaces WHERE namespace=?", (ns,))]
 
     # -- changes
-    def add(self, ns: str, digest: str, labels: dict | None = None) -> None:
-        """Record that ``ns`` holds ``digest`` (its labels replaced when given)."""
+    def add(self, ns: str, digest: str, labels: dict | None = None, *,
+            fresh: bool = False) -> None:
+        """Record that ``ns`` holds ``digest`` (its labels replaced when given).
+
+        ``fresh``: the blob was just committed, so it did not exist before: rows
+        of other namespaces are left over from a copy the collector removed.
+        """
         now = time.time_ns()
         with self._tx() as conn:
+            if fresh:
+                conn.execute("DELETE FROM content_namespaces WHERE digest=? AND namespace!=?",
+                             (digest, ns))
             row = self._row(conn, ns, digest)
             if row is None:
                 conn.execute("INSERT INTO content_namespaces(namespace, digest, labels, "

@@ -68,6 +68,9 @@ def main(argv=None) -> int:
 
     try:
         config = Config.load(args.config)
+        if config.source:
+            # the shims' zygote loads the runtime role with the same configuration
+            os.environ["PALLET_CONFIG"] = os.path.abspath(config.source)
         keys = _containerd_keys(args.config or config.source)
         defaults = Paths(config.daemon.get("data-root", Paths.data_root),
                          config.daemon.get("exec-root", Paths.exec_root))

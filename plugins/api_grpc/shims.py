@@ -86,6 +86,7 @@ def start(namespace: str, id: str, bundle: str, address: str, paths, binary: str
     if not binary:
         return launch.start_shim(namespace, id, bundle, address, paths, debug=debug,
                                  timeout=timeout)
+    _open_log(bundle, id)
     argv = [binary, "-namespace", namespace, "-id", id, "-address", address,
             "-publish-binary", "containerd"]
     if debug:
@@ -112,6 +113,35 @@ def start(namespace: str, id: str, bundle: str, address: str, paths, binary: str
     if "://" not in out:
         out = "unix://" + out
     return out
+
+
+def _open_log(bundle: str, id: str) -> None:
+    """The ``log`` FIFO a containerd shim writes to, read into our log as containerd does."""
+    import logging
+    import threading
+
+    path = os.path.join(bundle, "log")
+    try:
+        os.mkfifo(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    os.set_blocking(fd, True)
+    log = logging.getLogger("pallet.containerd.shim")
+
+    def copy():
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        with os.fdopen(fd, "rb") as f:
+            while True:
+                poller.poll()
+                line = f.readline()
+                if not line:
+                    return
+                log.info("shim %s: %s", id, line.decode(errors="replace").rstrip())
+    threading.Thread(target=copy, daemon=True, name=f"shimlog-{id[:12]}").start()
 
 
 def delete(namespace: str, id: str, bundle: str, address: str, paths,

@@ -106,7 +106,7 @@ class TaskManager:
         try:
             return self._client(task).call(SHIM_SERVICE, method, req, resp_cls, timeout=timeout)
         except errors.Unavailable as e:
-            if self._shim_alive(task):
+            if not self._shim_gone(task):
                 raise
             self._shim_died(task, f"{e.message}")
             raise task.dead_error() from None
@@ -166,6 +166,16 @@ class TaskManager:
             return False
         return state not in (b"Z", b"X")
 
+    def _shim_gone(self, task: Task, wait: float = 1.0) -> bool:
+        """Whether the shim is dead (a killed process closes its sockets a moment
+        before it shows as a zombie: give it that moment)."""
+        deadline = time.monotonic() + wait
+        while self._shim_alive(task):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _connection_lost(self, task: Task) -> None:
         if task.closing or task.dead or self._closed:
             return
@@ -173,12 +183,9 @@ class TaskManager:
                          name=f"shim-{task.id[:12]}").start()
 
     def _check_shim(self, task: Task) -> None:
-        # the shim's process may still be on its way out: give it a moment
-        for _ in range(20):
-            if not self._shim_alive(task):
-                self._shim_died(task, "its connection closed")
-                return
-            time.sleep(0.05)
+        if self._shim_gone(task):
+            self._shim_died(task, "its connection closed")
+            return
         log.warning("task %s/%s: connection to its shim dropped; the shim lives on",
                     task.namespace, task.id)
 

@@ -83,13 +83,11 @@ def host_defaults(host: dict) -> dict:
             out[key] = value
     if not out.get("NetworkMode"):
         out["NetworkMode"] = "default"
-    if not (out.get("LogConfig") or {}).get("Type"):
-        out["LogConfig"] = {"Type": "json-file", "Config": {}}
-    elif out["LogConfig"]["Type"] != "json-file":
-        raise errors.NotImplementedYet(f"log driver {out['LogConfig']['Type']} is not "
-                                       "supported yet: only json-file")
-    if not (out.get("RestartPolicy") or {}).get("Name"):
-        out["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
+    from pallet.plugins.api_rest.logs import check_log_config
+    from pallet.plugins.api_rest.restart import check_policy
+
+    out["LogConfig"] = check_log_config(out.get("LogConfig") or {})
+    out["RestartPolicy"] = check_policy(out)
     if not out.get("ShmSize"):
         out["ShmSize"] = 67108864
     for key in ("MemorySwappiness", "OomKillDisable", "PidsLimit"):
@@ -145,9 +143,14 @@ def check_create(body: dict) -> None:
     for key in ("AutoRemove", "Privileged", "ReadonlyRootfs", "Init", "PublishAllPorts"):
         want(host, key, bool, "HostConfig.")
     for key in ("CapAdd", "CapDrop", "Binds", "SecurityOpt", "GroupAdd", "Dns", "DnsSearch",
-                "DnsOptions", "ExtraHosts"):
+                "DnsOptions", "ExtraHosts", "Mounts", "VolumesFrom", "Devices", "Ulimits",
+                "MaskedPaths", "ReadonlyPaths"):
         want(host, key, list, "HostConfig.")
-    for key in ("PortBindings", "RestartPolicy", "LogConfig"):
+    for key in ("CapAdd", "CapDrop", "Binds", "VolumesFrom", "MaskedPaths", "ReadonlyPaths"):
+        if not all(isinstance(x, str) for x in host.get(key) or ()):
+            raise errors.InvalidArgument(f"invalid HostConfig.{key}: a list of strings is "
+                                         "expected")
+    for key in ("PortBindings", "RestartPolicy", "LogConfig", "Tmpfs"):
         want(host, key, dict, "HostConfig.")
     string_map(host, "Sysctls", "HostConfig.")
     for key in ("Memory", "ShmSize", "PidsLimit", "CpuShares", "MemorySwap", "NanoCpus"):
@@ -167,9 +170,6 @@ def check_create(body: dict) -> None:
                                      not all(isinstance(b, dict) for b in bindings)):
             raise errors.InvalidArgument(f"invalid HostConfig.PortBindings[{port}]: a list of "
                                          "{HostIp, HostPort} is expected")
-    policy = (host.get("RestartPolicy") or {}).get("Name") or "no"
-    if policy not in ("no", ""):
-        raise errors.NotImplementedYet(f"restart policy {policy} is not supported yet")
     for key in (host.get("Sysctls") or {}):
         if key not in _SYSCTL_NAMESPACED and not key.startswith(("fs.mqueue.", "net.")):
             raise errors.InvalidArgument(f"sysctl '{key}' is not allowed: only namespaced "

@@ -2,7 +2,13 @@
 
     palletd [-H unix:///run/pallet/pallet.sock]... [--data-root DIR] [--exec-root DIR]
             [--containerd ADDRESS] [--config FILE] [--debug] [--pidfile FILE]
-            [--list-plugins]
+            [-G GROUP] [--tlsverify --tlscacert CA --tlscert CERT --tlskey KEY]
+            [--tls[=false]] [--list-plugins]
+
+``-H`` may be given several times: ``unix://PATH`` (mode 0660, group
+``pallet`` or ``--group``), ``tcp://HOST:PORT`` (mutual TLS with
+``--tlsverify``; plain tcp only with an explicit ``--tls=false``) and
+``fd://`` / ``fd://N`` (systemd socket activation); see listeners.py.
 
 Unless ``--containerd`` names a running containerd, palletd starts
 ``pallet-containerd`` under its own roots, supervises it (restarting it with
@@ -20,6 +26,17 @@ def _parser():
     p = argparse.ArgumentParser(prog="palletd", description="pallet's Docker Engine API daemon")
     p.add_argument("-H", "--host", action="append", default=[], metavar="HOST",
                    help="socket to listen on (unix:///path, tcp://host:port, fd://); repeatable")
+    p.add_argument("-G", "--group", help='group of the unix sockets (default "pallet", '
+                   'created when missing)')
+    p.add_argument("--tls", nargs="?", const=True, default=None, type=_flag_bool,
+                   metavar="BOOL", help="use TLS on tcp listeners; --tls=false accepts plain tcp")
+    p.add_argument("--tlsverify", nargs="?", const=True, default=None, type=_flag_bool,
+                   metavar="BOOL", help="use TLS and require client certificates signed by "
+                   "--tlscacert")
+    p.add_argument("--tlscacert", help="trust client certificates signed only by this CA "
+                   "(default ~/.docker/ca.pem)")
+    p.add_argument("--tlscert", help="the server's TLS certificate (default ~/.docker/cert.pem)")
+    p.add_argument("--tlskey", help="the server's TLS key (default ~/.docker/key.pem)")
     p.add_argument("--data-root", help="root of persistent state (default /var/lib/pallet)")
     p.add_argument("--exec-root", help="root of runtime state (default /run/pallet)")
     p.add_argument("--containerd", metavar="ADDRESS",
@@ -29,7 +46,32 @@ def _parser():
     p.add_argument("-p", "--pidfile", help="pid file (default <exec-root>/palletd.pid)")
     p.add_argument("--list-plugins", action="store_true",
                    help="list the installed plugins and their roles, then exit")
+    p.add_argument("--live-restore", action="store_true", default=None,
+                   help="keep containers running while palletd is down (also "
+                        "[daemon] live-restore in the configuration)")
     return p
+
+
+def _flag_bool(value: str) -> bool:
+    """Go's strconv.ParseBool, as dockerd reads ``--tls=false``."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    import argparse
+
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
+
+
+def _tls_options(args, daemon_config):
+    from pallet.plugins.api_rest.listeners import TLSOptions
+
+    def pick(name):
+        v = getattr(args, name)
+        return daemon_config.get(name) if v is None else v
+
+    return TLSOptions(tls=pick("tls"), verify=bool(pick("tlsverify")),
+                      cacert=pick("tlscacert"), cert=pick("tlscert"), key=pick("tlskey"))
 
 
 def _fail(message: str) -> int:
@@ -60,7 +102,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        from pallet.plugins.api_rest.server import close_listeners
+        from pallet.plugins.api_rest.listeners import close_listeners
 
         close_listeners(listeners)
         _remove_pidfile(pidfile)
@@ -74,7 +116,7 @@ def _prepare(args):
     from pallet.core.errors import ConfigError
     from pallet.core.kernel import Kernel
     from pallet.core.paths import Paths
-    from pallet.plugins.api_rest.server import open_listeners
+    from pallet.plugins.api_rest.listeners import open_listeners
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -90,13 +132,20 @@ def _prepare(args):
     kernel.ext["containerd_address"] = args.containerd or paths.containerd_socket
     kernel.ext["debug"] = args.debug
     kernel.ext["config_path"] = args.config
+    live = args.live_restore if args.live_restore is not None \
+        else config.daemon.get("live-restore", False)
+    if not isinstance(live, bool):
+        raise ConfigError("configuration: [daemon] live-restore must be true or false")
+    kernel.ext["live_restore"] = live
     for d in (data_root, exec_root):
         os.makedirs(d, mode=0o711, exist_ok=True)
     pidfile = args.pidfile or paths.palletd_pidfile
     _write_pidfile(pidfile)
     try:
-        listeners = open_listeners(args.host or config.daemon.get("hosts") or [],
-                                   paths.palletd_socket)
+        listeners = open_listeners(args.host or list(config.daemon.get("hosts") or []),
+                                   paths.palletd_socket,
+                                   group=args.group or config.daemon.get("group"),
+                                   tls=_tls_options(args, config.daemon))
     except ConfigError:
         _remove_pidfile(pidfile)
         raise

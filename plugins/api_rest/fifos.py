@@ -31,13 +31,15 @@ def _mkfifo(path: str) -> None:
 class ContainerIO:
     """The palletd side of one task's stdio."""
 
-    def __init__(self, directory: str, *, stdin: bool, stderr: bool = True):
+    def __init__(self, directory: str, *, stdin: bool, stderr: bool = True,
+                 prefix: str = "init"):
         self.dir = directory
-        self.paths = {"stdout": os.path.join(directory, "init-stdout")}
+        self.prefix = prefix
+        self.paths = {"stdout": os.path.join(directory, f"{prefix}-stdout")}
         if stderr:
-            self.paths["stderr"] = os.path.join(directory, "init-stderr")
+            self.paths["stderr"] = os.path.join(directory, f"{prefix}-stderr")
         if stdin:
-            self.paths["stdin"] = os.path.join(directory, "init-stdin")
+            self.paths["stdin"] = os.path.join(directory, f"{prefix}-stdin")
         self._read_fds: dict[str, int] = {}
         self._keep_fds: dict[str, int] = {}
         self.stdin_fd: int | None = None
@@ -138,4 +140,11 @@ class ContainerIO:
         self._read_fds.clear()
         self.close_stdin()
         if remove:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if self.prefix == "init":
+                shutil.rmtree(self.dir, ignore_errors=True)
+            else:  # an exec's FIFOs share the container's directory
+                for path in self.paths.values():
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass

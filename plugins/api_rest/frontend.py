@@ -13,16 +13,20 @@ NAMESPACE = "moby"
 class Services:
     """What the handlers reach through ``request.app["service"]``."""
 
-    def __init__(self, containers, images, system):
+    def __init__(self, containers, images, system, volumes=None, execs=None):
         self.containers = containers
         self.images = images
         self.system = system
+        self.volumes = volumes
+        self.execs = execs
 
 
 class Frontend:
     def __init__(self, kernel, *, containerd_address: str, runtime: str,
-                 cgroup_parent: str = "/pallet", debug: bool = False):
+                 cgroup_parent: str = "/pallet", debug: bool = False,
+                 live_restore: bool = False):
         self.kernel = kernel
+        self.live_restore = live_restore
         self.containerd_address = containerd_address
         self.runtime = runtime
         self.cgroup_parent = cgroup_parent
@@ -34,16 +38,22 @@ class Frontend:
         """Connect to containerd and load every container (before serving)."""
         from pallet.core.containerd import Containerd
         from pallet.plugins.api_rest.containers import ContainerService
+        from pallet.plugins.api_rest.exec import ExecService
         from pallet.plugins.api_rest.images import ImageService
         from pallet.plugins.api_rest.system import SystemService
+        from pallet.plugins.api_rest.volumes import VolumeService
 
         ctrd = Containerd(self.containerd_address, NAMESPACE)
         self.ctrd = ctrd
         images = ImageService(self.kernel, ctrd)
+        volumes = VolumeService(self.kernel)
         containers = ContainerService(self.kernel, ctrd, images, runtime=self.runtime,
-                                      cgroup_parent=self.cgroup_parent)
-        system = SystemService(self.kernel, ctrd, containers, images, debug=self.debug)
-        self.services = Services(containers, images, system)
+                                      cgroup_parent=self.cgroup_parent, volumes=volumes,
+                                      live_restore=self.live_restore)
+        execs = ExecService(self.kernel, ctrd, containers)
+        system = SystemService(self.kernel, ctrd, containers, images, debug=self.debug,
+                               volumes=volumes)
+        self.services = Services(containers, images, system, volumes, execs)
         await containers.restore()
         return self.services
 
@@ -63,3 +73,4 @@ class Frontend:
 
     def stop(self) -> None:
         self._stop.set()
+

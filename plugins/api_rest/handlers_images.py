@@ -1,50 +1,33 @@
-"""``/images/...``: parse, call one service method, serialise."""
+"""``/images/...`` and ``/auth``: parse, call one service function, serialise.
+(``/system/df`` is the system service's; its image part is
+:meth:`ImageService.df`.)"""
 from __future__ import annotations
-
-import json
 
 from aiohttp import web
 
 from pallet.core import errors
-from pallet.plugins.api_rest.server import json_response, qbool, qfilters
+from pallet.plugins.api_rest.server import json_body, json_response, qbool, qfilters
 
 
 def _svc(request):
     return request.app["service"].images
 
 
+def _running(request):
+    """Whether a container runs (for rmi's conflicts)."""
+    containers = request.app["service"].containers
+
+    def running(cid: str) -> bool:
+        try:
+            return bool(containers.get(cid).state.get("Running"))
+        except errors.PalletError:
+            return False
+    return running
+
+
 async def list_(request: web.Request):
-    filters = qfilters(request)
-    for key in filters:
-        if key not in ("reference", "dangling", "label", "before", "since"):
-            raise errors.InvalidArgument(f"invalid filter '{key}'")
-    records = await _svc(request).all()
-    in_use = request.app["service"].containers._users_of
-    out = []
-    for rec in records:
-        if "reference" in filters:
-            import fnmatch
-            tags = rec.repo_tags
-            if not any(fnmatch.fnmatch(t, pat) or fnmatch.fnmatch(t.split(":")[0], pat)
-                       for t in tags for pat in filters["reference"]):
-                continue
-        if "dangling" in filters:
-            dangling = not rec.repo_tags
-            if any(v.lower() in ("true", "1") for v in filters["dangling"]) != dangling:
-                continue
-        if "label" in filters:
-            labels = (rec.config.get("config") or {}).get("Labels") or {}
-            ok = True
-            for v in filters["label"]:
-                k, eq, val = v.partition("=")
-                if k not in labels or (eq and labels[k] != val):
-                    ok = False
-            if not ok:
-                continue
-        summary = rec.summary(len(in_use(rec.id)) if qbool(request, "shared-size") else -1)
-        if not rec.repo_tags and not qbool(request, "all"):
-            summary["RepoTags"] = []
-        out.append(summary)
+    out = await _svc(request).list(qfilters(request), all_=qbool(request, "all"),
+                                   shared_size=qbool(request, "shared-size"))
     return json_response(out)
 
 
@@ -53,42 +36,135 @@ async def inspect(request: web.Request):
     return json_response(rec.inspect())
 
 
+async def history(request: web.Request):
+    return json_response(await _svc(request).history(request.match_info["name"]))
+
+
 async def delete(request: web.Request):
-    out = await _svc(request).delete(request.match_info["name"], force=qbool(request, "force"))
+    out = await _svc(request).delete(request.match_info["name"], force=qbool(request, "force"),
+                                     running=_running(request))
     return json_response(out)
+
+
+async def tag(request: web.Request):
+    await _svc(request).tag(request.match_info["name"], request.query.get("repo", ""),
+                            request.query.get("tag") or None)
+    return web.Response(status=201)
+
+
+async def prune(request: web.Request):
+    return json_response(await _svc(request).prune(qfilters(request)))
+
+
+async def create(request: web.Request):
+    """``POST /images/create``: a pull (``fromImage``) or an import (``fromSrc``)."""
+    from pallet.plugins.api_rest import pull
+
+    dist = pull.distribution(request)
+    q = request.query
+    if q.get("fromSrc"):
+        return await _import(request, dist)
+    image = q.get("fromImage", "")
+    if not image:
+        raise errors.InvalidArgument("fromImage or fromSrc is required")
+    ref = pull.parse_pull_reference(image, q.get("tag"))  # bad input: a 400 at once
+    creds = pull.credentials(request)
+    platform = q.get("platform") or None
+
+    async def work(progress):
+        return await dist.pull(str(ref) if (ref.tag or ref.digest) else image, "",
+                               platform=platform, creds=creds, progress=progress)
+    return await pull.stream_job(request, dist.jobs, work, hold=1)
+
+
+async def _import(request: web.Request, dist):
+    from pallet.plugins.api_rest import loader, pull
+
+    q = request.query
+    if q["fromSrc"] != "-":
+        raise errors.NotImplementedYet("import from a URL is not supported: "
+                                       "send the tarball as the request body (fromSrc=-)")
+    images = _svc(request)
+    # the body is read before the answer starts, so that it is not cut short
+    path = await images.spool(request.content, "import")
+
+    async def work(progress):
+        import os
+        try:
+            with open(path, "rb") as f:
+                return await loader.import_image(
+                    images, f, repo=q.get("repo", ""), tag=q.get("tag", ""),
+                    changes=q.getall("changes", []), message=q.get("message", ""),
+                    platform=q.get("platform") or None, progress=progress)
+        finally:
+            os.unlink(path)
+    return await pull.stream_job(request, dist.jobs, work)
+
+
+async def push(request: web.Request):
+    from pallet.plugins.api_rest import pull
+
+    dist = pull.distribution(request)
+    name = request.match_info["name"]
+    tag = request.query.get("tag", "")
+    creds = pull.credentials(request)
+
+    async def work(progress):
+        await dist.push(name, tag, creds=creds, progress=progress)
+    return await pull.stream_job(request, dist.jobs, work)
+
+
+async def auth(request: web.Request):
+    from pallet.plugins.api_rest import pull
+
+    body = await json_body(request)
+    return json_response(await pull.distribution(request).login(body))
 
 
 async def load(request: web.Request):
     """``docker load``: JSON-lines progress, errors as ``{"errorDetail": ...}`` once
     the answer has started, as dockerd does."""
+    from pallet.plugins.api_rest import pull
+
     quiet = qbool(request, "quiet")
-    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-    lines: list[bytes] = []
+    images = _svc(request)
+    path = await images.spool(request.content, "load")
 
-    async def progress(msg: dict) -> None:
-        if quiet and "stream" not in msg and "error" not in msg:
-            return
-        data = json.dumps(msg).encode() + b"\n"
-        if resp.prepared:
-            await resp.write(data)
-        else:
-            lines.append(data)
+    async def work(progress):
+        import os
 
-    try:
-        await _svc(request).load(request.content, progress)
-    except errors.PalletError as e:
-        if not resp.prepared and not lines:
-            raise
-        await progress({"errorDetail": {"message": e.message}, "error": e.message})
-    await resp.prepare(request)
-    for data in lines:
-        await resp.write(data)
-    await resp.write_eof()
-    return resp
+        from pallet.plugins.api_rest import loader
+        try:
+            if os.path.getsize(path) == 0:
+                raise errors.InvalidArgument("empty export - not a tar archive")
+            await loader.load_archive(images, path, progress)
+        finally:
+            os.unlink(path)
+
+    def drop(msg: dict) -> bool:
+        return quiet and "stream" not in msg
+    return await pull.stream_job(request, pull.distribution(request).jobs, work, quiet=drop)
+
+
+async def save(request: web.Request):
+    from pallet.plugins.api_rest import loader
+
+    names = request.query.getall("names", [])
+    if "name" in request.match_info:
+        names = [request.match_info["name"]]
+    return await loader.save(request, _svc(request), names)
 
 
 def register(routes) -> None:
     routes.add("GET", "/images/json", list_)
+    routes.add("POST", "/images/create", create)
     routes.add("POST", "/images/load", load)
+    routes.add("GET", "/images/get", save)
+    routes.add("POST", "/images/prune", prune)
+    routes.add("GET", "/images/{name:.+}/get", save)
     routes.add("GET", "/images/{name:.+}/json", inspect)
+    routes.add("GET", "/images/{name:.+}/history", history)
+    routes.add("POST", "/images/{name:.+}/push", push)
+    routes.add("POST", "/images/{name:.+}/tag", tag)
     routes.add("DELETE", "/images/{name:.+}", delete)
+    routes.add("POST", "/auth", auth)

@@ -1,5 +1,16 @@
 """Images as palletd sees them: containerd's images in the ``moby`` namespace,
-shown in docker's shapes (ImageSummary, ImageInspect), and ``docker load``."""
+shown in docker's shapes (ImageSummary, ImageInspect, history entries), and
+the operations on their names: tag, rmi, prune.
+
+Names follow docker's containerd image store: every name of an image is a
+containerd image (``docker.io/library/busybox:latest``, or ``repo@sha256:...``
+for a pull by digest).  An image that loses its last name while something
+still needs it (a tag moved to another image, ``rmi -f`` of an image a
+container uses) keeps a ``moby-dangling@<digest>`` name, and shows as
+``<none>``.  RepoDigests come from containerd's
+``containerd.io/distribution.source.<host>`` labels on the image's manifest
+(set by pull and push), so loaded and imported images have none, as in docker.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -11,94 +22,162 @@ import time
 
 from pallet.core import errors
 from pallet.core.models import Reference, familiar_name
+from pallet.plugins.api_rest.image_filters import (bool_filter, created_unix, labels_match,
+                                                   reference_matches, until_time)
 
 log = logging.getLogger("pallet.api_rest.images")
 
+DANGLING = "moby-dangling"
+LABEL_SOURCE = "containerd.io/distribution.source."
 _HEXPREFIX = re.compile(r"^(sha256:)?([0-9a-f]{1,64})$")
 
 
-class ImageRecord:
-    """One image: every name pointing at it, its manifest and config."""
+def emit(kernel, action: str, actor: str, name: str, labels: dict | None = None,
+         **extra: str) -> None:
+    """An image event of ``GET /events`` (dockerd's attributes: the image's
+    labels and ``name``)."""
+    try:
+        from pallet.plugins.api_rest import events
+    except ImportError:  # pragma: no cover — palletd without an event stream
+        return
+    events.emit(kernel, "image", action, actor, {**(labels or {}), "name": name, **extra})
 
-    def __init__(self, target: dict, manifest_digest: str, manifest: dict, config: dict,
-                 names: list[str], created_at: float):
+
+def is_dangling_name(name: str) -> bool:
+    return name.startswith(DANGLING + "@")
+
+
+class ImageRecord:
+    """One image: every name pointing at it, its manifest, config, the labels of
+    its target blob and the (uncompressed) size of each layer."""
+
+    def __init__(self, target: dict, manifest_desc: dict, manifest: dict, config: dict,
+                 names: list[str], created_at: float, labels: dict | None = None,
+                 layer_sizes: list[int] | None = None):
         self.target = target
-        self.manifest_digest = manifest_digest
+        self.manifest_desc = manifest_desc
         self.manifest = manifest
         self.config = config
         self.names = names
         self.created_at = created_at
+        self.labels = dict(labels or {})
+        self.layer_sizes = list(layer_sizes) if layer_sizes is not None else \
+            [int(x.get("size", 0)) for x in manifest.get("layers") or ()]
 
     @property
     def id(self) -> str:
         return self.manifest["config"]["digest"]
 
     @property
+    def manifest_digest(self) -> str:
+        return self.manifest_desc["digest"]
+
+    @property
+    def short_id(self) -> str:
+        return self.id.partition(":")[2][:12]
+
+    @property
     def size(self) -> int:
-        return sum(int(layer.get("size", 0)) for layer in self.manifest.get("layers") or ())
+        return sum(self.layer_sizes)
 
     @property
     def diff_ids(self) -> list[str]:
         return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
 
     @property
+    def chain_ids(self) -> list[str]:
+        from pallet.core.containerd import chain_ids
+        return chain_ids(self.diff_ids) if self.diff_ids else []
+
+    @property
+    def ref_names(self) -> list[str]:
+        """The names that are references (tags and digests), not the dangling one."""
+        return [n for n in self.names if not is_dangling_name(n)]
+
+    @property
     def repo_tags(self) -> list[str]:
-        return sorted(familiar_name(n) for n in self.names if "@" not in n)
+        return sorted(familiar_name(n) for n in self.ref_names if "@" not in n)
+
+    @property
+    def repo_digests(self) -> list[str]:
+        """Digest references: the ``repo@digest`` names, and ``repo@<target>`` for
+        each repository the manifest was pulled from or pushed to while the
+        image has a tag in it (as dockerd drops a digest reference with the
+        last tag of its repository)."""
+        digest = self.target.get("digest", "")
+        out = {familiar_name(n) for n in self.ref_names if "@" in n}
+        tagged = {_repository(n) for n in self.ref_names if "@" not in n}
+        for key, value in self.labels.items():
+            if not key.startswith(LABEL_SOURCE):
+                continue
+            host = key[len(LABEL_SOURCE):]
+            for repo in value.split(","):
+                if repo and _repository(f"{host}/{repo}") in tagged:
+                    out.add(familiar_name(f"{host}/{repo}@{digest}"))
+        return sorted(out)
+
+    @property
+    def dangling(self) -> bool:
+        return not self.repo_tags and not self.repo_digests
 
     @property
     def created_unix(self) -> int:
-        from pallet.plugins.api_rest.logs import parse_time
+        return created_unix(self.config.get("created")) or int(self.created_at)
 
-        try:
-            return int(parse_time(_normalise_time(self.config.get("created", ""))) / 1e9)
-        except (TypeError, ValueError):
-            return int(self.created_at)
+    @property
+    def image_labels(self) -> dict:
+        return (self.config.get("config") or {}).get("Labels") or {}
 
-    def summary(self, containers: int = -1) -> dict:
+    def summary(self, containers: int = -1, shared_size: int = -1) -> dict:
         return {
-            "Id": self.id, "ParentId": "", "RepoTags": self.repo_tags, "RepoDigests": [],
-            "Created": self.created_unix, "Size": self.size, "SharedSize": -1,
-            "VirtualSize": self.size, "Labels": (self.config.get("config") or {}).get("Labels")
-            or {}, "Containers": containers,
+            "Id": self.id, "ParentId": "", "RepoTags": self.repo_tags,
+            "RepoDigests": self.repo_digests, "Created": self.created_unix, "Size": self.size,
+            "SharedSize": shared_size, "VirtualSize": self.size, "Labels": self.image_labels,
+            "Containers": containers,
         }
 
     def inspect(self) -> dict:
         cfg = self.config.get("config") or {}
-        return {
-            "Id": self.id, "RepoTags": self.repo_tags, "RepoDigests": [], "Parent": "",
-            "Comment": self.config.get("comment", ""),
+        out = {
+            "Id": self.id, "RepoTags": self.repo_tags, "RepoDigests": self.repo_digests,
+            "Parent": "", "Comment": self.config.get("comment", ""),
             "Created": self.config.get("created", ""),
-            "Container": "", "ContainerConfig": _container_config(cfg),
+            "Container": self.config.get("container", ""),
+            "ContainerConfig": _container_config(self.config.get("container_config") or {}),
             "DockerVersion": self.config.get("docker_version", ""),
             "Author": self.config.get("author", ""), "Config": _container_config(cfg),
             "Architecture": self.config.get("architecture", ""),
-            "Variant": self.config.get("variant", "") or None,
             "Os": self.config.get("os", ""), "Size": self.size, "VirtualSize": self.size,
             "GraphDriver": {"Name": "overlayfs", "Data": None},
             "RootFS": {"Type": "layers", "Layers": self.diff_ids},
             "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         }
+        if self.config.get("variant"):
+            out["Variant"] = self.config["variant"]
+        if self.config.get("os.version"):
+            out["OsVersion"] = self.config["os.version"]
+        return out
 
 
 def _container_config(cfg: dict) -> dict:
     """An image config's ``config`` in docker's ContainerConfig shape."""
     return {
-        "Hostname": "", "Domainname": "", "User": cfg.get("User", ""),
+        "Hostname": cfg.get("Hostname", ""), "Domainname": cfg.get("Domainname", ""),
+        "User": cfg.get("User", ""),
         "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
         "ExposedPorts": cfg.get("ExposedPorts"), "Tty": False, "OpenStdin": False,
         "StdinOnce": False, "Env": cfg.get("Env"), "Cmd": cfg.get("Cmd"),
-        "Image": "", "Volumes": cfg.get("Volumes"), "WorkingDir": cfg.get("WorkingDir", ""),
-        "Entrypoint": cfg.get("Entrypoint"), "OnBuild": cfg.get("OnBuild"),
-        "Labels": cfg.get("Labels"), "StopSignal": cfg.get("StopSignal"),
+        "Healthcheck": cfg.get("Healthcheck"), "ArgsEscaped": cfg.get("ArgsEscaped"),
+        "Image": cfg.get("Image", ""), "Volumes": cfg.get("Volumes"),
+        "WorkingDir": cfg.get("WorkingDir", ""), "Entrypoint": cfg.get("Entrypoint"),
+        "OnBuild": cfg.get("OnBuild"), "Labels": cfg.get("Labels"),
+        "StopSignal": cfg.get("StopSignal"), "Shell": cfg.get("Shell"),
+    } if cfg else {
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
+        "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
+        "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
+        "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
     }
-
-
-def _normalise_time(text: str) -> str:
-    """Image ``created`` times come with any fraction and offset; keep UTC ``Z`` ones."""
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:00)?$", text or "")
-    if not m:
-        raise ValueError(text)
-    return m.group(1) + (m.group(2) or ".0") + "Z"
 
 
 class ImageService:
@@ -109,7 +188,10 @@ class ImageService:
         self.ctrd = ctrd
         self.snapshotter = snapshotter
         self._docs: dict[str, dict] = {}  # digest -> parsed manifest/config (immutable)
+        # chain ID -> bytes of that layer's snapshot (a chain ID names its content for good)
+        self._usage: dict[str, int] = {}
         self.in_use = lambda image_id: []  # set by the container service
+        self.names_lock = asyncio.Lock()
 
     # --- reading -------------------------------------------------------------
     async def _json(self, digest: str) -> dict:
@@ -121,8 +203,29 @@ class ImageService:
             self._docs[digest] = doc
         return doc
 
+    async def _layer_sizes(self, manifest: dict, config: dict) -> list[int]:
+        """The unpacked size of each layer (its snapshot's usage), else its blob size."""
+        from pallet.core.containerd import chain_ids
+
+        layers = manifest.get("layers") or []
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(layers):
+            return [int(x.get("size", 0)) for x in layers]
+        out = []
+        for layer, chain in zip(layers, chain_ids(diff_ids) if diff_ids else []):
+            size = self._usage.get(chain)
+            if size is None:
+                try:
+                    size = int((await self.ctrd.snapshot_usage(
+                        chain, snapshotter=self.snapshotter))["size"])
+                    self._usage[chain] = size
+                except errors.PalletError:
+                    size = int(layer.get("size", 0))
+            out.append(size)
+        return out
+
     async def _record(self, image, names: list[str]) -> ImageRecord:
-        from pallet.core.containerd import descriptor_to_dict, select_manifest, INDEX_TYPES
+        from pallet.core.containerd import INDEX_TYPES, descriptor_to_dict, select_manifest
 
         target = descriptor_to_dict(image.target)
         desc = target
@@ -136,7 +239,12 @@ class ImageService:
             raise errors.InvalidArgument(f"image {image.name}: target is not a manifest")
         config = await self._json(doc["config"]["digest"])
         created = image.created_at.seconds if image.HasField("created_at") else time.time()
-        return ImageRecord(target, desc["digest"], doc, config, names, created)
+        try:
+            labels = dict((await self.ctrd.content_info(target["digest"])).labels)
+        except errors.PalletError:
+            labels = {}
+        sizes = await self._layer_sizes(doc, config)
+        return ImageRecord(target, desc, doc, config, names, created, labels, sizes)
 
     async def all(self) -> list[ImageRecord]:
         """Every image, one record per config (names grouped), newest first."""
@@ -157,28 +265,35 @@ class ImageService:
                 records[rec.id] = rec
         return sorted(records.values(), key=lambda r: -r.created_unix)
 
+    async def _by_target(self, img) -> ImageRecord:
+        others = await self.ctrd.images([f"target.digest=={img.target.digest}"])
+        return await self._record(img, sorted({img.name, *(o.name for o in others)}))
+
     async def get(self, ref: str) -> ImageRecord:
-        """By name (``busybox``, ``busybox:latest``, full name) or id / unique id prefix."""
+        """By name (``busybox``, ``busybox:latest``, full name, ``repo@digest``) or
+        id / unique id prefix."""
         if not ref:
             raise errors.NotFound("No such image: ")
-        name = None
+        parsed = None
         try:
-            name = str(Reference.parse(ref))
+            parsed = Reference.parse(ref)
         except errors.InvalidArgument:
             if not _HEXPREFIX.match(ref):
                 raise
-        if name is not None:
+        if parsed is not None:
             try:
-                img = await self.ctrd.image_get(name)
+                return await self._by_target(await self.ctrd.image_get(str(parsed)))
             except errors.NotFound:
-                img = None
-            if img is not None:
-                rec = await self._record(img, [name])
-                others = await self.ctrd.images([f"target.digest=={img.target.digest}"])
-                rec.names = sorted({name, *(o.name for o in others)})
-                return rec
+                pass
+            if parsed.digest:
+                # repo@digest: an image pulled by tag whose manifest has this digest
+                for img in await self.ctrd.images([f"target.digest=={parsed.digest}"]):
+                    rec = await self._by_target(img)
+                    if any(Reference.parse(d, default_tag=False).repository
+                           == parsed.repository for d in rec.repo_digests):
+                        return rec
         m = _HEXPREFIX.match(ref)
-        if m and (ref.startswith("sha256:") or len(m.group(2)) >= 1):
+        if m:
             want = "sha256:" + m.group(2)
             found = [r for r in await self.all() if r.id.startswith(want)]
             if len(found) == 1:
@@ -196,44 +311,146 @@ class ImageService:
             raise errors.NotFound(f"image {rec.id} has no name to unpack")
         return await self.ctrd.unpack(name, self.snapshotter)
 
-    # --- removing --------------------------------------------------------------
-    async def delete(self, ref: str, *, force: bool = False) -> list[dict]:
-        """``docker rmi``: untag a name, and delete the image with its last name."""
-        rec = await self.get(ref)
-        by_name = False
-        name = None
-        try:
-            name = str(Reference.parse(ref))
-            by_name = name in rec.names
-        except errors.InvalidArgument:
-            pass
-        users = self.in_use(rec.id)
-        short = rec.id.split(":", 1)[1][:12]
-        if by_name and len(rec.names) > 1:
-            await self.ctrd.image_delete(name)
-            return [{"Untagged": familiar_name(name)}]
-        if not by_name and len(rec.names) > 1 and not force:
-            raise errors.Conflict(f"conflict: unable to delete {short} (must be forced) - image "
-                                  "is referenced in multiple repositories")
-        if users and not force:
-            if by_name:
-                raise errors.Conflict(
-                    f'conflict: unable to remove repository reference "{_display(ref)}" '
-                    f"(must force) - container {users[0][:12]} is using its referenced image "
-                    f"{short}")
-            raise errors.Conflict(f"conflict: unable to delete {short} (must be forced) - image "
-                                  f"is being used by stopped container {users[0][:12]}")
+    # --- listing ----------------------------------------------------------------
+    async def list(self, filters: dict[str, list[str]], *, all_: bool = False,
+                   shared_size: bool = False) -> list[dict]:
+        """``GET /images/json``: summaries, with docker's filters."""
+        for key in filters:
+            if key not in ("reference", "dangling", "label", "before", "since", "until"):
+                raise errors.InvalidArgument(f"invalid filter '{key}'")
+        records = await self.all()
+        dangling = bool_filter(filters["dangling"], "dangling") if "dangling" in filters \
+            else None
+        before = since = None
+        if "before" in filters:
+            before = min([(await self.get(v)).created_unix for v in filters["before"]])
+        if "since" in filters:
+            since = max([(await self.get(v)).created_unix for v in filters["since"]])
+        until = min(until_time(v) for v in filters["until"]) if "until" in filters else None
+        shared = self._shared_sizes(records) if shared_size else {}
         out = []
-        names = [name] if by_name else list(rec.names)
-        for n in names:
-            try:
-                await self.ctrd.image_delete(n)
-            except errors.NotFound:
+        for rec in records:
+            if dangling is not None and rec.dangling != dangling:
                 continue
-            out.append({"Untagged": familiar_name(n)})
-        if not users:
-            out.append({"Deleted": rec.id})
+            if "label" in filters and not labels_match(rec.image_labels, filters["label"]):
+                continue
+            if before is not None and rec.created_unix >= before:
+                continue
+            if since is not None and rec.created_unix <= since:
+                continue
+            if until is not None and rec.created_unix >= until:
+                continue
+            summary = rec.summary(len(self.in_use(rec.id)) if shared_size else -1,
+                                  shared.get(rec.id, -1))
+            if "reference" in filters:
+                names = [n for n in rec.ref_names
+                         if any(reference_matches(p, n) for p in filters["reference"])]
+                if not names:
+                    continue
+                summary["RepoTags"] = sorted(familiar_name(n) for n in names if "@" not in n)
+                summary["RepoDigests"] = [d for d in rec.repo_digests
+                                          if any(reference_matches(p, d)
+                                                 for p in filters["reference"])]
+            out.append(summary)
         return out
+
+    @staticmethod
+    def _shared_sizes(records: list[ImageRecord]) -> dict[str, int]:
+        """Per image, the size of its layers that other images have too."""
+        count: dict[str, int] = {}
+        for rec in records:
+            for chain in set(rec.chain_ids):
+                count[chain] = count.get(chain, 0) + 1
+        out = {}
+        for rec in records:
+            out[rec.id] = sum(size for chain, size in zip(rec.chain_ids, rec.layer_sizes)
+                              if count.get(chain, 0) > 1)
+        return out
+
+    async def df(self) -> tuple[int, list[dict]]:
+        """``GET /system/df``'s image part: (LayersSize, image summaries with
+        Containers and SharedSize)."""
+        records = await self.all()
+        shared = self._shared_sizes(records)
+        layers: dict[str, int] = {}
+        for rec in records:
+            layers.update(zip(rec.chain_ids, rec.layer_sizes))
+        return sum(layers.values()), [rec.summary(len(self.in_use(rec.id)), shared[rec.id])
+                                      for rec in records]
+
+    async def history(self, ref: str) -> list[dict]:
+        from pallet.plugins.store_overlay.imageops import history
+
+        rec = await self.get(ref)
+        return history(rec.config, rec.id, rec.layer_sizes, rec.repo_tags)
+
+    # --- names --------------------------------------------------------------------
+    async def repoint(self, name: str, target: dict, labels: dict | None = None) -> None:
+        """Point ``name`` at ``target`` (create or update); the image it named
+        before keeps a dangling name if it has no other, and ``target``'s own
+        dangling name goes."""
+        async with self.names_lock:
+            try:
+                before = await self.ctrd.image_get(name)
+            except errors.NotFound:
+                before = None
+            await self.ctrd.image_put(name, target, labels or None)
+            dangling = f"{DANGLING}@{target['digest']}"
+            if name != dangling:
+                try:
+                    await self.ctrd.image_delete(dangling)
+                except errors.NotFound:
+                    pass
+            if before is not None and before.target.digest != target["digest"]:
+                from pallet.core.containerd import descriptor_to_dict
+
+                left = await self.ctrd.images([f"target.digest=={before.target.digest}"])
+                if not left:
+                    await self.ctrd.image_put(f"{DANGLING}@{before.target.digest}",
+                                              descriptor_to_dict(before.target))
+
+    async def tag(self, source: str, repo: str, tag: str | None) -> str:
+        """``docker tag``: give the image ``source`` the name ``repo:tag``."""
+        rec = await self.get(source)
+        if not repo:
+            raise errors.InvalidArgument("repository name must have at least one component")
+        try:
+            ref = Reference.parse(repo, default_tag=False)
+        except errors.InvalidArgument as e:
+            raise errors.InvalidArgument(f"Error parsing reference: {repo!r} is not a valid "
+                                         f"repository/tag: {e.message}") from None
+        if ref.digest:
+            raise errors.InvalidArgument("refusing to create a tag with a digest reference")
+        if tag:
+            if ref.tag:
+                raise errors.InvalidArgument(f"invalid reference format: {repo}:{tag}")
+            try:
+                ref = Reference.parse(f"{ref.repository}:{tag}")
+            except errors.InvalidArgument:
+                raise errors.InvalidArgument(f"invalid tag format: {tag!r}") from None
+        elif not ref.tag:
+            ref = Reference.parse(ref.repository)
+        await self.repoint(str(ref), rec.target)
+        emit(self.kernel, "tag", rec.id, ref.familiar, rec.image_labels)
+        return str(ref)
+
+    # --- removing (image_remove.py) ----------------------------------------------
+    async def delete(self, ref: str, *, force: bool = False, running=lambda cid: False,
+                     sync: bool = True) -> list[dict]:
+        """``docker rmi``, with dockerd's rules: a name is untagged (the image
+        goes with its last reference); an ID removes the image when its
+        references are all in one repository (else ``-f``); containers using
+        it stop the removal unless forced (running ones even then)."""
+        from pallet.plugins.api_rest import image_remove
+        return await image_remove.delete(self, ref, force=force, running=running, sync=sync)
+
+    delete._emits_events = True  # the frontend need not make untag/delete events
+
+    async def prune(self, filters: dict[str, list[str]]) -> dict:
+        """``docker image prune``: dangling images (``dangling=false``: every
+        image no container uses), then one garbage collection."""
+        from pallet.plugins.api_rest import image_remove
+        return await image_remove.prune(self, filters)
 
     # --- loading -----------------------------------------------------------------
     async def load(self, body, progress) -> None:
@@ -242,16 +459,8 @@ class ImageService:
         JSON-lines messages."""
         from pallet.plugins.api_rest import loader
 
-        tmpdir = os.path.join(self.kernel.paths.data_root, "tmp")
-        os.makedirs(tmpdir, mode=0o700, exist_ok=True)
-        path = os.path.join(tmpdir, f"load-{secrets.token_hex(8)}.tar")
+        path = await self.spool(body, "load")
         try:
-            with open(path, "wb") as f:
-                while True:
-                    chunk = await body.read(1 << 20)
-                    if not chunk:
-                        break
-                    await asyncio.get_running_loop().run_in_executor(None, f.write, chunk)
             if os.path.getsize(path) == 0:
                 raise errors.InvalidArgument("empty export - not a tar archive")
             await loader.load_archive(self, path, progress)
@@ -261,6 +470,38 @@ class ImageService:
             except OSError:
                 pass
 
+    async def spool(self, body, what: str) -> str:
+        """Copy a request body to a private file under the data root; its path."""
+        tmpdir = os.path.join(self.kernel.paths.data_root, "tmp")
+        os.makedirs(tmpdir, mode=0o700, exist_ok=True)
+        path = os.path.join(tmpdir, f"{what}-{secrets.token_hex(8)}.tar")
+        loop = asyncio.get_running_loop()
+        try:
+            with open(path, "wb") as f:
+                while True:
+                    chunk = await body.read(1 << 20)
+                    if not chunk:
+                        break
+                    await loop.run_in_executor(None, f.write, chunk)
+        except BaseException:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+        return path
+
+
+def _repository(name: str) -> str:
+    try:
+        return Reference.parse(name, default_tag=False).repository
+    except errors.InvalidArgument:
+        return name
+
 
 def _display(ref: str) -> str:
-    return ref
+    """How docker names a missing image: the familiar reference, with its tag."""
+    try:
+        return Reference.parse(ref).familiar
+    except errors.InvalidArgument:
+        return ref

@@ -1,7 +1,7 @@
 """The json-file log driver: one JSON object per line in
 ``<container_dir>/<id>-json.log``, ``{"log": ..., "stream": ..., "time": ...}``,
-as dockerd writes it, plus the in-memory fan-out to attached clients and to
-``logs --follow``."""
+as dockerd writes it, rotated by ``max-size``/``max-file``; the ``none``
+driver; and the in-memory fan-out to attached clients and to ``logs --follow``."""
 from __future__ import annotations
 
 import asyncio
@@ -39,22 +39,129 @@ class LogEntry:
         self.time_ns = time_ns
 
 
+LOG_DRIVERS = ("json-file", "none")
+_JSON_FILE_OPTS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env",
+                   "env-regex", "tag")
+
+
+def parse_size(text: str) -> int:
+    """go-units' RAMInBytes: ``10m``, ``1k``, ``2g``, ``100`` (binary multiples)."""
+    import re
+
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", str(text), re.I)
+    if not m:
+        raise ValueError(f"invalid size: '{text}'")
+    mult = 1024 ** " kmgtp".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * mult)
+
+
+def check_log_config(log_config: dict) -> dict:
+    """Check ``HostConfig.LogConfig`` as dockerd does at create; returns it completed."""
+    from pallet.core.errors import InvalidArgument
+
+    driver = log_config.get("Type") or "json-file"
+    opts = log_config.get("Config") or {}
+    if not isinstance(opts, dict) or not all(isinstance(v, str) for v in opts.values()):
+        raise InvalidArgument("invalid LogConfig.Config: a map of strings is expected")
+    if driver not in LOG_DRIVERS:
+        raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
+    allowed = _JSON_FILE_OPTS if driver == "json-file" else ()
+    for key in opts:
+        if key not in allowed:
+            raise InvalidArgument(f"unknown log opt '{key}' for {driver} log driver")
+    if driver == "json-file":
+        size = 0
+        if opts.get("max-size"):
+            try:
+                size = parse_size(opts["max-size"])
+            except ValueError as e:
+                raise InvalidArgument(str(e)) from None
+            if size <= 0:
+                raise InvalidArgument("max-size must be a positive number")
+        if opts.get("max-file"):
+            try:
+                n = int(opts["max-file"])
+            except ValueError:
+                raise InvalidArgument(f"invalid value for max-file: {opts['max-file']}") \
+                    from None
+            if n < 1:
+                raise InvalidArgument("max-file cannot be less than 1")
+            if n > 1 and not size:
+                raise InvalidArgument("max-file cannot be greater than 1 when max-size is "
+                                      "not set")
+        if opts.get("compress") and opts["compress"].lower() not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid value for compress: {opts['compress']}")
+    return {"Type": driver, "Config": dict(opts)}
+
+
+def log_settings(log_config: dict | None) -> dict:
+    """The driver and rotation settings of a container's LogConfig."""
+    log_config = log_config or {}
+    opts = log_config.get("Config") or {}
+    try:
+        size = parse_size(opts["max-size"]) if opts.get("max-size") else 0
+    except ValueError:
+        size = 0
+    try:
+        files = max(1, int(opts.get("max-file") or 1))
+    except ValueError:
+        files = 1
+    return {"driver": log_config.get("Type") or "json-file", "max_size": size,
+            "max_file": files if size else 1,
+            "compress": (opts.get("compress") or "").lower() in ("true", "1")}
+
+
+def rotated_files(path: str) -> list[str]:
+    """The files of a json-file log, oldest first: ``path.N[.gz]`` ... ``path.1``, ``path``."""
+    import re
+
+    d, base = os.path.split(path)
+    pattern = re.compile(re.escape(base) + r"\.(\d+)(\.gz)?$")
+    found = []
+    try:
+        for name in os.listdir(d or "."):
+            m = pattern.match(name)
+            if m:
+                found.append((int(m.group(1)), os.path.join(d, name)))
+    except OSError:
+        pass
+    return [p for _, p in sorted(found, reverse=True)] + [path]
+
+
 class ContainerLog:
     """Writes a container's output to its json-file log and hands every chunk
     to the live subscribers (attach, logs --follow) in the same step, so that a
-    reader that snapshots the file size and subscribes at once misses nothing."""
+    reader that snapshots the file size and subscribes at once misses nothing.
 
-    def __init__(self, path: str):
+    With ``max_size`` the file is rotated as dockerd's json-file driver does
+    (``-json.log`` becomes ``.1``, ``.1`` becomes ``.2``... keeping ``max_file``
+    files in all, ``.N.gz`` with ``compress``); the ``none`` driver keeps no
+    file, only the live fan-out."""
+
+    def __init__(self, path: str, *, driver: str = "json-file", max_size: int = 0,
+                 max_file: int = 1, compress: bool = False):
         self.path = path
+        self.driver = driver
+        self.max_size = max_size
+        self.max_file = max_file
+        self.compress = compress
         self._fd: int | None = None
+        self._size = 0
         self._partial = {"stdout": b"", "stderr": b""}
         self._raw_subscribers: set[asyncio.Queue] = set()
         self._line_subscribers: set[asyncio.Queue] = set()
 
+    @classmethod
+    def for_config(cls, path: str, log_config: dict | None) -> "ContainerLog":
+        s = log_settings(log_config)
+        return cls(path, driver=s["driver"], max_size=s["max_size"], max_file=s["max_file"],
+                   compress=s["compress"])
+
     def open(self) -> None:
-        if self._fd is None:
+        if self._fd is None and self.driver == "json-file":
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                0o640)
+            self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
         for stream in ("stdout", "stderr"):
@@ -90,15 +197,43 @@ class ContainerLog:
 
     def _emit(self, stream: str, line: bytes) -> None:
         now = time.time_ns()
-        entry = {"log": line.decode("utf-8", "replace"), "stream": stream,
-                 "time": rfc3339nano(now)}
         if self._fd is not None:
+            entry = {"log": line.decode("utf-8", "replace"), "stream": stream,
+                     "time": rfc3339nano(now)}
+            data = (json.dumps(entry) + "\n").encode()
             try:
-                os.write(self._fd, (json.dumps(entry) + "\n").encode())
+                if self.max_size and self._size and self._size + len(data) > self.max_size:
+                    self._rotate()
+                os.write(self._fd, data)
+                self._size += len(data)
             except OSError:
                 pass  # a full disk must not stop the container's output
         for q in self._line_subscribers:
             q.put_nowait(LogEntry(stream, line, now))
+
+    def _rotate(self) -> None:
+        """``path`` -> ``path.1`` -> ... -> ``path.<max_file-1>``; the oldest goes."""
+        os.close(self._fd)
+        self._fd = None
+        suffix = ".gz" if self.compress else ""
+        if self.max_file <= 1:
+            os.truncate(self.path, 0)
+        else:
+            for i in range(self.max_file - 1, 0, -1):
+                for sfx in ("", ".gz"):
+                    src = f"{self.path}.{i}{sfx}"
+                    if not os.path.exists(src):
+                        continue
+                    if i == self.max_file - 1:
+                        os.unlink(src)
+                    else:
+                        os.replace(src, f"{self.path}.{i + 1}{sfx}")
+            os.replace(self.path, f"{self.path}.1")
+            if suffix:
+                _gzip_file(f"{self.path}.1")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                           0o640)
+        self._size = 0
 
     # --- subscribing ---------------------------------------------------------
     def subscribe_raw(self) -> asyncio.Queue:
@@ -119,14 +254,17 @@ class ContainerLog:
         self._line_subscribers.discard(q)
 
 
-def read_entries(path: str, limit_bytes: int | None = None) -> list[LogEntry]:
-    """Every entry of a json-file log (up to ``limit_bytes`` of it)."""
-    out: list[LogEntry] = []
-    try:
-        with open(path, "rb") as f:
-            data = f.read() if limit_bytes is None else f.read(limit_bytes)
-    except FileNotFoundError:
-        return out
+def _gzip_file(path: str) -> None:
+    import gzip
+    import shutil
+
+    with open(path, "rb") as src, gzip.open(path + ".gz.tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(path + ".gz.tmp", path + ".gz")
+    os.unlink(path)
+
+
+def _parse_lines(data: bytes, out: list) -> None:
     for line in data.splitlines():
         try:
             obj = json.loads(line)
@@ -134,7 +272,43 @@ def read_entries(path: str, limit_bytes: int | None = None) -> list[LogEntry]:
                                 parse_time(obj["time"])))
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line after a crash
+
+
+def open_files(path: str) -> list[tuple]:
+    """Open every file of the log now, with the current size of the live one:
+    rotations that happen while they are read do not disturb the reader."""
+    out = []
+    for name in (rotated_files(path) if path else []):
+        try:
+            f = open(name, "rb")
+        except OSError:
+            continue
+        out.append((f, name.endswith(".gz"), os.fstat(f.fileno()).st_size))
     return out
+
+
+def read_open_files(files: list[tuple]) -> list[LogEntry]:
+    """The entries of files from :func:`open_files` (which it closes)."""
+    import gzip
+
+    out: list[LogEntry] = []
+    for f, gz, size in files:
+        try:
+            with f:
+                if gz:
+                    with gzip.open(f, "rb") as g:
+                        data = g.read()
+                else:
+                    data = f.read(size)
+        except (OSError, EOFError):
+            continue
+        _parse_lines(data, out)
+    return out
+
+
+def read_entries(path: str) -> list[LogEntry]:
+    """Every entry of a json-file log, its rotated files first."""
+    return read_open_files(open_files(path))
 
 
 async def follow(log: ContainerLog | None, path: str, *, streams: set[str], tail: int | None,
@@ -146,8 +320,8 @@ async def follow(log: ContainerLog | None, path: str, *, streams: set[str], tail
     if follow and log is not None and running():
         queue = log.subscribe_lines()
     try:
-        size = os.path.getsize(path) if os.path.exists(path) else 0
-        entries = await asyncio.get_running_loop().run_in_executor(None, read_entries, path, size)
+        files = open_files(path)
+        entries = await asyncio.get_running_loop().run_in_executor(None, read_open_files, files)
 
         def keep(e: LogEntry) -> bool:
             return (e.stream in streams and e.time_ns >= since_ns

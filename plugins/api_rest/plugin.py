@@ -21,4 +21,6 @@ def pallet_provide_client_protocol(kernel):
                     or kernel.paths.containerd_socket,
                     runtime=cfg.get("runtime") or "io.containerd.runc.v2",
                     cgroup_parent=cfg.get("cgroup_parent") or "/pallet",
-                    debug=bool(kernel.ext.get("debug")))
+                    debug=bool(kernel.ext.get("debug")),
+                    live_restore=bool(kernel.ext.get("live_restore")))
+

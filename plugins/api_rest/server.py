@@ -4,12 +4,9 @@ chosen with ``-H`` (unix://, tcp://, fd://)."""
 from __future__ import annotations
 
 import asyncio
-import grp
 import json
 import logging
-import os
 import re
-import socket
 
 from aiohttp import web
 
@@ -19,7 +16,6 @@ log = logging.getLogger("pallet.api_rest")
 
 API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
-DEFAULT_UNIX_GROUP = "pallet"
 
 _VERSION_PREFIX = r"/{api_version:v[0-9]+(?:\.[0-9]+)?}"
 
@@ -186,18 +182,13 @@ class Routes:
 # Families of the Engine API that pallet does not serve yet: they answer 501
 # with docker's JSON error rather than a bare 404.
 UNIMPLEMENTED = (
-    "/containers/prune", "/containers/{id}/exec", "/containers/{id}/top",
-    "/containers/{id}/changes", "/containers/{id}/export", "/containers/{id}/stats",
-"/containers/{id}/pause", "/containers/{id}/unpause",
-    "/containers/{id}/restart", "/containers/{id}/rename", "/containers/{id}/update",
-    "/containers/{id}/archive", "/containers/{id}/attach/ws",
-    "/exec/{tail:.*}", "/build{tail:.*}", "/commit", "/images/create", "/images/search",
+    "/containers/{id}/attach/ws",
+    "/build{tail:.*}", "/commit", "/images/create", "/images/search",
     "/images/get", "/images/prune", "/images/{name:.*}/push", "/images/{name:.*}/tag",
     "/images/{name:.*}/history", "/images/{name:.*}/get",
-    "/volumes{tail:.*}", "/swarm{tail:.*}", "/services{tail:.*}",
+    "/swarm{tail:.*}", "/services{tail:.*}",
     "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
-    "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}", "/auth", "/events",
-    "/system/df",
+    "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}", "/auth",
 )
 
 
@@ -237,12 +228,14 @@ def make_app(kernel, service) -> web.Application:
     routes = Routes(app)
     handlers_system.register(routes)
     handlers_containers.register(routes)
+    from pallet.plugins.api_rest import handlers_exec, handlers_volumes
+    handlers_exec.register(routes)
+    handlers_volumes.register(routes)
     handlers_images.register(routes)
     from pallet.plugins.api_rest import handlers_networks  # network role (net_bridge)
     handlers_networks.register(routes)
     kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
     routes.add("POST", "/images/create", pull_not_implemented)
-    routes.add("GET", "/volumes/{name}", _no_such("volume"))
     routes.add("GET", "/plugins/{name:.+}/json", _no_such("plugin"))
     for path in UNIMPLEMENTED:
         routes.add("*", path, not_implemented)
@@ -250,98 +243,10 @@ def make_app(kernel, service) -> web.Application:
 
 
 # --- listeners -------------------------------------------------------------------
-
-def parse_host(spec: str, default_socket: str) -> tuple[str, str]:
-    """``-H`` values as dockerd reads them: ``unix:///path``, ``tcp://h:p``, ``fd://``."""
-    spec = spec.strip()
-    if not spec or spec == "unix://":
-        return "unix", default_socket
-    if spec.startswith("unix://"):
-        return "unix", spec[len("unix://"):]
-    if spec.startswith("/"):
-        return "unix", spec
-    if spec.startswith("tcp://"):
-        hostport = spec[len("tcp://"):].rstrip("/") or "127.0.0.1:2375"
-        return "tcp", hostport
-    if spec.startswith("fd://"):
-        return "fd", spec[len("fd://"):]
-    raise errors.ConfigError(f"invalid -H {spec!r}: want unix://PATH, tcp://HOST:PORT or fd://")
-
-
-def _unix_socket(path: str) -> socket.socket:
-    if len(path.encode()) >= 108:
-        raise errors.ConfigError(f"listen unix {path}: socket path longer than 107 bytes")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    # mode 0660 and group "pallet" when it exists, as dockerd does with "docker"
-    os.chmod(path, 0o660)
-    try:
-        os.chown(path, 0, grp.getgrnam(DEFAULT_UNIX_GROUP).gr_gid)
-    except (KeyError, PermissionError):
-        pass
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
-
-
-def _tcp_socket(hostport: str) -> socket.socket:
-    host, _, port = hostport.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except (ValueError, OSError) as e:
-        raise errors.ConfigError(f"invalid tcp address {hostport}: {e}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(addr)
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
-
-
-def _fd_sockets(which: str) -> list[socket.socket]:
-    """systemd socket activation (sd_listen_fds): fds 3.. as given by LISTEN_FDS."""
-    if os.environ.get("LISTEN_PID") not in (None, str(os.getpid())):
-        raise errors.ConfigError("fd://: LISTEN_PID is not this process")
-    n = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    if n <= 0:
-        raise errors.ConfigError("no sockets found via socket activation: make sure the "
-                                 "service was started by systemd")
-    socks = [socket.socket(fileno=3 + i) for i in range(n)]
-    if which:
-        names = os.environ.get("LISTEN_FDNAMES", "").split(":")
-        if which.isdigit():
-            socks = [s for s in socks if s.fileno() == int(which)]
-        else:
-            socks = [s for s, name in zip(socks, names) if name == which]
-        if not socks:
-            raise errors.ConfigError(f"fd://{which}: no such activated socket")
-    for s in socks:
-        s.setblocking(False)
-    return socks
-
-
-def open_listeners(hosts: list[str], default_socket: str) -> list[tuple[str, socket.socket]]:
-    """Bind every ``-H`` (before anything else starts, so a bad one fails early)."""
-    out = []
-    for spec in hosts or ["unix://" + default_socket]:
-        kind, where = parse_host(spec, default_socket)
-        try:
-            if kind == "unix":
-                out.append((f"unix://{where}", _unix_socket(where)))
-            elif kind == "tcp":
-                out.append((f"tcp://{where}", _tcp_socket(where)))
-            else:
-                out.extend((f"fd://{s.fileno()}", s) for s in _fd_sockets(where))
-        except OSError as e:
-            raise errors.ConfigError(f"listen {spec}: {e.strerror.lower() if e.strerror else e}")
-    return out
+# -H parsing, binding (unix/tcp+TLS/fd://) and closing live in listeners.py;
+# these names stay importable from here.
+from pallet.plugins.api_rest.listeners import (close_listeners, open_listeners,  # noqa: E402,F401
+                                               parse_host)
 
 
 async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
@@ -352,24 +257,16 @@ async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
     runner = web.AppRunner(app, access_log=access, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        for name, sock in listeners:
+        for listener in listeners:
+            name, sock = listener
+            if getattr(listener, "ssl", None) is not None:
+                # TLS is terminated outside asyncio, which cannot half-close it
+                listener.serve_tls(asyncio.get_running_loop(), runner.server)
+                log.info("API listen on %s (TLS)", name)
+                continue
             await web.SockSite(runner, sock).start()
             log.info("API listen on %s", name)
         await stop.wait()
     finally:
         await runner.cleanup()
         close_listeners(listeners)
-
-
-def close_listeners(listeners) -> None:
-    """Close the sockets and remove the unix socket files palletd made."""
-    for name, sock in listeners:
-        try:
-            sock.close()
-        except OSError:
-            pass
-        if name.startswith("unix://"):
-            try:
-                os.unlink(name[len("unix://"):])
-            except OSError:
-                pass

@@ -77,10 +77,48 @@ def default_mounts(shm_size: int) -> list[dict]:
     ]
 
 
+#: capability numbers (linux/capability.h)
+CAP_NUMBERS = {name: i for i, name in enumerate((
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"))}
+
+_HOST_CAPS: tuple[str, ...] | None = None
+
+
+def host_caps() -> tuple[str, ...]:
+    """The capabilities this engine itself can hand out: its own bounding set
+    (``CapBnd`` of /proc/self/status), within what the kernel knows.  "All
+    capabilities" (``--privileged``, ``--cap-add ALL``) means these: asking
+    for one the engine lacks would make the runtime's capset fail."""
+    global _HOST_CAPS
+    if _HOST_CAPS is None:
+        try:
+            with open("/proc/self/status") as f:
+                bnd = next(int(line.split()[1], 16) for line in f
+                           if line.startswith("CapBnd:"))
+        except (OSError, StopIteration, ValueError):
+            bnd = (1 << 64) - 1
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                last = int(f.read())
+        except (OSError, ValueError):
+            last = 40
+        _HOST_CAPS = tuple(c for c in ALL_CAPS
+                           if CAP_NUMBERS[c] <= last and bnd >> CAP_NUMBERS[c] & 1)
+    return _HOST_CAPS
+
+
 def capabilities(cap_add, cap_drop, privileged: bool) -> list[str]:
     """Docker's default set adjusted by ``--cap-add``/``--cap-drop`` (``ALL`` allowed)."""
     if privileged:
-        return list(ALL_CAPS)
+        return list(host_caps())
 
     def norm(c: str) -> str:
         c = c.upper()
@@ -94,7 +132,7 @@ def capabilities(cap_add, cap_drop, privileged: bool) -> list[str]:
     caps = [] if "ALL" in drop else list(DEFAULT_CAPS)
     caps = [c for c in caps if c not in drop]
     if "ALL" in add:
-        return list(ALL_CAPS)
+        return [c for c in host_caps() if c not in drop]
     for c in add:
         if c not in caps:
             caps.append(c)

@@ -49,6 +49,11 @@ class Container:
         self.op_lock = None        # asyncio.Lock serialising start/stop/remove
         self.wait_task = None
         self.removing = False
+        self.restart_task = None   # the pending restart of a restart policy
+        self.restart_timeout = 0.0 # the restart policy's current backoff (seconds)
+        self.exit_on_next = False  # kill/stop asked: no restart at this exit
+        self.cgroups: dict = {}    # controller -> cgroup dir while the task runs
+        self.volumes: list = []    # volumes mounted for the running task
 
     @property
     def id(self) -> str:
@@ -64,7 +69,13 @@ class Container:
 
     @property
     def running(self) -> bool:
-        return bool(self.state.get("Running"))
+        """A task exists (running or paused); inspect's ``Running`` is also true
+        while a restart policy waits, as dockerd shows it."""
+        return self.state.get("Status") in ("running", "paused")
+
+    @property
+    def paused(self) -> bool:
+        return self.state.get("Status") == "paused"
 
     @property
     def tty(self) -> bool:
@@ -83,10 +94,19 @@ class Container:
             "OOMKilled": False, "Dead": False, "Pid": pid, "ExitCode": 0, "Error": "",
             "StartedAt": now_rfc3339(), "FinishedAt": ZERO_TIME})
 
-    def set_exited(self, code: int, error: str = "") -> None:
+    def set_exited(self, code: int, error: str = "", *, oom: bool = False) -> None:
         self.data["State"].update({
             "Status": "exited", "Running": False, "Paused": False, "Restarting": False,
-            "Pid": 0, "ExitCode": code, "Error": error, "FinishedAt": now_rfc3339()})
+            "Pid": 0, "ExitCode": code, "Error": error, "FinishedAt": now_rfc3339(),
+            "OOMKilled": oom})
+
+    def set_restarting(self) -> None:
+        self.data["State"].update({"Status": "restarting", "Running": True, "Paused": False,
+                                   "Restarting": True, "Pid": 0})
+
+    def set_paused(self, paused: bool) -> None:
+        self.data["State"].update({"Status": "paused" if paused else "running",
+                                   "Paused": paused})
 
     def summary(self) -> dict:
         """Docker's ContainerSummary (``GET /containers/json``)."""
@@ -107,8 +127,14 @@ class Container:
             "HostConfig": {"NetworkMode": self.data["HostConfig"].get("NetworkMode") or "default"},
             "NetworkSettings": {"Networks": (self.data.get("NetworkSettings") or {}).get(
                 "Networks") or {}},
-            "Mounts": self.data.get("Mounts") or [],
+            "Mounts": _mounts(self.data),
         }
+
+
+def _mounts(data: dict) -> list:
+    from pallet.plugins.api_rest.mounts import inspect_mounts
+
+    return inspect_mounts(data.get("MountPoints") or [])
 
 
 def status_text(state: dict) -> str:
@@ -118,6 +144,11 @@ def status_text(state: dict) -> str:
     status = state.get("Status", "created")
     if status == "running":
         return "Up " + human_duration(_since(state.get("StartedAt"), parse_time))
+    if status == "paused":
+        return "Up " + human_duration(_since(state.get("StartedAt"), parse_time)) + " (Paused)"
+    if status == "restarting":
+        return (f"Restarting ({state.get('ExitCode', 0)}) "
+                f"{human_duration(_since(state.get('FinishedAt'), parse_time))} ago")
     if status == "exited":
         finished = state.get("FinishedAt")
         if not finished or finished == ZERO_TIME:

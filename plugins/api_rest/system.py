@@ -6,7 +6,11 @@ import platform
 import socket
 import time
 
+import asyncio
+
 from pallet.core import errors
+from pallet.plugins.api_rest.events import bus_of
+from pallet.plugins.api_rest.security import security_options_info
 from pallet.plugins.api_rest.server import API_VERSION, MIN_API_VERSION
 
 try:
@@ -50,11 +54,13 @@ def _rfc3339_local() -> str:
 
 
 class SystemService:
-    def __init__(self, kernel, ctrd, containers, images, *, debug: bool = False):
+    def __init__(self, kernel, ctrd, containers, images, *, debug: bool = False,
+                 volumes=None):
         self.kernel = kernel
         self.ctrd = ctrd
         self.containers = containers
         self.images = images
+        self.volumes = volumes
         self.debug = debug
         self.started = time.time()
 
@@ -107,17 +113,18 @@ class SystemService:
             "Driver": "overlayfs",
             "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
             "DockerRootDir": paths.data_root,
-            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
-                        "Authorization": [], "Log": ["json-file"]},
+            "Plugins": self._plugins(),
             "MemoryLimit": True, "SwapLimit": os.path.exists(
                 "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") or cgroup_v2,
             "KernelMemoryTCP": not cgroup_v2, "CpuCfsPeriod": True, "CpuCfsQuota": True,
             "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
             "BridgeNfIptables": False, "BridgeNfIp6tables": False, "OomKillDisable": not cgroup_v2,
             "Debug": self.debug, "NFd": len(os.listdir("/proc/self/fd")),
-            "NGoroutines": 0, "SystemTime": _rfc3339_local(), "LoggingDriver": "json-file",
+            "NGoroutines": len(asyncio.all_tasks()), "SystemTime": _rfc3339_local(),
+            "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if cgroup_v2 else "1",
-            "NEventsListener": 0, "KernelVersion": platform.release(),
+            "NEventsListener": bus_of(self.kernel).listeners,
+            "KernelVersion": platform.release(),
             "OperatingSystem": os_name, "OSVersion": os_version, "OSType": "linux",
             "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
             "MemTotal": _mem_total(), "IndexServerAddress": "https://index.docker.io/v1/",
@@ -131,13 +138,47 @@ class SystemService:
             "Runtimes": {runtime: {"path": runtime}}, "DefaultRuntime": runtime,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                       "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-            "LiveRestoreEnabled": True, "Isolation": "",
+            "LiveRestoreEnabled": bool(self.containers.live_restore), "Isolation": "",
             "InitBinary": "docker-init",
             "ContainerdCommit": {"ID": cv["revision"], "Expected": cv["revision"]},
             "RuncCommit": {"ID": "", "Expected": ""}, "InitCommit": {"ID": "", "Expected": ""},
-            "SecurityOptions": ["name=cgroupns"] if cgroup_v2 else [],
+            "SecurityOptions": security_options_info(),
             "Warnings": None,
         }
+
+
+    def _plugins(self) -> dict:
+        """docker's Plugins (drivers by kind), and pallet's own plugins loaded in
+        this process as ``Pallet`` entries ``name (role) version``."""
+        net = ["bridge", "host", "null"] if self.kernel.has_role("network") else ["host",
+                                                                                  "null"]
+        pallet = []
+        try:
+            for p in self.kernel.loaded_plugins():
+                pallet.append(f"{p.name} ({p.role or 'extension'}) {p.version}")
+        except Exception:  # noqa: BLE001 — information only
+            pass
+        return {"Volume": ["local"], "Network": net, "Authorization": None,
+                "Log": ["json-file", "none"], "Pallet": sorted(pallet)}
+
+    async def df(self) -> dict:
+        """``/system/df``: images, containers (with sizes), volumes (with usage)."""
+        from pallet.plugins.api_rest.handlers_volumes import usage
+
+        try:
+            records = await self.images.all()
+        except errors.PalletError:
+            records = []
+        users = self.containers._users_of
+        images = [rec.summary(len(users(rec.id))) for rec in records]
+        for img in images:
+            img["SharedSize"] = 0
+        containers = []
+        for entry in await self.containers.list(all=True, size=True):
+            containers.append(entry)
+        volumes = await usage(self.volumes) if self.volumes is not None else []
+        return {"LayersSize": sum(rec.size for rec in records), "Images": images,
+                "Containers": containers, "Volumes": volumes, "BuildCache": []}
 
 
 def _daemon_id(data_root: str) -> str:

@@ -113,6 +113,8 @@ class BridgeDriver(SandboxMixin):
         self._netns_dir_ready = False
         self._host_ns_fd: int | None = None
         self._dns_tables: dict = {}
+        self._veth_reaper = None
+        self._netlink: dict = {}  # sandbox id -> its netlink socket (in memory only)
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self, loop=None) -> None:
@@ -140,6 +142,11 @@ class BridgeDriver(SandboxMixin):
         self.dns.close()
 
         def close():
+            for nl in self._netlink.values():
+                nl.close()
+            self._netlink.clear()
+            if self._veth_reaper is not None:
+                self._veth_reaper.drain()
             self.links.close()
             if self._host_ns_fd is not None:
                 os.close(self._host_ns_fd)

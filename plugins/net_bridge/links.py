@@ -42,6 +42,7 @@ class HostLinks:
 
     def __init__(self):
         self._ipr = None
+        self._bridges: dict[str, int | None] = {}  # bridge name -> index (enslave's cache)
 
     @property
     def ipr(self):
@@ -56,8 +57,8 @@ class HostLinks:
             self._ipr = None
 
     def index(self, name: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+        """The link's index (one RTM_GETLINK by name, not a dump of every link)."""
+        return index_of(self.ipr, name)
 
     def exists(self, name: str) -> bool:
         return self.index(name) is not None
@@ -99,6 +100,7 @@ class HostLinks:
     def delete(self, name: str) -> bool:
         """Delete a link (a veth takes its peer along); False when it was not there."""
         nle = _netlink_error()
+        self._bridges.pop(name, None)
         idx = self.index(name)
         if idx is None:
             return False
@@ -113,7 +115,10 @@ class HostLinks:
     def enslave(self, name: str, bridge: str, hairpin: bool = False) -> None:
         """Put the host end of a veth pair on ``bridge`` and bring it up."""
         nle = _netlink_error()
-        idx, br = self.index(name), self.index(bridge)
+        idx = self.index(name)
+        br = self._bridges.get(bridge)
+        if br is None or not os.path.exists(f"/sys/class/net/{bridge}"):
+            br = self._bridges[bridge] = self.index(bridge)
         if idx is None or br is None:
             raise PalletError(f"attach {name} to bridge {bridge}: no such device")
         try:
@@ -123,6 +128,28 @@ class HostLinks:
                               f"{os.strerror(e.code).lower()}") from None
         if hairpin:
             set_hairpin(name, True)
+
+    def add_veth(self, ep: dict, bridge: str, ns_path: str) -> None:
+        """One veth pair in one request: the host end ``ep["host_ifname"]`` on
+        ``bridge`` and up, the other end ``ep["ifname"]`` (MAC, MTU) created
+        straight in the namespace at ``ns_path``."""
+        nle = _netlink_error()
+        br = self._bridges.get(bridge)
+        if br is None or not os.path.exists(f"/sys/class/net/{bridge}"):
+            br = self._bridges[bridge] = self.index(bridge)
+        if br is None:
+            raise PalletError(f"create veth {ep['host_ifname']}: no bridge {bridge}")
+        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.ipr.link("add", ifname=ep["host_ifname"], kind="veth", mtu=ep["mtu"],
+                          master=br, state="up",
+                          peer={"ifname": ep["ifname"], "net_ns_fd": fd, "address": ep["mac"],
+                                "mtu": ep["mtu"]})
+        except nle as e:
+            raise PalletError(f"create veth {ep['host_ifname']} on {bridge}: "
+                              f"{os.strerror(e.code).lower()}") from None
+        finally:
+            os.close(fd)
 
     def names(self) -> set[str]:
         return {link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
@@ -144,6 +171,56 @@ class HostLinks:
                 except ValueError:
                     pass
         return out
+
+
+def index_of(ipr, name: str) -> int | None:
+    nle = _netlink_error()
+    try:
+        return ipr.link("get", ifname=name)[0]["index"]
+    except nle as e:
+        if e.code in (ENODEV, errno.ENOENT, errno.EINVAL):
+            return None
+        raise
+
+
+class Reaper:
+    """Deletes host-side veths on a thread of its own: the kernel's veth teardown
+    waits for an RCU grace period (milliseconds), which a container's exit need
+    not wait for.  The names are random, so nothing can reuse them meanwhile;
+    ``drain()`` waits for the queue (tests, shutdown)."""
+
+    def __init__(self):
+        import queue
+        import threading
+        self._q: "queue.Queue[str | None]" = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="pallet-net-reaper", daemon=True)
+        self._thread.start()
+
+    def delete(self, name: str) -> None:
+        self._q.put(name)
+
+    def drain(self) -> None:
+        self._q.join()
+
+    def _run(self) -> None:
+        import logging
+        from pyroute2 import IPRoute
+        nle = _netlink_error()
+        with IPRoute() as ipr:
+            while True:
+                name = self._q.get()
+                try:
+                    idx = index_of(ipr, name)
+                    if idx is not None:
+                        ipr.link("del", index=idx)
+                except nle as e:
+                    if e.code != ENODEV:
+                        logging.getLogger("pallet.net_bridge").warning(
+                            "delete link %s: %s", name, os.strerror(e.code).lower())
+                except Exception:  # noqa: BLE001 — keep reaping
+                    logging.getLogger("pallet.net_bridge").exception("delete link %s", name)
+                finally:
+                    self._q.task_done()
 
 
 def set_hairpin(ifname: str, on: bool) -> None:
@@ -168,6 +245,76 @@ def set_route_localnet(ifname: str, on: bool = True) -> None:
             from None
 
 
+def netlink_socket():
+    """A route netlink socket; opened inside a sandbox, it stays bound to that
+    namespace, so the worker thread can configure the sandbox through it
+    (``SandboxLinks``) without joining it."""
+    import socket
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # NETLINK_ROUTE
+
+
+class SandboxLinks:
+    """pyroute2 over a sandbox's own netlink socket (a dup of it, closed after)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def __enter__(self):
+        from pyroute2 import IPRoute
+        self.ipr = IPRoute(fileno=os.dup(self.sock.fileno()))
+        return self
+
+    def __exit__(self, *exc):
+        self.ipr.close()
+
+    def configure(self, endpoints: list[dict], gateway: str | None,
+                  loopback: bool = True) -> None:
+        """Loopback up; each endpoint's interface (made by ``add_veth``) gets its
+        address and goes up; the default route via ``gateway``."""
+        nle = _netlink_error()
+        ipr = self.ipr
+        step = "bring loopback up"
+        try:
+            if loopback:
+                ipr.link("set", index=1, state="up")  # lo is index 1 in every netns
+            for ep in endpoints:
+                step = f"configure {ep['ifname']}"
+                idx = index_of(ipr, ep["ifname"])
+                if idx is None:
+                    raise PalletError(f"sandbox: {step}: no such device")
+                ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"])
+                ipr.link("set", index=idx, state="up")
+            if gateway:
+                step = f"add default route via {gateway}"
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        except nle as e:
+            raise PalletError(f"sandbox: {step}: {os.strerror(e.code).lower()}") from None
+
+    def remove(self, ifname: str) -> None:
+        nle = _netlink_error()
+        idx = index_of(self.ipr, ifname)
+        if idx is not None:
+            try:
+                self.ipr.link("del", index=idx)
+            except nle as e:
+                if e.code != ENODEV:
+                    raise PalletError(f"delete {ifname}: {os.strerror(e.code).lower()}") \
+                        from None
+
+    def default_route(self, gateway: str | None) -> None:
+        nle = _netlink_error()
+        try:
+            self.ipr.route("del", dst="0.0.0.0/0")
+        except nle:
+            pass
+        if gateway:
+            try:
+                self.ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+            except nle as e:
+                raise PalletError(f"add default route via {gateway}: "
+                                  f"{os.strerror(e.code).lower()}") from None
+
+
 def configure_sandbox(endpoints: list[dict], *, host_ns_fd: int, gateway: str | None,
                       loopback: bool = True, extra=None):
     """Inside the sandbox's namespace (the calling thread joined it): loopback,
@@ -180,15 +327,13 @@ def configure_sandbox(endpoints: list[dict], *, host_ns_fd: int, gateway: str | 
         step = "bring loopback up"
         try:
             if loopback:
-                lo = ipr.link_lookup(ifname="lo")
-                if lo:
-                    ipr.link("set", index=lo[0], state="up")
+                ipr.link("set", index=1, state="up")  # lo is always index 1 in a new netns
             for ep in endpoints:
                 step = f"create {ep['ifname']} (peer {ep['host_ifname']})"
                 ipr.link("add", ifname=ep["ifname"], kind="veth", address=ep["mac"],
                          mtu=ep["mtu"], peer={"ifname": ep["host_ifname"],
                                               "net_ns_fd": host_ns_fd, "mtu": ep["mtu"]})
-                idx = ipr.link_lookup(ifname=ep["ifname"])[0]
+                idx = index_of(ipr, ep["ifname"])
                 step = f"configure {ep['ifname']}"
                 ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"])
                 ipr.link("set", index=idx, state="up")

@@ -29,6 +29,7 @@ from pallet.plugins.net_bridge.store import remove, write_json
 log = logging.getLogger("pallet.net_bridge.sandbox")
 
 DNS_ADDRESS = etcfiles.EMBEDDED_DNS
+IP_FREEBIND = 15  # <linux/in.h>; not in Python 3.11's socket module
 ETC_MOUNTS = (("/etc/resolv.conf", "resolv"), ("/etc/hostname", "hostname"),
               ("/etc/hosts", "hosts"))
 
@@ -37,6 +38,9 @@ def _dns_socket() -> socket.socket:
     """Inside a sandbox: the embedded server's UDP socket on 127.0.0.11:53."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        # free bind: the socket is opened as the namespace is made, before
+        # loopback (and so 127.0.0.11) is up
+        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         s.bind((DNS_ADDRESS, 53))
     except OSError as e:
         s.close()
@@ -75,7 +79,7 @@ class SandboxMixin:
         """
         self.worker.call(self._register, container, True)
 
-    def _register(self, info: dict, fresh: bool = False) -> dict:
+    def _register(self, info: dict, fresh: bool = False, save: bool = True) -> dict:
         self._load()
         cid = info["id"]
         host = info.get("host_config") or {}
@@ -115,7 +119,8 @@ class SandboxMixin:
                 # image and would go and pull it
                 raise InvalidArgument(e.message) from None
         self.records[cid] = rec
-        self._save_record(rec)
+        if save:
+            self._save_record(rec)
         return rec
 
     def _requested_networks(self, kind: str, arg: str, info: dict) -> list[dict]:
@@ -209,7 +214,7 @@ class SandboxMixin:
         self._load()
         if not self._reconciled:
             self._reconcile()
-        rec = self._register(info)
+        rec = self._register(info, save=False)
         if rec.get("sandbox"):
             self._release(rec)
         if rec["mode"] == "host":
@@ -274,12 +279,21 @@ class SandboxMixin:
             if not self._netns_dir_ready:
                 netns.prepare_dir(self.netns_dir)
                 self._netns_dir_ready = True
-            sock = netns.create(path, then=lambda: links.configure_sandbox(
-                endpoints, host_ns_fd=self._host_ns(), gateway=gateway,
-                extra=_dns_socket if embedded else None))
+
+            def inside():  # in the new namespace: its netlink socket (and DNS socket)
+                nl = links.netlink_socket()
+                try:
+                    return nl, (_dns_socket() if embedded else None)
+                except BaseException:
+                    nl.close()
+                    raise
+            nl, sock = netns.create(path, then=inside)
             created = True
+            self._netlink[sid] = nl
             for ep, (n, _) in zip(endpoints, requested):
-                self.links.enslave(ep["host_ifname"], n.bridge)
+                self.links.add_veth(ep, n.bridge, path)
+            with links.SandboxLinks(nl) as sl:
+                sl.configure(endpoints, gateway)
             sandbox = {"id": sid, "mode": "netns", "path": path, "endpoints": endpoints,
                        "gateway": gateway, "dns": embedded, "upstream": []}
             sandbox["upstream"] = self._write_netns_files(rec, sandbox)
@@ -298,6 +312,9 @@ class SandboxMixin:
                 pool = self.pools.get(ep["network"])
                 if pool is not None:
                     pool.release(ep["ip"], cid)
+            nl = self._netlink.pop(sid, None)
+            if nl is not None:
+                nl.close()
             if created:
                 netns.remove(path)
             raise
@@ -322,17 +339,20 @@ class SandboxMixin:
         if paths.get("resolv"):
             etcfiles.write(paths["resolv"], etcfiles.read(self.cfg["resolv-conf"]))
 
-    def _write_netns_files(self, rec: dict, sandbox: dict) -> list[str]:
-        """hosts, hostname and resolv.conf of a namespaced container; returns the
-        embedded DNS server's upstream servers."""
+    def _write_netns_files(self, rec: dict, sandbox: dict, *, hostname: bool = True,
+                           resolv: bool = True) -> list[str]:
+        """hosts (and unless told otherwise hostname and resolv.conf) of a
+        namespaced container; returns the embedded DNS server's upstream servers."""
         paths = rec["paths"]
         extra = etcfiles.parse_extra_hosts(rec["extra_hosts"], self._host_gateway())
         ips = [ep["ip"] for ep in sandbox.get("endpoints") or ()]
         if paths.get("hosts"):
             etcfiles.write(paths["hosts"], etcfiles.hosts(rec["hostname"], rec["domainname"],
                                                           ips, extra))
-        if paths.get("hostname"):
+        if hostname and paths.get("hostname"):
             etcfiles.write(paths["hostname"], rec["hostname"] + "\n")
+        if not resolv:
+            return sandbox.get("upstream") or []
         text, upstream = etcfiles.resolv(etcfiles.read(self.cfg["resolv-conf"]),
                                          dns=rec["dns"], search=rec["dns_search"],
                                          options=rec["dns_options"],
@@ -359,11 +379,11 @@ class SandboxMixin:
         errors = []
         if sb.get("mode") == "netns":
             self.dns.stop(sb["id"])
+            nl = self._netlink.pop(sb["id"], None)
+            if nl is not None:
+                nl.close()
             for ep in sb.get("endpoints") or ():
-                try:
-                    self.links.delete(ep["host_ifname"])
-                except PalletError as e:
-                    errors.append(str(e))
+                self._reaper().delete(ep["host_ifname"])
                 pool = self.pools.get(ep["network"])
                 if pool is not None:
                     pool.release(ep["ip"], rec["id"])
@@ -375,6 +395,18 @@ class SandboxMixin:
         self._save_record(rec)
         if errors:
             log.warning("container %s: release network: %s", rec["id"][:12], "; ".join(errors))
+
+    def _nl_for(self, sb: dict):
+        """The sandbox's netlink socket (opened again after a daemon restart)."""
+        nl = self._netlink.get(sb["id"])
+        if nl is None:
+            nl = self._netlink[sb["id"]] = netns.run_in(sb["path"], links.netlink_socket)
+        return nl
+
+    def _reaper(self):
+        if self._veth_reaper is None:
+            self._veth_reaper = links.Reaper()
+        return self._veth_reaper
 
     def _sandbox_alive(self, rec: dict) -> bool:
         sb = rec.get("sandbox") or {}
@@ -552,12 +584,16 @@ class SandboxMixin:
               "mac": links.mac_for(ip), "mtu": n.mtu, "gateway": n.gateway}
         gateway = n.gateway if not sb.get("gateway") and not n.internal else None
         want_dns = n.user_defined and not sb.get("dns")
+        sock = None
         try:
-            sock = netns.run_in(sb["path"], lambda: links.configure_sandbox(
-                [ep], host_ns_fd=self._host_ns(), gateway=gateway, loopback=False,
-                extra=_dns_socket if want_dns else None))
-            self.links.enslave(ep["host_ifname"], n.bridge)
+            if want_dns:
+                sock = netns.run_in(sb["path"], _dns_socket)
+            self.links.add_veth(ep, n.bridge, sb["path"])
+            with links.SandboxLinks(self._nl_for(sb)) as sl:
+                sl.configure([ep], gateway, loopback=False)
         except BaseException:
+            if sock is not None:
+                sock.close()
             try:
                 self.links.delete(ep["host_ifname"])
             except PalletError:
@@ -569,7 +605,7 @@ class SandboxMixin:
             sb["gateway"] = gateway
         if want_dns:
             sb["dns"] = True
-        sb["upstream"] = self._write_netns_files(rec, sb)
+        sb["upstream"] = self._write_netns_files(rec, sb, hostname=False, resolv=want_dns)
         if want_dns:
             self.dns.serve(sb["id"], sock, sb["upstream"])
 
@@ -591,7 +627,8 @@ class SandboxMixin:
             ep = next((e for e in sb["endpoints"] if e["network"] == n.id), None)
             if ep is not None:
                 try:
-                    netns.run_in(sb["path"], links.remove_interface, ep["ifname"])
+                    with links.SandboxLinks(self._nl_for(sb)) as sl:
+                        sl.remove(ep["ifname"])
                 except (OSError, PalletError) as e:
                     if not force:
                         raise PalletError(f"disconnect {cid[:12]} from {n.name}: {e}") from None
@@ -607,12 +644,11 @@ class SandboxMixin:
                                 and not self.networks[e["network"]].internal), None)
                     sb["gateway"] = nxt
                     try:
-                        netns.run_in(sb["path"], links.set_default_route, nxt)
+                        with links.SandboxLinks(self._nl_for(sb)) as sl:
+                            sl.default_route(nxt)
                     except (OSError, PalletError) as e:
                         log.warning("container %s: default route: %s", cid[:12], e)
-                sb["upstream"] = self._write_netns_files(rec, sb)
-                if sb.get("dns"):
-                    self.dns.set_upstream(sb["id"], sb["upstream"])
+                self._write_netns_files(rec, sb, hostname=False, resolv=False)
         rec["networks"] = [r for r in rec["networks"] if r["network"] != n.id]
         self._save_record(rec)
         self._rebuild_dns()

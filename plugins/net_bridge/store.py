@@ -7,8 +7,12 @@ Layout under ``kernel.paths.network_root``::
     endpoints/<cid>.json   one container: what it asked for, and while it
                            runs its sandbox (namespace path, endpoints)
 
-A crash leaves either the old or the new version of each file (write to a
-temporary name, fsync, rename), never half of one.
+A crash of the daemon leaves either the old or the new version of each file
+(write to a temporary name, then rename), never half of one.  The files are
+not fsynced: they describe live kernel objects (namespaces, veths, rules,
+proxies), and a crash of the machine, the only thing fsync would guard
+against, takes every container and all those objects with it; start-up
+reconciliation then frees what the files still name.
 """
 from __future__ import annotations
 
@@ -20,12 +24,10 @@ log = logging.getLogger("pallet.net_bridge.store")
 
 
 def write_json(path: str, obj) -> None:
-    """Write-temp-then-rename, fsynced."""
+    """Write-temp-then-rename (atomic for readers and for a daemon crash)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+        json.dump(obj, f, separators=(",", ":"), sort_keys=True)
     os.replace(tmp, path)
 
 

@@ -52,9 +52,14 @@ class PortAllocated(PalletError):
 
 
 def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None when it is gone
+    or a zombie (a zombie no longer holds its port; its reaper may be slow)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            return None
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -378,7 +383,7 @@ class Publisher:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + 2.0
+        deadline, killed = time.monotonic() + 2.0, False
         while True:
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -389,11 +394,14 @@ class Publisher:
                 if _start_time(pid) is None:
                     return
             if time.monotonic() > deadline:
+                if killed:
+                    log.warning("pallet-proxy %s did not exit after SIGKILL", pid)
+                    return
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     return
-                deadline = time.monotonic() + 5.0
+                killed, deadline = True, time.monotonic() + 5.0
             time.sleep(0.002)
 
     # --- what docker reports -------------------------------------------------------------------

@@ -11,7 +11,11 @@ pytestmark = pytest.mark.root
 
 
 def test_restart_keeps_containers(fresh_palletd: Palletd):
+    """With live-restore, a SIGTERM'd palletd leaves its containers running."""
     d = fresh_palletd
+    d.extra_args.append("--live-restore")
+    d.stop_daemon()
+    d.start()
     done = d.docker("run", "-d", "--name", "pa-done", "busybox", "sh", "-c", "echo bye; exit 4")
     done_id = done.stdout.decode().strip()
     d.docker("wait", done_id)

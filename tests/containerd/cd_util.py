@@ -52,10 +52,18 @@ def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 def _wait_socket(path: str, proc: subprocess.Popen, log: str, timeout: float = 20) -> None:
+    import socket
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.exists(path):
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)  # accepting, not a stale file of a killed daemon
             return
+        except OSError:
+            pass
+        finally:
+            s.close()
         if proc.poll() is not None:
             break
         time.sleep(0.05)

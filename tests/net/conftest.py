@@ -19,7 +19,6 @@ import random
 import secrets
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -73,10 +72,6 @@ def rules_of(prefix: str) -> list[str]:
 
 def link_names() -> set[str]:
     return set(os.listdir("/sys/class/net"))
-
-
-def ports_of(prefix: str) -> list[str]:
-    return [r for r in rules_of(prefix) if "DNAT" in r or "MASQUERADE" in r and "-s" in r]
 
 
 def proxies_for(ip_prefix: str) -> list[int]:
@@ -169,7 +164,7 @@ def upstream():
 class NetEngine:
     """A palletd (bench/engines.Pallet) configured with unique network names."""
 
-    def __init__(self, tmp_root: str, upstream: FakeUpstream, **opts):
+    def __init__(self, tmp_root: str, upstream: FakeUpstream, daemon_args=(), **opts):
         from engines import Pallet
 
         self.sfx = secrets.token_hex(3)
@@ -192,7 +187,7 @@ class NetEngine:
                     f'chain-prefix = "{self.prefix}"\nresolv-conf = "{self.resolv}"\n'
                     f'{extra_bridge}'
                     f'[plugins.net_proxy]\n{extra_proxy}')
-        self.engine = Pallet("--config", self.config, "--debug")
+        self.engine = Pallet("--config", self.config, "--debug", *daemon_args)
         self.bridges: set[str] = {self.bridge}
         self.networks_made: list[str] = []
 
@@ -233,15 +228,14 @@ class NetEngine:
         self.engine.proc.wait(60)
 
     def restart(self):
-        import subprocess as sp
-        from engines import VENV_BIN, _wait_socket
+        """Start palletd again on the same roots (after stop_daemon/kill_daemon)."""
+        from engines import wait_socket
         e = self.engine
         env = dict(os.environ)
-        e.proc = sp.Popen([os.path.join(VENV_BIN, "palletd"), "-H", f"unix://{e.sock}",
-                           "--data-root", e.data_root, "--exec-root", e.exec_root,
-                           *e.extra_args], stdout=e.log, stderr=sp.STDOUT, env=env,
-                          start_new_session=True)
-        _wait_socket(e.sock, e.proc, "palletd")
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        e.proc = subprocess.Popen(e.command(), stdout=e.log, stderr=subprocess.STDOUT,
+                                  env=env, start_new_session=True)
+        wait_socket(e.sock, e.proc, e.log.name)
 
     def network_bridges(self) -> set[str]:
         d = os.path.join(self.data_root, "network", "networks")
@@ -315,11 +309,12 @@ def image_tar(tmp_path_factory) -> str:
 
 @pytest.fixture
 def make_engine(tmp_path, upstream, image_tar):
-    """Factory: ``make_engine(**opts)`` starts a configured palletd with busybox loaded."""
+    """Factory: ``make_engine(*daemon_args, **net_opts)`` starts a configured palletd
+    with busybox loaded."""
     made: list[NetEngine] = []
 
-    def make(**opts) -> NetEngine:
-        e = NetEngine(str(tmp_path), upstream, **opts)
+    def make(*daemon_args, **opts) -> NetEngine:
+        e = NetEngine(str(tmp_path), upstream, daemon_args, **opts)
         made.append(e)
         e.start()
         e.docker("load", "-i", image_tar)
@@ -434,5 +429,3 @@ def tcp_reachable(ip: str, port: int, timeout: float = 2.0) -> bool:
     except OSError:
         return False
 
-
-__all__ = ["struct"]

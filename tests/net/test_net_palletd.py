@@ -218,10 +218,18 @@ def test_network_prune_and_errors(engine):
     assert f"network nosuch{engine.sfx} not found" in r.stderr.decode()
     r = engine.docker("run", "--ip", "10.1.2.3", "busybox", "true", check=False)
     assert "user defined networks only" in r.stderr.decode()
+    # an internal network: no default route, no masquerade
+    internal = f"pi{engine.sfx}"
+    engine.networks_made.append(internal)
+    (s2,) = free_subnets(1)
+    engine.out("network", "create", "--internal", "--subnet", str(s2), internal)
+    routes = engine.out("run", "--rm", "--network", internal, "busybox", "ip", "route")
+    assert "default" not in routes and str(s2) in routes
+    assert not [r for r in rules_of(engine.prefix) if str(s2) in r and "MASQUERADE" in r]
     pruned = engine.out("network", "prune", "-f")
     assert gone in pruned and keep not in pruned
     names = engine.out("network", "ls", "--format", "{{.Name}}").split()
-    assert keep in names and gone not in names
+    assert keep in names and gone not in names and internal not in names
 
 
 def test_host_and_container_network_modes(engine):
@@ -344,10 +352,12 @@ def _host_veths(bridge: str) -> set[str]:
         return set()
 
 
-def test_killed_daemon_reconciles(engine):
-    """palletd killed with -9: its proxies die with it; at its next start the
-    running container is published again, the one that died meanwhile leaves
-    no rule, proxy, address, veth or namespace behind."""
+def test_killed_daemon_reconciles(make_engine):
+    """palletd (with --live-restore, so that its containers outlive it) killed
+    with -9: its proxies die with it; at its next start the running container
+    is published again, the one that died meanwhile leaves no rule, proxy,
+    address, veth or namespace behind."""
+    engine = make_engine("--live-restore")
     engine.out("run", "-d", "--name", "live", "-p", "80", *HTTPD)
     engine.out("run", "-d", "--name", "dies", "-p", "80", "busybox", "sleep", "300")
     live_port = _port(engine, "live")
@@ -382,6 +392,19 @@ def test_killed_daemon_reconciles(engine):
     engine.stop_daemon()
     engine.restart()
     assert sorted(rules_of(engine.prefix)) == sorted(before), "rules duplicated on restart"
+
+
+def test_restart_without_live_restore_cleans_up(engine):
+    """Without --live-restore palletd stops its containers when it stops, as
+    dockerd does: their rules, proxies and addresses go with them."""
+    engine.out("run", "-d", "--name", "gone", "-p", "80", *HTTPD)
+    assert len(proxies_for(engine.ip_prefix)) == 1
+    engine.stop_daemon()
+    assert proxies_for(engine.ip_prefix) == []
+    engine.restart()
+    assert engine.inspect("gone")["State"]["Running"] is False
+    assert not [r for r in rules_of(engine.prefix) if "DNAT" in r]
+    assert _host_veths(engine.bridge) == set()
 
 
 def test_busybox_binary_available():

@@ -396,6 +396,8 @@ def test_state_is_creating_while_hooks_run(root, bundle, tmp_path):
     assert during["status"] == "creating" and during["pid"] == 0
     state = json.loads(pallet_runc("state", cid, root=root).stdout)
     assert state["status"] == "created"
+    from pallet.plugins.runtime_ns.validate import validate_state
+    validate_state(state)      # the OCI state schema (runc adds rootfs, created, owner)
     assert pallet_runc("start", cid, root=root).returncode == 0
     wait_status(state["pid"])
     assert json.loads(pallet_runc("state", cid, root=root).stdout)["status"] == "stopped"

@@ -197,3 +197,27 @@ def test_runc_cli_imports_no_enum_re_or_json():
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_seccomp_compiles_for_aarch64_and_x86_64():
+    import json
+    import os
+    import struct
+
+    from pallet.plugins.runtime_ns import seccomp
+    from pallet.plugins.runtime_ns._syscalls import TABLES
+    assert TABLES["aarch64"]["unshare"] == 97 and TABLES["aarch64"]["mount"] == 40
+    assert TABLES["x86_64"]["unshare"] == 272 and TABLES["x86_64"]["keyctl"] == 250
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "specs",
+                          "docker-default-seccomp.json")
+    if not os.path.exists(shared):
+        return
+    with open(shared) as f:
+        docker = json.load(f)
+    for arch, audit in (("SCMP_ARCH_AARCH64", 0xC00000B7), ("SCMP_ARCH_X86_64", 0xC000003E)):
+        profile = seccomp.from_docker_profile(docker, ["CAP_KILL"], arch=arch)
+        prog = seccomp.compile_profile(profile, arch=arch)
+        assert 0 < len(prog) // 8 <= 4096
+        # the first architecture tested is the native one asked for
+        code, jt, jf, k = struct.unpack_from("=HBBI", prog, 8)
+        assert k == audit

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from google.protobuf import any_pb2, descriptor, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import timestamp_pb2
 
 from pallet.core.proto.containerd.events import task_pb2 as ev_pb

@@ -179,8 +179,15 @@ def test_ctr_run_with_a_terminal(containerd):
     try:
         child.expect(rb"# ")
         child.setwinsize(30, 90)
-        child.sendline(b"stty size; tty")
-        child.expect(rb"30 90")
+        # the new size travels ctr -> containerd -> shim: ask until it has arrived
+        for _ in range(50):
+            child.sendline(b"stty size")
+            if child.expect([rb"30 90", rb"\d+ \d+"]) == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the terminal was never resized")
+        child.sendline(b"tty")
         child.expect(rb"/dev/pts/0")
         child.sendline(b"exit 5")
         child.expect(pexpect.EOF)

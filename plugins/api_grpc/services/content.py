@@ -163,7 +163,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
                     except errors.AlreadyExists:
                         self._committed(ns, lease, writer.ref, writer.digest(), labels)
                         raise
-                    self._committed(ns, lease, writer.ref, digest, labels or {})
+                    self._committed(ns, lease, writer.ref, digest, labels or {}, fresh=True)
                     resp.digest = digest
                     yield resp
                     writer = None
@@ -179,8 +179,9 @@ class ContentService(content_pb2_grpc.ContentServicer):
                 writer.close()
 
 
-    def _committed(self, ns: str, lease: str, ref: str, digest: str, labels) -> None:
-        self.ns.add(ns, digest, labels)
+    def _committed(self, ns: str, lease: str, ref: str, digest: str, labels, *,
+                   fresh: bool = False) -> None:
+        self.ns.add(ns, digest, labels, fresh=fresh)
         if lease:
             self.b.lease_add(ns, lease, digest, "content")
             self.b.lease_remove(ns, lease, ref, "ingests")

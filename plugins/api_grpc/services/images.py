@@ -1,6 +1,8 @@
 """containerd.services.images.v1.Images."""
 from __future__ import annotations
 
+import threading
+
 from google.protobuf import empty_pb2
 
 from pallet.core.proto.containerd.services.images.v1 import images_pb2 as pb
@@ -8,6 +10,8 @@ from pallet.core.proto.containerd.services.images.v1 import images_pb2_grpc
 
 from .. import convert
 from ..rpc import namespace_of, unary
+
+_GC_LOCK = threading.Lock()
 
 
 def image_pb(img) -> pb.Image:
@@ -43,6 +47,13 @@ class ImagesService(images_pb2_grpc.ImagesServicer):
     @unary
     def Delete(self, request, context):
         self.b.image_delete(namespace_of(context), request.name)
+        if request.sync:
+            # containerd 1.6 has no GC RPC: a synchronous delete is what runs a
+            # collection before answering (its Delete with sync=true does the same)
+            gc = getattr(self.b.store, "gc", None)
+            if gc is not None:
+                with _GC_LOCK:
+                    gc()
         return empty_pb2.Empty()
 
 

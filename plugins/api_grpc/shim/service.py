@@ -445,9 +445,13 @@ class TaskService:
         init = self._process(req.id)
         if init.status in (STOPPED, DELETED):
             return m.PidsResponse()
-        by_pid = {p.pid: p.exec_id for p in self.execs.values() if p.pid}
+        by_pid = {p.pid: p.exec_id for p in self.execs.values()
+                  if p.pid and p.status == RUNNING}
+        pids = cgroups.pids(self.cgroup_paths, init.pid)
+        if not self.cgroup_paths:  # no cgroup to list: PID 1 and the exec processes we know
+            pids = sorted(set(pids) | set(by_pid))
         out = []
-        for pid in cgroups.pids(self.cgroup_paths, init.pid):
+        for pid in pids:
             info = None
             if pid in by_pid:
                 info = Any(type_url="containerd.runc.v1.ProcessDetails",

@@ -45,9 +45,9 @@ class Zygote:
 
     # -- start-up
     def prepare(self) -> None:
-        from pallet.plugins.api_grpc.shim import (cgroups, events, loop, messages, runtimes,  # noqa
-                                                  server, service, stdio, sysutil)
-        from pallet.plugins.api_grpc.shim import roles
+        # everything a shim runs, imported once here and shared by every shim
+        from pallet.plugins.api_grpc.shim import (  # noqa: F401
+            cgroups, events, loop, messages, roles, runtimes, server, service, stdio, sysutil)
 
         sysutil.set_child_subreaper()
         sysutil.set_process_name(f"pallet-shim zygote {self.sock_path}")

@@ -1,0 +1,110 @@
+"""What several commands share: filters, the prune prompt and report, and
+inspecting a list of objects with ``--format``."""
+
+import sys
+
+from pallet.client.docker import StatusError
+from pallet.client.docker_api import DaemonError
+
+
+def parse_filters(values):
+    """``--filter k=v`` flags to the API's filters JSON ({"k": {"v": true}}), or None."""
+    if not values:
+        return None
+    import json
+    filters = {}
+    for f in values or ():
+        k, sep, v = f.partition("=")
+        if not sep:
+            raise ValueError('invalid argument "%s" for "-f, --filter" flag: bad format of '
+                             'filter (expected name=value)' % f)
+        filters.setdefault(k.strip().lower(), {})[v] = True
+    return json.dumps(filters) if filters else None
+
+
+def confirm(warning):
+    """docker's prompt (on stdout, answer read from stdin); True for y/yes."""
+    sys.stdout.write(warning + "\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    try:
+        answer = sys.stdin.readline() if sys.stdin is not None else ""
+    except (OSError, ValueError):
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def human_size_decimal(n):
+    """go-units HumanSize: decimal units, 4 significant digits ('1.982MB')."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    size = float(n or 0)
+    i = 0
+    while size >= 1000.0 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return "%.4g%s" % (size, units[i])
+
+
+def report_deleted(cli, title, names, reclaimed=None):
+    """'Deleted X:' and the names, then the space reclaimed (when it applies)."""
+    out = ""
+    if names:
+        out += "Deleted %s:\n" % title + "".join(n + "\n" for n in names) + "\n"
+    if reclaimed is not None:
+        out += "Total reclaimed space: %s\n" % human_size_decimal(reclaimed)
+    cli.out(out)
+
+
+def inspect_many(cli, names, path_of, fmt, not_found=None):
+    """Inspect each name (``path_of(name)`` is its API path); print a JSON array
+    or the template per object; daemon errors after, exit 1 when any."""
+    from pallet.client.docker_format import indent_json
+    found, errors = [], []
+    for name in names:
+        try:
+            found.append(cli.client.get(path_of(name)))
+        except DaemonError as e:
+            errors.append(str(e) if not (not_found and e.status == 404) else not_found(name, e))
+    if fmt and fmt != "json":
+        from pallet.client.docker_template import TemplateError, parse_template, run_template
+        tmpl = parse_template(fmt)
+        rendered = []
+        for obj in found:
+            try:
+                rendered.append(run_template(tmpl, obj) + "\n")
+            except TemplateError as e:
+                errors.append(str(e))
+                break
+        cli.out("".join(rendered) or "\n")
+    else:
+        cli.outln(indent_json(found))
+    if errors:
+        raise StatusError("\n".join(errors), 1)
+    return 0
+
+
+def each(cli, names, action):
+    """Run ``action(name)`` for each name, print the name on success, gather the
+    errors (exit 1 when any)."""
+    errors = []
+    for name in names:
+        try:
+            action(name)
+        except DaemonError as e:
+            errors.append(str(e))
+            continue
+        cli.outln(name)
+    if errors:
+        raise StatusError("\n".join(errors), 1)
+    return 0
+
+
+def list_format(opts, default, quiet_field="{{.ID}}"):
+    """The template of a list command: -q, --format (json/table/template), the default."""
+    if getattr(opts, "quiet", False):
+        return quiet_field
+    fmt = getattr(opts, "format", "")
+    if fmt == "json":
+        return "{{json .}}"
+    if fmt == "table":
+        return default
+    return fmt or default

@@ -1,0 +1,168 @@
+"""Streams of a container: ``/logs`` and the hijacked ``/attach``."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from pallet.core import errors
+from pallet.plugins.api_rest import streams
+from pallet.plugins.api_rest.detach import EscapeFilter, parse_keys
+from pallet.plugins.api_rest.logs import follow as follow_log, parse_time, rfc3339nano
+from pallet.plugins.api_rest.server import qbool
+
+
+def _svc(request):
+    return request.app["service"].containers
+
+
+def time_param(request, name: str) -> int | None:
+    """``since``/``until``: unix seconds (with fraction) as the docker CLI sends them,
+    or an RFC 3339 time."""
+    v = request.query.get(name)
+    if not v or v == "0":
+        return None
+    secs, dot, frac = v.partition(".")
+    if secs.lstrip("-").isdigit() and (not dot or frac.isdigit()):
+        # exact to the nanosecond (a float would round it)
+        return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+    try:
+        return int(float(v) * 1e9)
+    except ValueError:
+        try:
+            return parse_time(v)
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid value for {name}: {v!r}") from None
+
+
+async def logs(request: web.Request):
+    svc = _svc(request)
+    c = svc.get(request.match_info["id"])
+    want = {s for s in ("stdout", "stderr") if qbool(request, s)}
+    if not want:
+        raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
+    if (c.data["HostConfig"].get("LogConfig") or {}).get("Type") == "none":
+        raise errors.NotImplementedYet("configured logging driver does not support reading")
+    tail = request.query.get("tail", "all")
+    if tail in ("all", ""):
+        ntail = None
+    else:
+        try:
+            ntail = int(tail)
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid value for tail: {tail!r}") from None
+        if ntail < 0:
+            ntail = None
+    timestamps = qbool(request, "timestamps")
+    follow = qbool(request, "follow")
+    since = time_param(request, "since") or 0
+    until = time_param(request, "until")
+    entries = follow_log(svc.log_of(c) if follow else c.log, c.log_path, streams=want,
+                         tail=ntail, since_ns=since, until_ns=until, follow=follow,
+                         running=lambda: c.running)
+    tty = c.tty
+    resp = web.StreamResponse(status=200, headers={
+        "Content-Type": streams.RAW if tty else streams.MULTIPLEXED})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    try:
+        async for e in entries:
+            data = e.data
+            if timestamps:
+                data = rfc3339nano(e.time_ns).encode() + b" " + data
+            await resp.write(streams.encode(e.stream, data, tty))
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        await entries.aclose()
+    return resp
+
+
+async def attach(request: web.Request):
+    svc = _svc(request)
+    c = svc.get(request.match_info["id"])
+    want = {s for s in ("stdout", "stderr") if qbool(request, s)}
+    use_stdin = qbool(request, "stdin")
+    stream = qbool(request, "stream")
+    with_logs = qbool(request, "logs")
+    keys = parse_keys(request.query.get("detachKeys"))
+    if not (stream or with_logs):
+        raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
+    if c.state.get("Status") == "restarting":
+        raise errors.Conflict("You cannot attach to a restarting container, wait until it is "
+                              "running")
+    tty = c.tty
+    clog = svc.log_of(c)
+    # subscribe before answering: the CLI starts the container as soon as it has
+    # the answer, and every byte from then on must reach it
+    queue = clog.subscribe_raw() if stream else None
+    conn = streams.Hijacked(request, streams.RAW if tty else streams.MULTIPLEXED)
+    detached = asyncio.Event()
+    try:
+        await conn.start()
+        svc.emit(c, "attach")
+        if with_logs and c.log_path:
+            async for e in follow_log(None, c.log_path, streams=want, tail=None):
+                await conn.write(streams.encode(e.stream, e.data, tty))
+        stdin_task = None
+        if use_stdin and stream and c.data["Config"].get("OpenStdin"):
+            stdin_task = asyncio.get_running_loop().create_task(
+                _pump_stdin(svc, c, conn, EscapeFilter(keys), detached))
+        if queue is not None:
+            getter = None
+            while not detached.is_set():
+                getter = asyncio.ensure_future(queue.get())
+                stop = asyncio.ensure_future(detached.wait())
+                done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    break
+                item = getter.result()
+                if item is None:
+                    break
+                name, data = item
+                if name in want and not await conn.write(streams.encode(name, data, tty)):
+                    break
+        if stdin_task is not None:
+            stdin_task.cancel()
+    finally:
+        if queue is not None:
+            clog.unsubscribe_raw(queue)
+        await conn.close()
+        if detached.is_set():
+            svc.emit(c, "detach")
+    # the prepared response: aiohttp writes nothing more on the hijacked connection
+    return conn.response
+
+
+async def _pump_stdin(svc, c, conn: streams.Hijacked, escape: EscapeFilter,
+                      detached: asyncio.Event) -> None:
+    """The client's stdin to the container's; the CLI sends it as soon as it is
+    attached, before the start, so wait for the task's FIFO.  The detach keys
+    end the attach and leave the container (and its stdin) alone."""
+    while True:
+        data = await conn.stdin.read(65536)
+        while c.io is None and c.id in svc.store.by_id and c.state.get("Status") not in (
+                "exited", "dead"):
+            await asyncio.sleep(0.02)
+        if c.io is None:
+            return
+        if not data:
+            break
+        data = escape.feed(data)
+        if data:
+            await c.io.write_stdin(data)
+        if escape.detached:
+            detached.set()
+            return
+    # as dockerd: the end of the client's input ends the container's only without
+    # a terminal (a client that leaves a terminal session must not end it)
+    if c.data["Config"].get("StdinOnce") and not c.tty:
+        await svc.close_stdin(c)
+
+
+def register(routes) -> None:
+    routes.add("GET", "/containers/{id}/logs", logs)
+    routes.add("POST", "/containers/{id}/attach", attach)

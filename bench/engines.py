@@ -94,16 +94,92 @@ class Engine:
         pass
 
 
+class NetNames:
+    """A bridge name, an iptables chain prefix and a free subnet of one engine's
+    own, so that engines side by side (and tests) never share pallet0 or the
+    PALLET chains; ``remove`` deletes what palletd made with them."""
+
+    def __init__(self) -> None:
+        import secrets
+
+        sfx = secrets.token_hex(3)
+        self.bridge = f"plb{sfx}"
+        self.prefix = f"PLB{sfx.upper()}"
+        self.subnet = free_subnet()
+
+    def toml(self) -> str:
+        gateway = self.subnet.network_address + 1
+        return (f'[plugins.net_bridge]\nbridge = "{self.bridge}"\n'
+                f'bip = "{gateway}/{self.subnet.prefixlen}"\nchain-prefix = "{self.prefix}"\n')
+
+    def remove(self, data_root: str) -> None:
+        import json
+
+        from pallet.plugins.net_bridge import firewall, links
+        from pallet.plugins.net_bridge import worker as workermod
+        from pallet.plugins.net_proxy.publisher import remove_rules
+
+        bridges = {self.bridge}
+        folder = os.path.join(data_root, "network", "networks")
+        for name in (os.listdir(folder) if os.path.isdir(folder) else ()):
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    bridges.add(json.load(f).get("bridge") or self.bridge)
+            except (OSError, ValueError):
+                pass
+
+        def clean():
+            host = links.HostLinks()
+            try:
+                for bridge in bridges:
+                    host.delete(bridge)
+            finally:
+                host.close()
+            firewall.remove(self.prefix)
+            remove_rules(self.prefix)
+        workermod.get().call(clean)
+
+
+def free_subnet():
+    """A random 10.x.y.0/24 that overlaps no address or route of the host."""
+    import ipaddress
+    import random
+
+    out = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    out += subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    taken = []
+    for word in out.split():
+        try:
+            taken.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            pass
+    while True:
+        net = ipaddress.ip_network(f"10.{random.randrange(64, 250)}.{random.randrange(256)}.0/24")
+        if not any(net.overlaps(t) for t in taken):
+            return net
+
+
 class Pallet(Engine):
-    """palletd (which starts its own pallet-containerd) on roots of its own."""
+    """palletd (which starts its own pallet-containerd) on roots of its own.
+
+    Unless ``--config`` is among the arguments, it gets a configuration of its
+    own naming its own bridge, chain prefix and subnet (``config`` adds TOML to
+    it); they are removed when it stops."""
 
     name = "pallet"
 
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, config: str = "") -> None:
         super().__init__(*extra_args)
         self.data_root = os.path.join(self.root, "d")
         self.exec_root = os.path.join(self.root, "r")
         self.known_ids: set[str] = set()
+        self.net: NetNames | None = None
+        if "--config" not in extra_args:
+            self.net = NetNames()
+            path = os.path.join(self.root, "pallet.toml")
+            with open(path, "w") as f:
+                f.write(self.net.toml() + config)
+            self.extra_args += ["--config", path]
 
     def command(self) -> list[str]:
         return [os.path.join(VENV_BIN, "palletd"), "-H", f"unix://{self.sock}",
@@ -140,6 +216,8 @@ class Pallet(Engine):
                     pass
         time.sleep(0.2)
         remove_cgroups(self.known_ids)
+        if self.net is not None:
+            self.net.remove(self.data_root)
 
 
 def remove_cgroups(ids) -> None:

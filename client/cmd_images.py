@@ -6,9 +6,7 @@ import sys
 import time
 
 from pallet.client import docker_ref
-# pull and the display of JSON streams live in cmd_registry; cmd_run imports them from here
-from pallet.client.cmd_registry import (StreamError, cmd_pull, display_json_messages,  # noqa: F401
-                                        pull_image)
+from pallet.client.cmd_registry import StreamError, display_json_messages
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError, quote_path
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag

@@ -44,7 +44,7 @@ def create_container(cli, body, name, pull, platform, quiet):
     try:
         from pallet.client.cmd_registry import StreamError, pull_image
     except ImportError:  # before the registry commands had their own module
-        from pallet.client.cmd_images import StreamError, pull_image
+        from pallet.client.cmd_registry import StreamError, pull_image
     image = body["Image"]
     tagged = docker_ref.with_default_tag(image)
     params = {"name": name or None, "platform": platform or None}

@@ -943,7 +943,8 @@ GLOBAL OPTIONS:
    --debug                   enable debug output in logs
    --address value, -a value containerd's GRPC server address [$CONTAINERD_ADDRESS]
    --timeout value           total timeout for ctr commands (default: 0s)
-   --namespace value, -n value  namespace to use with commands (default: "default") [$CONTAINERD_NAMESPACE]
+   --namespace value, -n value  namespace to use with commands (default: "default")
+                                [$CONTAINERD_NAMESPACE]
 """
 
 

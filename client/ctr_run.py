@@ -18,6 +18,7 @@ import sys
 import threading
 
 from pallet.client.ctr import ExitStatus, UsageError, delete_container, parse_flags
+from pallet.core import errors
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 RUNC_OPTIONS = "containerd.runc.v1.Options"
@@ -363,23 +364,40 @@ async def create_container(c, argv, ctx, flags_spec) -> tuple:
     labels = dict(x.partition("=")[::2] for x in f.label)
     if not f.config:
         labels.setdefault(STOP_SIGNAL_LABEL, image_config.get("StopSignal") or "SIGTERM")
-    snapshot_key = ""
-    if top or (image_name and not f.rootfs):
-        snap_labels = dict(x.partition("=")[::2] for x in f.snapshotter_label)
-        await c.snapshot_prepare(cid, top, snapshotter=snapshotter, labels=snap_labels or None)
-        snapshot_key = cid
+    # as ctr does, the new snapshot is held by a lease until the container
+    # refers to it: containerd's GC may otherwise collect it in between
+    lease, leased = None, c
     try:
-        await c.container_create(cid, spec=spec, image=image_name, snapshot_key=snapshot_key,
-                                 snapshotter=snapshotter if snapshot_key else None,
-                                 runtime=f.runtime, runtime_options=runtime_options(f),
-                                 labels=labels)
-    except BaseException:
-        if snapshot_key:
+        lease = await c.lease_create(expire=3600)
+        leased = c.with_lease(lease)
+    except errors.NotImplementedYet:
+        pass
+    try:
+        snapshot_key = ""
+        if top or (image_name and not f.rootfs):
+            snap_labels = dict(x.partition("=")[::2] for x in f.snapshotter_label)
+            await leased.snapshot_prepare(cid, top, snapshotter=snapshotter,
+                                          labels=snap_labels or None)
+            snapshot_key = cid
+        try:
+            await leased.container_create(cid, spec=spec, image=image_name,
+                                          snapshot_key=snapshot_key,
+                                          snapshotter=snapshotter if snapshot_key else None,
+                                          runtime=f.runtime, runtime_options=runtime_options(f),
+                                          labels=labels)
+        except BaseException:
+            if snapshot_key:
+                try:
+                    await c.snapshot_remove(snapshot_key, snapshotter=snapshotter)
+                except Exception:  # noqa: BLE001 - the create error is the one to report
+                    pass
+            raise
+    finally:
+        if lease:
             try:
-                await c.snapshot_remove(snapshot_key, snapshotter=snapshotter)
-            except Exception:  # noqa: BLE001 - the create error is the one to report
+                await c.lease_delete(lease)
+            except errors.PalletError:
                 pass
-        raise
     return f, cid
 
 

@@ -17,7 +17,7 @@ import attrs
 from pallet.core import hookspecs
 from pallet.core.config import Config
 from pallet.core.errors import ConfigError
-from pallet.core.paths import Paths
+from pallet.core.paths import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, Paths
 
 GROUP = "pallet.plugins"
 log = logging.getLogger("pallet.kernel")
@@ -136,8 +136,8 @@ class Kernel:
         """
         config = config if config is not None else Config.load()
         if paths is None:
-            paths = Paths(config.daemon.get("data-root", Paths.data_root),
-                          config.daemon.get("exec-root", Paths.exec_root))
+            paths = Paths(config.daemon.get("data-root", DEFAULT_DATA_ROOT),
+                          config.daemon.get("exec-root", DEFAULT_EXEC_ROOT))
         found = discover()
         chosen = resolve_roles(config, found)
         wanted = list(hookspecs.ROLES) if roles is None else list(roles)

@@ -217,6 +217,9 @@ class StartOps:
             c.save()
         except OSError as e:
             log.warning("container %s: save state: %s", c.id[:12], e)
+        if oom:
+            self.emit(c, "oom")
+        self.emit(c, "die", exitCode=code)
         if io is not None:
             io.close()
             c.io = None
@@ -232,9 +235,6 @@ class StartOps:
             c.save()
         except OSError as e:
             log.warning("container %s: save state: %s", c.id[:12], e)
-        if oom:
-            self.emit(c, "oom")
-        self.emit(c, "die", exitCode=code)
         self.kernel.notify("container_exited", container=self._event(c), exit_code=code)
         waiters, c.exit_waiters = c.exit_waiters, []
         for fut in waiters:

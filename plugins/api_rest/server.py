@@ -183,27 +183,16 @@ class Routes:
 # with docker's JSON error rather than a bare 404.
 UNIMPLEMENTED = (
     "/containers/{id}/attach/ws",
-    "/build{tail:.*}", "/commit", "/images/create", "/images/search",
-    "/images/get", "/images/prune", "/images/{name:.*}/push", "/images/{name:.*}/tag",
-    "/images/{name:.*}/history", "/images/{name:.*}/get",
+    "/build{tail:.*}", "/commit", "/images/search",
     "/swarm{tail:.*}", "/services{tail:.*}",
     "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
-    "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}", "/auth",
+    "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}",
 )
 
 
 async def not_implemented(request: web.Request):
     path = re.sub(r"^/v[0-9.]+", "", request.path)
     raise errors.NotImplementedYet(f"pallet does not implement {request.method} {path} yet")
-
-
-async def pull_not_implemented(request: web.Request):
-    image = request.query.get("fromImage") or request.query.get("fromSrc") or ""
-    tag = request.query.get("tag")
-    if tag and image:
-        image += ("@" if ":" in tag else ":") + tag
-    raise errors.NotImplementedYet(f"pulling images is not supported yet ({image}): "
-                                   "load the image with docker load")
 
 
 def _no_such(kind: str):
@@ -235,18 +224,15 @@ def make_app(kernel, service) -> web.Application:
     from pallet.plugins.api_rest import handlers_networks  # network role (net_bridge)
     handlers_networks.register(routes)
     kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
-    routes.add("POST", "/images/create", pull_not_implemented)
     routes.add("GET", "/plugins/{name:.+}/json", _no_such("plugin"))
     for path in UNIMPLEMENTED:
         routes.add("*", path, not_implemented)
     return app
 
 
-# --- listeners -------------------------------------------------------------------
-# -H parsing, binding (unix/tcp+TLS/fd://) and closing live in listeners.py;
-# these names stay importable from here.
-from pallet.plugins.api_rest.listeners import (close_listeners, open_listeners,  # noqa: E402,F401
-                                               parse_host)
+# --- serving ---------------------------------------------------------------------
+# -H parsing, binding (unix/tcp+TLS/fd://) and closing live in listeners.py
+from pallet.plugins.api_rest.listeners import close_listeners  # noqa: E402
 
 
 async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:

@@ -111,7 +111,6 @@ class BridgeDriver(SandboxMixin):
         self._reconciled = False
         self._bridges_up: set[str] = set()
         self._netns_dir_ready = False
-        self._host_ns_fd: int | None = None
         self._dns_tables: dict = {}
         self._veth_reaper = None
         self._netlink: dict = {}  # sandbox id -> its netlink socket (in memory only)
@@ -148,9 +147,6 @@ class BridgeDriver(SandboxMixin):
             if self._veth_reaper is not None:
                 self._veth_reaper.drain()
             self.links.close()
-            if self._host_ns_fd is not None:
-                os.close(self._host_ns_fd)
-                self._host_ns_fd = None
         try:
             self.worker.call(close)
         except RuntimeError:

@@ -1,13 +1,15 @@
 """Links, addresses and routes with pyroute2.
 
-Host side (``HostLinks``, one IPRoute for the daemon's life, used on the
-worker thread): bridges, the host ends of veth pairs, the host's addresses
-and routes (to pick subnets that overlap nothing).  Container side
-(``configure_sandbox``), run by a thread inside the sandbox's namespace:
-loopback up, then each interface is made *there* as one end of a veth pair
-whose other end is created straight in the host namespace (``net_ns_fd``),
-so no temporary name ever exists in the host namespace and nothing has to be
-moved; then address, MAC, MTU, up, default route.
+Host side (``HostLinks``, one IPRoute for the daemon's life, on the worker
+thread): bridges, and each veth pair made in one request, its host end on
+the bridge and up, its other end (``eth0``, MAC, MTU) created straight in
+the sandbox's namespace (``net_ns_fd``), so that no temporary name ever
+exists in the host namespace and nothing has to be moved.  Sandbox side
+(``SandboxLinks``): a route netlink socket opened inside the namespace when
+it is made stays bound to it, so the worker configures the sandbox through
+it (loopback up, addresses, up, default route) without joining it.  Host
+ends of released sandboxes are deleted by a background ``Reaper`` (the
+kernel's veth teardown waits for an RCU grace period).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class HostLinks:
 
     def __init__(self):
         self._ipr = None
-        self._bridges: dict[str, int | None] = {}  # bridge name -> index (enslave's cache)
+        self._bridges: dict[str, int | None] = {}  # bridge name -> index (add_veth's cache)
 
     @property
     def ipr(self):
@@ -111,23 +113,6 @@ class HostLinks:
                 return False
             raise PalletError(f"delete link {name}: {os.strerror(e.code).lower()}") from None
         return True
-
-    def enslave(self, name: str, bridge: str, hairpin: bool = False) -> None:
-        """Put the host end of a veth pair on ``bridge`` and bring it up."""
-        nle = _netlink_error()
-        idx = self.index(name)
-        br = self._bridges.get(bridge)
-        if br is None or not os.path.exists(f"/sys/class/net/{bridge}"):
-            br = self._bridges[bridge] = self.index(bridge)
-        if idx is None or br is None:
-            raise PalletError(f"attach {name} to bridge {bridge}: no such device")
-        try:
-            self.ipr.link("set", index=idx, master=br, state="up")
-        except nle as e:
-            raise PalletError(f"attach {name} to bridge {bridge}: "
-                              f"{os.strerror(e.code).lower()}") from None
-        if hairpin:
-            set_hairpin(name, True)
 
     def add_veth(self, ep: dict, bridge: str, ns_path: str) -> None:
         """One veth pair in one request: the host end ``ep["host_ifname"]`` on
@@ -343,35 +328,3 @@ def configure_sandbox(endpoints: list[dict], *, host_ns_fd: int, gateway: str | 
         except nle as e:
             raise PalletError(f"sandbox: {step}: {os.strerror(e.code).lower()}") from None
     return extra() if extra is not None else None
-
-
-def remove_interface(ifname: str) -> None:
-    """Inside a sandbox: delete one interface (its veth peer goes with it)."""
-    from pyroute2 import IPRoute
-    nle = _netlink_error()
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)
-        if idx:
-            try:
-                ipr.link("del", index=idx[0])
-            except nle as e:
-                if e.code != ENODEV:
-                    raise PalletError(f"delete {ifname}: {os.strerror(e.code).lower()}") \
-                        from None
-
-
-def set_default_route(gateway: str | None) -> None:
-    """Inside a sandbox: replace the default route (none when ``gateway`` is None)."""
-    from pyroute2 import IPRoute
-    nle = _netlink_error()
-    with IPRoute() as ipr:
-        try:
-            ipr.route("del", dst="0.0.0.0/0")
-        except nle:
-            pass
-        if gateway:
-            try:
-                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-            except nle as e:
-                raise PalletError(f"add default route via {gateway}: "
-                                  f"{os.strerror(e.code).lower()}") from None

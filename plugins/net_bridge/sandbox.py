@@ -29,7 +29,6 @@ from pallet.plugins.net_bridge.store import remove, write_json
 log = logging.getLogger("pallet.net_bridge.sandbox")
 
 DNS_ADDRESS = etcfiles.EMBEDDED_DNS
-IP_FREEBIND = 15  # <linux/in.h>; not in Python 3.11's socket module
 ETC_MOUNTS = (("/etc/resolv.conf", "resolv"), ("/etc/hostname", "hostname"),
               ("/etc/hosts", "hosts"))
 
@@ -38,9 +37,6 @@ def _dns_socket() -> socket.socket:
     """Inside a sandbox: the embedded server's UDP socket on 127.0.0.11:53."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        # free bind: the socket is opened as the namespace is made, before
-        # loopback (and so 127.0.0.11) is up
-        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         s.bind((DNS_ADDRESS, 53))
     except OSError as e:
         s.close()
@@ -280,20 +276,17 @@ class SandboxMixin:
                 netns.prepare_dir(self.netns_dir)
                 self._netns_dir_ready = True
 
-            def inside():  # in the new namespace: its netlink socket (and DNS socket)
-                nl = links.netlink_socket()
-                try:
-                    return nl, (_dns_socket() if embedded else None)
-                except BaseException:
-                    nl.close()
-                    raise
-            nl, sock = netns.create(path, then=inside)
+            nl = netns.create(path, then=links.netlink_socket)
             created = True
             self._netlink[sid] = nl
             for ep, (n, _) in zip(endpoints, requested):
                 self.links.add_veth(ep, n.bridge, path)
             with links.SandboxLinks(nl) as sl:
                 sl.configure(endpoints, gateway)
+            if embedded:
+                # bound once loopback is up: a socket bound to 127.0.0.11 before
+                # that (IP_FREEBIND) gets queries but its answers never arrive
+                sock = netns.run_in(path, _dns_socket)
             sandbox = {"id": sid, "mode": "netns", "path": path, "endpoints": endpoints,
                        "gateway": gateway, "dns": embedded, "upstream": []}
             sandbox["upstream"] = self._write_netns_files(rec, sandbox)
@@ -318,11 +311,6 @@ class SandboxMixin:
             if created:
                 netns.remove(path)
             raise
-
-    def _host_ns(self) -> int:
-        if self._host_ns_fd is None:
-            self._host_ns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        return self._host_ns_fd
 
     # --- /etc files -------------------------------------------------------------------------
     def _host_gateway(self) -> str | None:

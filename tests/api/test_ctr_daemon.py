@@ -82,12 +82,12 @@ def test_policies_across_daemon_restart(fresh):
     """Without live-restore a SIGTERM stops the containers, as dockerd does; at
     the next start those whose policy says so come back."""
     d = fresh()
-    always = out(d.docker("run", "-d", "--restart", "always", "busybox", "sleep", "300"))
-    unless = out(d.docker("run", "-d", "--restart", "unless-stopped", "busybox",
-                          "sleep", "300"))
-    stopped = out(d.docker("run", "-d", "--restart", "unless-stopped", "busybox",
-                           "sleep", "300"))
-    plain = out(d.docker("run", "-d", "busybox", "sleep", "300"))
+    # sleep as PID 1 ignores SIGTERM: a short stop timeout keeps the test quick
+    run = ("run", "-d", "--stop-timeout", "1")
+    always = out(d.docker(*run, "--restart", "always", "busybox", "sleep", "300"))
+    unless = out(d.docker(*run, "--restart", "unless-stopped", "busybox", "sleep", "300"))
+    stopped = out(d.docker(*run, "--restart", "unless-stopped", "busybox", "sleep", "300"))
+    plain = out(d.docker(*run, "busybox", "sleep", "300"))
     d.docker("stop", "-t", "0", stopped)
     pids = {c: state(d, c)["Pid"] for c in (always, unless, plain)}
     d.stop_daemon()

@@ -13,7 +13,7 @@ from pallet.plugins.api_rest import spec, streams
 from pallet.plugins.api_rest.createconfig import merge_config as _merge_config, parse_signal
 from pallet.plugins.api_rest.logs import ContainerLog, follow, parse_time, rfc3339nano
 from pallet.plugins.api_rest.names import random_name
-from pallet.plugins.api_rest.server import parse_host
+from pallet.plugins.api_rest.listeners import parse_host
 from pallet.plugins.api_rest.state import human_duration
 
 

@@ -55,16 +55,6 @@ def target(request):
     return request.getfixturevalue("palletd_cli")
 
 
-def _xfail_palletd_detach(request, target):
-    # dockerd keeps a TTY container's stdin open when the attached client goes
-    # (container/stream/attach.go: CloseStdin && !TTY); palletd closes it
-    # (container_ops.close_stdin), so the shell ends on detach: reported
-    if isinstance(target, _Target) and "palletd" in request.node.name:
-        request.node.add_marker(pytest.mark.xfail(
-            reason="palletd closes a TTY container's stdin when the attached client leaves",
-            strict=False))
-
-
 def _running(t, name):
     return t.run("inspect", "-f", "{{.State.Running}}", name).stdout.strip()
 
@@ -77,7 +67,6 @@ def _until_running(t, name):
 
 
 def test_run_it_resize_and_detach(request, target):
-    _xfail_palletd_detach(request, target)
     name = "plt-tty-" + suffix()
     p = target.spawn("run", "-it", "--name", name, "busybox", "sh")
     try:
@@ -115,7 +104,6 @@ def test_run_it_resize_and_detach(request, target):
 
 
 def test_custom_detach_keys(request, target):
-    _xfail_palletd_detach(request, target)
     name = "plt-dk-" + suffix()
     p = target.spawn("run", "-it", "--detach-keys", "ctrl-x,x", "--name", name, "busybox", "sh")
     try:

@@ -154,7 +154,9 @@ def test_unpack_container_task(any_containerd):
             assert await c.unpack("docker.io/library/bb:1") == top  # idempotent
             infos = {i.name: i for i in await c.snapshots()}
             assert top in infos and infos[top].parent == img["diff_ids"][0]
-            mounts = await c.snapshot_prepare(cid, top, labels={"k": "v"})
+            # (a gc.root label, as palletd sets: an active snapshot that nothing
+            # refers to yet may be collected by containerd's GC)
+            mounts = await c.snapshot_prepare(cid, top, labels={"k": "v", "containerd.io/gc.root": "t"})
             assert mounts and mounts[0].type in ("overlay", "bind")
             assert (await c.snapshot_stat(cid)).parent == top
             assert len(await c.snapshot_mounts(cid)) == len(mounts)

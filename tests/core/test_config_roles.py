@@ -67,3 +67,15 @@ def test_builtin_plugins_are_found_through_entry_points():
     table = format_plugin_table(found)
     assert table.splitlines()[0].split() == ["NAME", "ROLE", "DISTRIBUTION", "VERSION"]
     assert "runtime_ns" in table
+
+
+def test_kernel_loads_with_default_and_configured_roots(tmp_path):
+    from pallet.core.kernel import Kernel
+
+    kernel = Kernel.load(Config(), roles=("init",))
+    assert (kernel.paths.data_root, kernel.paths.exec_root) == ("/var/lib/pallet", "/run/pallet")
+    cfg = Config.from_toml(f'[daemon]\ndata-root = "{tmp_path}/d"\nexec-root = "{tmp_path}/r"\n')
+    kernel = Kernel.load(cfg, roles=("init",))
+    assert kernel.paths.containerd_socket == f"{tmp_path}/r/containerd/containerd.sock"
+    assert kernel.has_role("init") and not kernel.has_role("runtime")
+    assert hasattr(kernel.provide("init"), "run")

@@ -44,9 +44,7 @@ def test_hello_plugin_is_called_on_container_start(hello_plugin, busybox_tar, tm
                          capture_output=True, text=True, check=True).stdout
     assert any(l.split()[:3] == ["hello", "extension", "pallet-hello"] for l in out.splitlines())
     log = tmp_path / "hello.log"
-    conf = tmp_path / "pallet.toml"
-    conf.write_text(f'[plugins.hello]\npath = "{log}"\n')
-    engine = Pallet("--config", str(conf))
+    engine = Pallet(config=f'[plugins.hello]\npath = "{log}"\n')
     try:
         engine.start()
         engine.docker("load", "-i", busybox_tar)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import link_names, proxies_for, rules_of, wait_for
+from net_helpers import link_names, proxies_for, rules_of, wait_for
 
 pytestmark = pytest.mark.root
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import free_subnets, rules_of
+from net_helpers import free_subnets, rules_of
 from pallet.plugins.net_bridge import firewall, links, netns, networks, xtables
 from pallet.plugins.net_bridge import worker as workermod
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import (BUSYBOX, proxies_for, rules_of, tcp_reachable, udp_ask, udp_echo_in,
+from net_helpers import (BUSYBOX, proxies_for, rules_of, tcp_reachable, udp_ask, udp_echo_in,
                       wait_for, wget)
 
 pytestmark = pytest.mark.root
@@ -127,7 +127,7 @@ def test_port_already_allocated(engine):
 
 def test_user_network_names_aliases_isolation(engine, upstream):
     n1, n2 = (f"pn{engine.sfx}a", f"pn{engine.sfx}b")
-    from conftest import free_subnets
+    from net_helpers import free_subnets
     s1, s2 = free_subnets(2)
     engine.networks_made += [n1, n2]
     nid = engine.out("network", "create", "--subnet", str(s1), "--label", "k=v", n1)
@@ -177,7 +177,7 @@ def test_user_network_names_aliases_isolation(engine, upstream):
 
 
 def test_connect_disconnect_running_container(engine):
-    from conftest import free_subnets
+    from net_helpers import free_subnets
     n1 = f"pc{engine.sfx}"
     (s1,) = free_subnets(1)
     engine.networks_made.append(n1)
@@ -202,7 +202,7 @@ def test_connect_disconnect_running_container(engine):
 
 
 def test_network_prune_and_errors(engine):
-    from conftest import free_subnets
+    from net_helpers import free_subnets
     (s1,) = free_subnets(1)
     keep, gone = f"pk{engine.sfx}", f"pg{engine.sfx}"
     engine.networks_made += [keep, gone]

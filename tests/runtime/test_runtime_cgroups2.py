@@ -40,6 +40,10 @@ def v2_runtime(runtime):
 @pytest.fixture
 def top():
     top = f"/pallet-test-{new_id()}"
+    # the runtime enables controllers on the way down, as runc does: the host's
+    # root gets back the set it had
+    with open(V2 + "/cgroup.subtree_control") as f:
+        before = set(f.read().split())
     yield top
     path = V2 + top
     if os.path.isdir(path):
@@ -48,6 +52,14 @@ def top():
                 os.rmdir(sub)
             except OSError:
                 pass
+    with open(V2 + "/cgroup.subtree_control") as f:
+        added = set(f.read().split()) - before
+    for name in added:
+        try:
+            with open(V2 + "/cgroup.subtree_control", "w") as f:
+                f.write(f"-{name}")
+        except OSError:
+            pass  # another test's cgroup still uses it
 
 
 def test_join_freeze_pids_and_remove(v2_runtime, bundle, output, top):

@@ -200,8 +200,8 @@ class Daemon:
 
             if self.runtime is None:
                 self.runtime = roles.load_runtime()
-            return runtimes.ForkedRuntime(loop, children, roles.for_namespace(self.runtime, ns_root),
-                                          log)
+            return runtimes.ForkedRuntime(loop, children,
+                                          roles.for_namespace(self.runtime, ns_root), log)
 
         publisher = events.open_publisher(loop, opts.namespace, log)
         self.service = service.TaskService(

@@ -72,9 +72,9 @@ class Containerd:
         with open(os.path.join(self.root, "containerd.log"), "rb") as f:
             return f.read().decode(errors="replace")
 
-    def shim_pids(self) -> list[int]:
+    def shim_pids(self, cid: str = "*") -> list[int]:
         pids = []
-        for path in glob.glob(os.path.join(self.state, "io.containerd.runtime.v2.task", "*", "*",
+        for path in glob.glob(os.path.join(self.state, "io.containerd.runtime.v2.task", "*", cid,
                                            "shim.pid")):
             try:
                 with open(path) as f:
@@ -134,7 +134,7 @@ def test_ctr_detached_kill_and_delete(containerd):
     try:
         ls = containerd.ctr("task", "ls").stdout.decode()
         assert "plr-b" in ls and "RUNNING" in ls
-        shim = [p for p in containerd.shim_pids() if pid_alive(p)]
+        shim = [p for p in containerd.shim_pids("plr-b") if pid_alive(p)]
         assert len(shim) == 1
         with open(f"/proc/{shim[0]}/cmdline", "rb") as f:
             assert f.read().split(b"\0")[0] == b"pallet-shim plr-b"
@@ -178,9 +178,12 @@ def test_ctr_run_with_a_terminal(containerd):
                                 IMAGE, "plr-t", "sh"], timeout=30)
     try:
         child.expect(rb"# ")
-        child.setwinsize(30, 90)
-        # the new size travels ctr -> containerd -> shim: ask until it has arrived
-        for _ in range(50):
+        # the new size travels ctr -> containerd -> shim: ask until it has arrived.
+        # ctr starts to follow SIGWINCH only after the task has started, so the
+        # size is changed (and the signal sent) again on each try
+        for i in range(50):
+            child.setwinsize(30 + i % 2, 90)
+            child.setwinsize(30, 90)
             child.sendline(b"stty size")
             if child.expect([rb"30 90", rb"\d+ \d+"]) == 0:
                 break
@@ -193,13 +196,18 @@ def test_ctr_run_with_a_terminal(containerd):
         child.expect(pexpect.EOF)
     finally:
         child.close()
+        if child.exitstatus != 5:  # what a failed run leaves behind
+            containerd.ctr("task", "kill", "-s", "SIGKILL", "plr-t", check=False)
+            time.sleep(0.5)
+            containerd.ctr("task", "delete", "-f", "plr-t", check=False)
+            containerd.ctr("containers", "rm", "plr-t", check=False)
     assert child.exitstatus == 5
 
 
 def test_killed_shim_is_cleaned_up_by_containerd(containerd):
     containerd.ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "plr-k", "sleep", "1000")
     try:
-        shim = [p for p in containerd.shim_pids() if pid_alive(p)]
+        shim = [p for p in containerd.shim_pids("plr-k") if pid_alive(p)]
         assert len(shim) == 1
         task_pid = int(containerd.ctr("task", "ls").stdout.decode().split("\n")[1].split()[1])
         os.kill(shim[0], signal.SIGKILL)

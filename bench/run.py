@@ -49,16 +49,19 @@ def bench_shim_pss(engine, runs, count=5):
            .stdout.decode().strip() for _ in range(count)]
     time.sleep(1.0)
     try:
+        # a pallet-shim names itself after its container ("pallet-shim <id>");
+        # containerd-shim-runc-v2 has the id among its flags
         prefix = "pallet-shim" if engine.name == "pallet" else "containerd-shim"
-        shims = []
-        for pid in pids_mentioning(engine.root):
-            try:
-                with open(f"/proc/{pid}/comm") as f:
-                    comm = f.read().strip()
-            except OSError:
-                continue
-            if comm.startswith(prefix[:15]):
-                shims.append(pid)
+        shims = set()
+        for cid in ids:
+            for pid in pids_mentioning(cid):
+                try:
+                    with open(f"/proc/{pid}/comm") as f:
+                        comm = f.read().strip()
+                except OSError:
+                    continue
+                if comm.startswith(prefix[:15]):
+                    shims.add(pid)
         if not shims:
             return float("nan")
         return sum(pss_kib(p) for p in shims) / count

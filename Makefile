@@ -27,7 +27,7 @@ apt:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-SOURCES  := pyproject.toml $(shell find core client plugins -name '*.py' -not -path '*/__pycache__/*')
+SOURCES  := pyproject.toml $(shell find core client linux plugins -name '*.py' -not -path '*/__pycache__/*')
 
 # A regular (not editable) install, as users have it: an editable install of a
 # package-dir layout adds an import hook that costs ~20 ms at every start of

@@ -1,12 +1,12 @@
 """The Docker Engine API of palletd against dockerd's, through the same docker
 CLI in the same run, and the pallet CLI's start-up against the docker CLI's.
 
-    .venv/bin/python bench/api.py [--runs 10] [--only NAME,...]
+    .venv/bin/python bench/api.py [--runs 20] [--only NAME,...]
 
 Figures (median wall time of one docker CLI command, ms): ``run --rm true``,
 ``run -d``, ``ps`` with 20 containers, ``inspect``, ``exec true``, ``logs``
-of a 10 MB log; then ``pallet ps`` against ``docker ps`` on the same palletd
-(target: at most 2x).  PYTHONDONTWRITEBYTECODE is removed from the
+of a 10 MB log, the two engines taking turns run by run; then ``pallet ps``
+against ``docker ps`` on the same palletd (target: at most 2x).  PYTHONDONTWRITEBYTECODE is removed from the
 environment and the client's modules are compiled first: users run with
 .pyc caches.
 """
@@ -29,21 +29,39 @@ PS_CONTAINERS = 20
 LOG_BYTES = 10 * 1024 * 1024
 
 
+def _run(argv, env, check: bool = True) -> bytes:
+    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: "
+                           f"{r.stderr.decode(errors='replace').strip()}")
+    return r.stdout
+
+
 def timed(argv, env, runs: int, warmup: int = 2, check: bool = True) -> float:
     """Median wall time (ms) of running ``argv``; output discarded."""
-    def once():
-        r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: "
-                               f"{r.stderr.decode(errors='replace').strip()}")
     for _ in range(warmup):
-        once()
+        _run(argv, env, check)
     samples = []
     for _ in range(runs):
         t = time.perf_counter()
-        once()
+        _run(argv, env, check)
         samples.append((time.perf_counter() - t) * 1000)
     return statistics.median(samples)
+
+
+def interleaved(actions: dict, runs: int, warmup: int = 2) -> dict:
+    """Median wall time (ms) of each engine's action, the engines taking turns
+    (first one, then the other, swapping who goes first) so that the
+    machine's drifts fall on both alike."""
+    samples: dict = {k: [] for k in actions}
+    order = list(actions)
+    for i in range(warmup + runs):
+        for key in (order if i % 2 else order[::-1]):
+            t = time.perf_counter()
+            actions[key]()
+            if i >= warmup:
+                samples[key].append((time.perf_counter() - t) * 1000)
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 class Subject:
@@ -60,8 +78,10 @@ class Subject:
             raise RuntimeError(f"docker {' '.join(args)}: {r.stderr.decode(errors='replace')}")
         return r.stdout.decode().strip()
 
-    def cli(self, *args):
-        return [DOCKER_CLI, *args]
+    def command(self, *args):
+        """An action running the docker CLI with ``args`` against this engine."""
+        argv = [DOCKER_CLI, *args]
+        return lambda: _run(argv, self.env)
 
     def run_d(self):
         cid = self.docker("run", "-d", "--network", "none", "busybox", "sleep", "600")
@@ -69,17 +89,15 @@ class Subject:
         return cid
 
 
-def bench_run_rm(s, runs):
-    return timed(s.cli("run", "--rm", "--network", "none", "busybox", "true"), s.env, runs)
+# Each figure prepares an engine and gives the action to time (None: the
+# engine does not serve it), and how many runs it takes out of ``--runs``.
+
+def prep_run_rm(s):
+    return s.command("run", "--rm", "--network", "none", "busybox", "true")
 
 
-def bench_run_d(s, runs):
-    def fn():
-        t = time.perf_counter()
-        s.run_d()
-        return (time.perf_counter() - t) * 1000
-    fn()
-    return statistics.median(fn() for _ in range(runs))
+def prep_run_d(s):
+    return s.run_d
 
 
 def _ensure_containers(s, n):
@@ -87,39 +105,40 @@ def _ensure_containers(s, n):
         s.run_d()
 
 
-def bench_ps(s, runs):
+def prep_ps(s):
     _ensure_containers(s, PS_CONTAINERS)
-    return timed(s.cli("ps"), s.env, runs)
+    return s.command("ps")
 
 
-def bench_inspect(s, runs):
+def prep_inspect(s):
     _ensure_containers(s, 1)
-    return timed(s.cli("inspect", s.detached[0]), s.env, runs)
+    return s.command("inspect", s.detached[0])
 
 
-def bench_exec(s, runs):
+def prep_exec(s):
     _ensure_containers(s, 1)
-    probe = subprocess.run(s.cli("exec", s.detached[0], "true"), env=s.env, capture_output=True)
+    probe = subprocess.run([DOCKER_CLI, "exec", s.detached[0], "true"], env=s.env,
+                           capture_output=True)
     if probe.returncode != 0:
         return None  # the engine does not serve exec (yet)
-    return timed(s.cli("exec", s.detached[0], "true"), s.env, runs)
+    return s.command("exec", s.detached[0], "true")
 
 
-def bench_logs(s, runs):
+def prep_logs(s):
     cid = s.docker("run", "-d", "--network", "none", "busybox", "sh", "-c",
                    f"head -c {LOG_BYTES} /dev/zero | tr '\\0' 'x' | fold -w 99")
     s.docker("wait", cid)
     s.detached.append(cid)
-    return timed(s.cli("logs", cid), s.env, max(3, runs // 2), warmup=1)
+    return s.command("logs", cid)
 
 
 FIGURES = [
-    ("run --rm true", bench_run_rm),
-    ("run -d", bench_run_d),
-    (f"ps ({PS_CONTAINERS} containers)", bench_ps),
-    ("inspect", bench_inspect),
-    ("exec true", bench_exec),
-    ("logs (10 MB)", bench_logs),
+    ("run --rm true", prep_run_rm, 1.0),
+    ("run -d", prep_run_d, 1.0),
+    (f"ps ({PS_CONTAINERS} containers)", prep_ps, 2.0),
+    ("inspect", prep_inspect, 2.0),
+    ("exec true", prep_exec, 1.0),
+    ("logs (10 MB)", prep_logs, 0.5),
 ]
 
 
@@ -179,7 +198,7 @@ def _fmt(v):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--only", help="comma-separated figure names (prefixes)")
     args = ap.parse_args(argv)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -203,16 +222,23 @@ def main(argv=None) -> int:
         for s in subjects.values():
             s.docker("load", "-i", IMAGE_TAR)
         rows = []
-        for name, fn in FIGURES:
+        for name, prep, share in FIGURES:
             if args.only and not any(name.startswith(o) for o in args.only.split(",")):
                 continue
-            vals = {}
+            actions = {}
             for key, s in subjects.items():
                 try:
-                    vals[key] = fn(s, args.runs)
+                    action = prep(s)
                 except RuntimeError as e:
                     print(f"{name} on {key}: {e}", file=sys.stderr)
-                    vals[key] = None
+                    action = None
+                if action is not None:
+                    actions[key] = action
+            try:
+                vals = interleaved(actions, max(3, int(args.runs * share)))
+            except RuntimeError as e:
+                print(f"{name}: {e}", file=sys.stderr)
+                vals = {}
             rows.append((name, vals.get("pallet"), vals.get("docker")))
         print(f"\n{'docker CLI ->':24} {'palletd ms':>10} {'dockerd ms':>10} {'ratio':>7}")
         for name, pv, dv in rows:

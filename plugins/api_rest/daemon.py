@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         return _fail(e.message)
     import asyncio
     try:
-        return asyncio.run(_run(kernel, args, listeners))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_run(kernel, args, listeners))
     except ConfigError as e:
         return _fail(e.message)
     except KeyboardInterrupt:
@@ -106,6 +107,17 @@ def main(argv=None) -> int:
 
         close_listeners(listeners)
         _remove_pidfile(pidfile)
+
+
+def _loop_factory():
+    """uvloop's event loop (a dependency: it accepts and answers a connection
+    about 0.1 ms sooner than asyncio's own loop, a good part of what palletd
+    adds to a docker CLI command); asyncio's loop if it is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _prepare(args):

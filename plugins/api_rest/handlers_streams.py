@@ -1,4 +1,4 @@
-"""Streams of a container: ``/logs`` and the hijacked ``/attach``."""
+"""Streams of a container: ``/logs``, the hijacked ``/attach`` and ``/attach/ws``."""
 from __future__ import annotations
 
 import asyncio
@@ -66,11 +66,13 @@ async def logs(request: web.Request):
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     try:
-        async for e in entries:
-            data = e.data
+        async for batch in entries:
             if timestamps:
-                data = rfc3339nano(e.time_ns).encode() + b" " + data
-            await resp.write(streams.encode(e.stream, data, tty))
+                await resp.write(b"".join(
+                    streams.encode(e.stream, rfc3339nano(e.time_ns).encode() + b" " + e.data, tty)
+                    for e in batch))
+            else:
+                await resp.write(b"".join(streams.encode(e.stream, e.data, tty) for e in batch))
         await resp.write_eof()
     except (ConnectionError, RuntimeError):
         pass
@@ -79,9 +81,37 @@ async def logs(request: web.Request):
     return resp
 
 
+def _attach_checks(request):
+    """The container and what both attach endpoints refuse before answering."""
+    c = _svc(request).get(request.match_info["id"])
+    if c.state.get("Status") == "restarting":
+        raise errors.Conflict("You cannot attach to a restarting container, wait until it is "
+                              "running")
+    return c
+
+
+async def _forward(queue: asyncio.Queue, want: set, write, detached: asyncio.Event) -> None:
+    """The container's output from ``queue`` to ``write`` (which says False when
+    the client is gone) until the output ends, the client leaves or detaches."""
+    while not detached.is_set():
+        getter = asyncio.ensure_future(queue.get())
+        stop = asyncio.ensure_future(detached.wait())
+        done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if getter not in done:
+            getter.cancel()
+            return
+        item = getter.result()
+        if item is None:
+            return
+        name, data = item
+        if name in want and not await write(name, data):
+            return
+
+
 async def attach(request: web.Request):
     svc = _svc(request)
-    c = svc.get(request.match_info["id"])
+    c = _attach_checks(request)
     want = {s for s in ("stdout", "stderr") if qbool(request, s)}
     use_stdin = qbool(request, "stdin")
     stream = qbool(request, "stream")
@@ -89,9 +119,6 @@ async def attach(request: web.Request):
     keys = parse_keys(request.query.get("detachKeys"))
     if not (stream or with_logs):
         raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
-    if c.state.get("Status") == "restarting":
-        raise errors.Conflict("You cannot attach to a restarting container, wait until it is "
-                              "running")
     tty = c.tty
     clog = svc.log_of(c)
     # subscribe before answering: the CLI starts the container as soon as it has
@@ -103,28 +130,16 @@ async def attach(request: web.Request):
         await conn.start()
         svc.emit(c, "attach")
         if with_logs and c.log_path:
-            async for e in follow_log(None, c.log_path, streams=want, tail=None):
-                await conn.write(streams.encode(e.stream, e.data, tty))
+            async for batch in follow_log(None, c.log_path, streams=want, tail=None):
+                await conn.write(b"".join(streams.encode(e.stream, e.data, tty) for e in batch))
         stdin_task = None
         if use_stdin and stream and c.data["Config"].get("OpenStdin"):
             stdin_task = asyncio.get_running_loop().create_task(
-                _pump_stdin(svc, c, conn, EscapeFilter(keys), detached))
+                _pump_stdin(svc, c, lambda: conn.stdin.read(65536), EscapeFilter(keys),
+                            detached))
         if queue is not None:
-            getter = None
-            while not detached.is_set():
-                getter = asyncio.ensure_future(queue.get())
-                stop = asyncio.ensure_future(detached.wait())
-                done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
-                stop.cancel()
-                if getter not in done:
-                    getter.cancel()
-                    break
-                item = getter.result()
-                if item is None:
-                    break
-                name, data = item
-                if name in want and not await conn.write(streams.encode(name, data, tty)):
-                    break
+            await _forward(queue, want, lambda name, data: conn.write(
+                streams.encode(name, data, tty)), detached)
         if stdin_task is not None:
             stdin_task.cancel()
     finally:
@@ -137,13 +152,104 @@ async def attach(request: web.Request):
     return conn.response
 
 
-async def _pump_stdin(svc, c, conn: streams.Hijacked, escape: EscapeFilter,
-                      detached: asyncio.Event) -> None:
-    """The client's stdin to the container's; the CLI sends it as soon as it is
-    attached, before the start, so wait for the task's FIFO.  The detach keys
-    end the attach and leave the container (and its stdin) alone."""
+async def attach_ws(request: web.Request):
+    """``/containers/{id}/attach/ws``: the attach over a websocket.  Output goes
+    unframed (the websocket keeps the messages apart), in binary messages from
+    API 1.28 on and text ones before; every message the client sends is stdin.
+    Before API 1.42 the stdin/stdout/stderr parameters are ignored (all on)."""
+    from aiohttp import WSMsgType
+
+    from pallet.plugins.api_rest.server import api_version, version_at_least
+
+    svc = _svc(request)
+    c = _attach_checks(request)
+    version = api_version(request)
+    if version_at_least(version, "1.42"):
+        want = {s for s in ("stdout", "stderr") if qbool(request, s)}
+        use_stdin = qbool(request, "stdin")
+    else:
+        want, use_stdin = {"stdout", "stderr"}, True
+    stream = qbool(request, "stream")
+    with_logs = qbool(request, "logs")
+    keys = parse_keys(request.query.get("detachKeys"))
+    opcode = WSMsgType.BINARY if version_at_least(version, "1.28") else WSMsgType.TEXT
+    clog = svc.log_of(c)
+    queue = clog.subscribe_raw() if stream else None
+    ws = web.WebSocketResponse(autoping=True)
+    detached = asyncio.Event()
+    stdin_task = None
+    try:
+        await ws.prepare(request)
+        request["hijacked"] = True  # errors can no longer be answered in HTTP
+        svc.emit(c, "attach")
+
+        async def send(name, data) -> bool:
+            if ws.closed:
+                return False
+            try:
+                await ws.send_frame(data, opcode)
+            except (ConnectionError, RuntimeError):
+                return False
+            return True
+
+        if with_logs and c.log_path:
+            async for batch in follow_log(None, c.log_path, streams=want, tail=None):
+                if not await send(None, b"".join(e.data for e in batch)):
+                    return ws
+        gone = asyncio.Event()
+
+        async def receive() -> bytes:
+            """The client's next message as stdin; b"" when it has closed."""
+            while True:
+                msg = await ws.receive()
+                if msg.type == WSMsgType.BINARY:
+                    return msg.data
+                if msg.type == WSMsgType.TEXT:
+                    return msg.data.encode()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                WSMsgType.ERROR):
+                    gone.set()
+                    return b""
+
+        if use_stdin and stream and c.data["Config"].get("OpenStdin"):
+            stdin_task = asyncio.get_running_loop().create_task(
+                _pump_stdin(svc, c, receive, EscapeFilter(keys), detached))
+        else:
+            # still read: control frames (ping, close) arrive as messages
+            stdin_task = asyncio.get_running_loop().create_task(_drain(receive, detached))
+        if queue is not None:
+            ended = asyncio.ensure_future(gone.wait())
+            forward = asyncio.ensure_future(_forward(queue, want, send, detached))
+            await asyncio.wait({forward, ended}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (forward, ended):
+                t.cancel()
+    finally:
+        if stdin_task is not None:
+            stdin_task.cancel()
+        if queue is not None:
+            clog.unsubscribe_raw(queue)
+        if ws.prepared and not ws.closed:
+            try:
+                await ws.close()
+            except (ConnectionError, RuntimeError):
+                pass
+        if detached.is_set():
+            svc.emit(c, "detach")
+    return ws
+
+
+async def _drain(receive, detached: asyncio.Event) -> None:
+    while await receive():
+        pass
+
+
+async def _pump_stdin(svc, c, read, escape: EscapeFilter, detached: asyncio.Event) -> None:
+    """The client's stdin (``read()`` gives the next bytes, b"" at the end) to
+    the container's; the CLI sends it as soon as it is attached, before the
+    start, so wait for the task's FIFO.  The detach keys end the attach and
+    leave the container (and its stdin) alone."""
     while True:
-        data = await conn.stdin.read(65536)
+        data = await read()
         while c.io is None and c.id in svc.store.by_id and c.state.get("Status") not in (
                 "exited", "dead"):
             await asyncio.sleep(0.02)
@@ -166,3 +272,4 @@ async def _pump_stdin(svc, c, conn: streams.Hijacked, escape: EscapeFilter,
 def register(routes) -> None:
     routes.add("GET", "/containers/{id}/logs", logs)
     routes.add("POST", "/containers/{id}/attach", attach)
+    routes.add("GET", "/containers/{id}/attach/ws", attach_ws)

@@ -21,11 +21,30 @@ def rfc3339nano(ns: int | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
+_EPOCH_DAY = 719163  # datetime.date(1970, 1, 1).toordinal()
+
+
 def parse_time(text: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 time written by :func:`rfc3339nano`."""
+    """Nanoseconds since the epoch of an RFC 3339 time written by :func:`rfc3339nano`.
+
+    Called for every line a json-file log gives back, so the usual shape
+    (``YYYY-MM-DDTHH:MM:SS``) is read by slicing; anything else goes through
+    strptime, which also gives the error."""
+    base, _, frac = text.rstrip("Z").partition(".")
+    if len(base) == 19 and base[10] == "T" and base[4] == base[7] == "-" \
+            and base[13] == base[16] == ":" and base[:4].isdigit():
+        import datetime
+
+        try:
+            day = datetime.date(int(base[:4]), int(base[5:7]), int(base[8:10])).toordinal()
+            hh, mm, ss = int(base[11:13]), int(base[14:16]), int(base[17:19])
+        except ValueError:
+            day = None
+        if day is not None and 0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 62:
+            secs = (day - _EPOCH_DAY) * 86400 + hh * 3600 + mm * 60 + ss
+            return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
     import calendar
 
-    base, _, frac = text.rstrip("Z").partition(".")
     secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
@@ -265,13 +284,37 @@ def _gzip_file(path: str) -> None:
 
 
 def _parse_lines(data: bytes, out: list) -> None:
-    for line in data.splitlines():
+    """json-file lines to entries.  The block goes to the C decoder in one call
+    as a JSON array; only if that fails (a line torn by a crash) line by line,
+    skipping what does not parse."""
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        return
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        objs = []
+        for line in lines:
+            try:
+                objs.append(json.loads(line))
+            except ValueError:
+                continue
+    seconds: dict[str, int] = {}  # lines of one second share the parse of their date
+    for obj in objs:
         try:
-            obj = json.loads(line)
-            out.append(LogEntry(obj.get("stream", "stdout"), obj.get("log", "").encode(),
-                                parse_time(obj["time"])))
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line after a crash
+            stamp = obj["time"]
+            if len(stamp) > 21 and stamp[19] == "." and stamp[-1] == "Z":
+                base = stamp[:19]
+                ns = seconds.get(base)
+                if ns is None:
+                    ns = seconds[base] = parse_time(base + "Z")
+                frac = stamp[20:-1]
+                ns += int(frac.ljust(9, "0")[:9]) if frac.isdigit() else 0
+            else:
+                ns = parse_time(stamp)
+            out.append(LogEntry(obj.get("stream", "stdout"), obj.get("log", "").encode(), ns))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
 
 
 def open_files(path: str) -> list[tuple]:
@@ -287,22 +330,49 @@ def open_files(path: str) -> list[tuple]:
     return out
 
 
-def read_open_files(files: list[tuple]) -> list[LogEntry]:
-    """The entries of files from :func:`open_files` (which it closes)."""
+BLOCK = 1 << 20  # bytes of log file parsed at a time when streaming
+
+
+def read_blocks(files: list[tuple]):
+    """The entries of files from :func:`open_files`, a list per block of about
+    :data:`BLOCK` bytes, so that the first ones can be sent while the rest is
+    read.  The caller closes the files."""
     import gzip
 
-    out: list[LogEntry] = []
     for f, gz, size in files:
         try:
-            with f:
-                if gz:
-                    with gzip.open(f, "rb") as g:
-                        data = g.read()
-                else:
-                    data = f.read(size)
-        except (OSError, EOFError):
+            reader = gzip.open(f, "rb") if gz else f
+            left = None if gz else size  # the live file: what it held when opened
+            carry = b""
+            for block in iter(lambda: reader.read(BLOCK), b""):
+                if left is not None:
+                    block = block[:left]
+                    left -= len(block)
+                head, sep, carry = (carry + block).rpartition(b"\n")
+                out: list[LogEntry] = []
+                _parse_lines(head + sep, out)
+                if out:
+                    yield out
+                if left == 0:
+                    break
+            if carry:
+                out = []
+                _parse_lines(carry, out)
+                if out:
+                    yield out
+        except (OSError, EOFError, ValueError):  # ValueError: closed by the caller
             continue
-        _parse_lines(data, out)
+
+
+def read_open_files(files: list[tuple]) -> list[LogEntry]:
+    """The entries of files from :func:`open_files` (which it closes)."""
+    out: list[LogEntry] = []
+    try:
+        for block in read_blocks(files):
+            out += block
+    finally:
+        for f, _, _ in files:
+            f.close()
     return out
 
 
@@ -311,36 +381,59 @@ def read_entries(path: str) -> list[LogEntry]:
     return read_open_files(open_files(path))
 
 
+BATCH = 4096  # entries per batch read back from the file
+
+
 async def follow(log: ContainerLog | None, path: str, *, streams: set[str], tail: int | None,
                  since_ns: int = 0, until_ns: int | None = None,
-                 follow: bool = False, running=lambda: False) -> AsyncIterator[LogEntry]:
-    """The entries ``docker logs`` shows: the file's (last ``tail``), then, with
-    ``follow``, the live ones until the container stops."""
+                 follow: bool = False, running=lambda: False) -> AsyncIterator[list[LogEntry]]:
+    """The entries ``docker logs`` shows, in batches (one write each): the
+    file's (last ``tail``), then, with ``follow``, the live ones until the
+    container stops, each batch what had arrived by then."""
     queue = None
     if follow and log is not None and running():
         queue = log.subscribe_lines()
     try:
         files = open_files(path)
-        entries = await asyncio.get_running_loop().run_in_executor(None, read_open_files, files)
+        loop = asyncio.get_running_loop()
 
         def keep(e: LogEntry) -> bool:
             return (e.stream in streams and e.time_ns >= since_ns
                     and (until_ns is None or e.time_ns <= until_ns))
 
-        entries = [e for e in entries if keep(e)]
-        if tail is not None:
+        if tail is None:
+            # streamed: a block is sent while the next one is parsed
+            blocks = read_blocks(files)
+            try:
+                while (block := await loop.run_in_executor(None, next, blocks, None)) is not None:
+                    batch = [e for e in block if keep(e)]
+                    if batch:
+                        yield batch
+            finally:
+                for f, _, _ in files:
+                    f.close()
+        else:
+            entries = await loop.run_in_executor(None, read_open_files, files)
+            entries = [e for e in entries if keep(e)]
             entries = entries[-tail:] if tail > 0 else []
-        for e in entries:
-            yield e
+            for i in range(0, len(entries), BATCH):
+                yield entries[i:i + BATCH]
         if queue is None:
             return
         while True:
-            e = await queue.get()
-            if e is None:
-                return
-            if keep(e):
-                yield e
-            if until_ns is not None and e.time_ns > until_ns:
+            arrived = [await queue.get()]
+            while arrived[-1] is not None and not queue.empty() and len(arrived) < BATCH:
+                arrived.append(queue.get_nowait())
+            batch, ended = [], False
+            for e in arrived:
+                if e is None or (until_ns is not None and e.time_ns > until_ns):
+                    ended = True
+                    break
+                if keep(e):
+                    batch.append(e)
+            if batch:
+                yield batch
+            if ended:
                 return
     finally:
         if queue is not None:

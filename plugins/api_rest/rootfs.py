@@ -24,17 +24,10 @@ import shutil
 
 from pallet.core import errors
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+from pallet.linux.syscalls import (MNT_DETACH, MS_BIND, MS_PRIVATE, MS_RDONLY,  # noqa: F401
+                                   MS_REC, MS_REMOUNT, mount, umount2)
 
-MS_RDONLY = 1
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 SYS_OPENAT2 = 437          # the same number on every architecture (new syscall table)
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -46,22 +39,16 @@ class _OpenHow(ctypes.Structure):
                 ("resolve", ctypes.c_uint64)]
 
 
-def _oserror(what: str) -> OSError:
-    e = ctypes.get_errno()
-    return OSError(e, f"{what}: {os.strerror(e).lower()}")
-
-
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    r = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                    flags, data.encode() if data else None)
-    if r != 0:
-        raise _oserror(f"mount {fstype or 'bind'} on {target}")
+    mount(source or None, target, fstype, flags, data or None)
 
 
 def umount(target: str) -> None:
-    if _libc.umount2(target.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (
-            errno.EINVAL, errno.ENOENT):
-        raise _oserror(f"umount {target}")
+    try:
+        umount2(target, MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
 
 
 def _options(m) -> list[str]:

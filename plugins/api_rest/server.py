@@ -4,11 +4,13 @@ chosen with ``-H`` (unix://, tcp://, fd://)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from pallet.core import errors
 
@@ -16,8 +18,6 @@ log = logging.getLogger("pallet.api_rest")
 
 API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
-
-_VERSION_PREFIX = r"/{api_version:v[0-9]+(?:\.[0-9]+)?}"
 
 
 def _vtuple(v: str) -> tuple[int, ...]:
@@ -58,11 +58,17 @@ def error_response(exc: BaseException) -> web.Response:
     return json_response({"message": message}, status=status)
 
 
+_HEADERS = (("Api-Version", API_VERSION), ("Server", "Docker/pallet (linux)"),
+            ("Docker-Experimental", "false"), ("Ostype", "linux"))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
+    """The one wrapper around every handler: the API version check, docker's
+    JSON error for any failure, and the headers docker puts on every answer."""
     try:
         check_api_version(request)
-        return await handler(request)
+        resp = await handler(request)
     except asyncio.CancelledError:
         raise
     except ConnectionResetError:
@@ -74,32 +80,35 @@ async def error_middleware(request: web.Request, handler):
             log.exception("%s %s failed", request.method, request.path)
         if request.get("hijacked"):
             raise  # the connection was already taken over: nothing more can be said on it
-        return error_response(exc)
-
-
-@web.middleware
-async def headers_middleware(request: web.Request, handler):
-    resp = await handler(request)
+        resp = error_response(exc)
     if not resp.prepared:
-        resp.headers.setdefault("Api-Version", API_VERSION)
-        resp.headers.setdefault("Server", "Docker/pallet (linux)")
-        resp.headers.setdefault("Docker-Experimental", "false")
-        resp.headers.setdefault("Ostype", "linux")
+        headers = resp.headers
+        for name, value in _HEADERS:
+            if name not in headers:
+                headers[name] = value
     return resp
 
 
 def check_api_version(request: web.Request) -> None:
     v = request.match_info.get("api_version")
-    if not v:
-        return
-    v = v[1:]
+    if v:
+        problem = _version_problem(v[1:])
+        if problem:
+            raise errors.InvalidArgument(problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _version_problem(v: str) -> str | None:
     if _vtuple(v) > _vtuple(API_VERSION):
-        raise errors.InvalidArgument(f"client version {v} is too new. Maximum supported API "
-                                     f"version is {API_VERSION}")
+        return f"client version {v} is too new. Maximum supported API version is {API_VERSION}"
     if _vtuple(v) < _vtuple(MIN_API_VERSION):
-        raise errors.InvalidArgument(f"client version {v} is too old. Minimum supported API "
-                                     f"version is {MIN_API_VERSION}, please upgrade your client "
-                                     "to a newer version")
+        return (f"client version {v} is too old. Minimum supported API version is "
+                f"{MIN_API_VERSION}, please upgrade your client to a newer version")
+    return None
+
+
+def version_at_least(version: str, minimum: str) -> bool:
+    return _vtuple(version) >= _vtuple(minimum)
 
 
 def api_version(request: web.Request) -> str:
@@ -169,20 +178,53 @@ def qfilters(request: web.Request) -> dict[str, list[str]]:
 # --- routing --------------------------------------------------------------------
 
 class Routes:
-    """Adds every route twice: unversioned and under ``/v1.NN``."""
+    """Adds a route at its unversioned path; :class:`VersionedRouter` serves it
+    under ``/v1.NN`` too."""
 
     def __init__(self, app: web.Application):
         self.app = app
 
     def add(self, method: str, path: str, handler) -> None:
         self.app.router.add_route(method, path, handler)
-        self.app.router.add_route(method, _VERSION_PREFIX + path, handler)
+
+
+_VERSIONED = re.compile(r"/(v[0-9]+(?:\.[0-9]+)?)(/.*)", re.DOTALL)
+
+
+class _Retargeted:
+    """What resources look at when they match a request: its method and path."""
+
+    __slots__ = ("method", "rel_url")
+
+    def __init__(self, method: str, rel_url):
+        self.method = method
+        self.rel_url = rel_url
+
+
+class VersionedRouter(web.UrlDispatcher):
+    """Routes ``/v1.NN/PATH`` as ``/PATH``, with ``api_version`` in the match info.
+
+    aiohttp indexes resources by the literal start of their path: routes
+    registered as ``/{api_version}/...`` would all share the index entry ``/``
+    and be tried one by one (80 us for a late one), so the version is split
+    off here and the rest looked up in the index like an unversioned path."""
+
+    async def resolve(self, request):
+        m = _VERSIONED.fullmatch(request.rel_url.raw_path)
+        if m is None:
+            return await super().resolve(request)
+        from yarl import URL
+
+        info = await super().resolve(_Retargeted(request.method,
+                                                 URL.build(path=m.group(2), encoded=True)))
+        if not isinstance(info, MatchInfoError):
+            info["api_version"] = m.group(1)
+        return info
 
 
 # Families of the Engine API that pallet does not serve yet: they answer 501
 # with docker's JSON error rather than a bare 404.
 UNIMPLEMENTED = (
-    "/containers/{id}/attach/ws",
     "/build{tail:.*}", "/commit", "/images/search",
     "/swarm{tail:.*}", "/services{tail:.*}",
     "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
@@ -210,8 +252,12 @@ def make_app(kernel, service) -> web.Application:
     """The application with pallet's routes, then plugins' routes, then the 501 families."""
     from pallet.plugins.api_rest import handlers_containers, handlers_images, handlers_system
 
-    app = web.Application(middlewares=[headers_middleware, error_middleware],
-                          client_max_size=1 << 40, handler_args={"max_field_size": 65536})
+    import warnings
+
+    with warnings.catch_warnings():  # aiohttp 3 marks the router argument deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(router=VersionedRouter(), middlewares=[error_middleware],
+                              client_max_size=1 << 40, handler_args={"max_field_size": 65536})
     app["kernel"] = kernel
     app["service"] = service
     routes = Routes(app)
@@ -252,6 +298,10 @@ async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
                 continue
             await web.SockSite(runner, sock).start()
             log.info("API listen on %s", name)
+        # what start-up made (modules, plugins, state) lives as long as the
+        # daemon: out of the collector's way, a full collection stays cheap
+        import gc
+        gc.freeze()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -14,35 +14,16 @@ Python 3.11 has no ``os.unshare``/``os.setns``: ctypes.
 """
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
 import threading
 
-CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_SHARED = 1 << 20
-MNT_DETACH = 2
-EINVAL = 22
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _fail(what: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err).lower()}")
+from pallet.linux.syscalls import (CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED,
+                                   mount, setns, umount2, unshare)
 
 
 def _mount(source, target: str, flags: int) -> None:
-    src = os.fsencode(source) if source is not None else None
-    if _libc.mount(src, os.fsencode(target), None, ctypes.c_ulong(flags), None) != 0:
-        raise _fail(f"mount {source or 'none'} on {target}")
-
-
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(CLONE_NEWNET)) != 0:
-        raise _fail(f"setns {what}")
+    mount(source, target, None, flags)
 
 
 def in_thread(fn, *args):
@@ -87,7 +68,10 @@ def release_dir(directory: str) -> None:
     """Undo :func:`prepare_dir` (the namespace files must be gone already)."""
     directory = os.path.realpath(directory)
     if os.path.isdir(directory) and _is_mountpoint(directory):
-        _libc.umount2(os.fsencode(directory), ctypes.c_int(MNT_DETACH))
+        try:
+            umount2(directory, MNT_DETACH)
+        except OSError:
+            pass
 
 
 def create(path: str, then=None):
@@ -103,8 +87,7 @@ def create(path: str, then=None):
     os.close(fd)
 
     def run():
-        if _libc.unshare(ctypes.c_int(CLONE_NEWNET)) != 0:
-            raise _fail("unshare network namespace")
+        unshare(CLONE_NEWNET, "unshare network namespace")
         _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, MS_BIND)
         return then() if then is not None else None
 
@@ -117,10 +100,12 @@ def create(path: str, then=None):
 
 def remove(path: str) -> None:
     """Unmount and delete a namespace file (missing is fine)."""
-    if _libc.umount2(os.fsencode(path), ctypes.c_int(MNT_DETACH)) != 0:
-        err = ctypes.get_errno()
-        if err not in (EINVAL, 2):  # not mounted / gone
-            raise OSError(err, f"unmount network namespace {path}: {os.strerror(err).lower()}")
+    try:
+        umount2(path, MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted / gone
+            raise OSError(e.errno, f"unmount network namespace {path}: "
+                                   f"{os.strerror(e.errno).lower()}") from None
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -136,7 +121,7 @@ def run_in(path: str, fn, *args):
             raise OSError(e.errno, f"open network namespace {path}: "
                                    f"{os.strerror(e.errno).lower()}") from None
         try:
-            _setns(fd, path)
+            setns(fd, CLONE_NEWNET, path)
         finally:
             os.close(fd)
         return fn(*args)

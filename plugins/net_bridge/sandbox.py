@@ -462,7 +462,17 @@ class SandboxMixin:
 
     # --- what docker reports ----------------------------------------------------------------
     def settings(self, cid: str) -> dict:
-        """docker's ``NetworkSettings`` for the container (without ``Ports``)."""
+        """docker's ``NetworkSettings`` for the container (without ``Ports``).
+
+        A read: once the state is loaded it is answered on the caller's thread
+        (``docker ps`` asks once per container, and a hop to the worker costs
+        more than the answer).  Should the worker change a table meanwhile the
+        read is retried there."""
+        if self._loaded:
+            try:
+                return self._settings_id(cid)
+            except RuntimeError:  # a dict changed size during iteration
+                pass
         return self.worker.call(self._settings_id, cid)
 
     def _settings_id(self, cid: str) -> dict:

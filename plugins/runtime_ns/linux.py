@@ -18,15 +18,15 @@ from .messages import describe  # noqa: F401  (re-exported for the child side)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# --- namespaces (sched.h) ---------------------------------------------------------
-CLONE_NEWTIME = 0x00000080
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
+# --- namespaces, mount(2), umount2(2), prctl(2): shared with the shim, the image
+# store and the network plugin (re-exported here for the runtime's modules) -------
+from pallet.linux.syscalls import (  # noqa: E402,F401
+    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
+    CLONE_NEWUSER, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_MOVE,
+    MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE,
+    MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SILENT, MS_SLAVE,
+    MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE, encode as _b, fail as _fail, mount, prctl,
+    set_child_subreaper, setns, umount2, unshare)
 
 #: OCI namespace type -> (clone flag, name under /proc/<pid>/ns)
 NAMESPACES = {
@@ -39,30 +39,6 @@ NAMESPACES = {
     "user": (CLONE_NEWUSER, "user"),
     "time": (CLONE_NEWTIME, "time"),
 }
-
-# --- mount(2) flags (sys/mount.h) ---------------------------------------------------
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_SYNCHRONOUS = 16
-MS_REMOUNT = 32
-MS_MANDLOCK = 64
-MS_DIRSYNC = 128
-MS_NOSYMFOLLOW = 256
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_MOVE = 8192
-MS_REC = 16384
-MS_SILENT = 32768
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MNT_DETACH = 2
 
 # --- prctl(2) -------------------------------------------------------------------------
 PR_SET_PDEATHSIG = 1
@@ -88,42 +64,6 @@ _SYSCALLS = {
 _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET = _SYSCALLS.get(os.uname().machine, (155, 125, 126))
 
 
-def _fail(what: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err).lower()}")
-
-
-def _b(value) -> bytes | None:
-    if value is None:
-        return None
-    return os.fsencode(value)
-
-
-def unshare(flags: int) -> None:
-    """unshare(2) for the calling thread."""
-    if _libc.unshare(ctypes.c_int(flags)) != 0:
-        raise _fail("unshare")
-
-
-def setns(fd: int, nstype: int = 0, what: str = "namespace") -> None:
-    """setns(2): join the namespace ``fd`` refers to."""
-    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
-        raise _fail(f"setns {what}")
-
-
-def mount(source, target, fstype, flags: int = 0, data=None, shown=None) -> None:
-    """mount(2); the error names the source, type and target (``shown`` when
-    the target is a /proc/self/fd link)."""
-    if _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
-        src = source or fstype or "none"
-        raise _fail(f"mount {src} on {shown or target}")
-
-
-def umount2(target, flags: int = 0) -> None:
-    if _libc.umount2(_b(target), ctypes.c_int(flags)) != 0:
-        raise _fail(f"unmount {target}")
-
-
 def pivot_root(new_root, put_old) -> None:
     if _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
         raise _fail(f"pivot_root {new_root}")
@@ -139,19 +79,6 @@ def setdomainname(name: str) -> None:
     raw = name.encode()
     if _libc.setdomainname(raw, ctypes.c_size_t(len(raw))) != 0:
         raise _fail(f"setdomainname {name}")
-
-
-def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    res = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                      ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
-    if res < 0:
-        raise _fail(f"prctl {option}")
-    return res
-
-
-def set_child_subreaper(on: bool = True) -> None:
-    """Make the calling process a child subreaper (PR_SET_CHILD_SUBREAPER)."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
 # --- capabilities ----------------------------------------------------------------------

@@ -23,36 +23,13 @@ import os
 import stat
 
 from . import linux
+from pallet.linux.syscalls import MOUNT_FLAGS, PROPAGATION, parse_options  # noqa: F401
+
 from .linux import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                     MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, mount)
 
-# option -> (clear, set) flags, as in runc's parseMountOptions
-_FLAGS = {
-    "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
-    "nosuid": (False, MS_NOSUID), "suid": (True, MS_NOSUID),
-    "nodev": (False, MS_NODEV), "dev": (True, MS_NODEV),
-    "noexec": (False, MS_NOEXEC), "exec": (True, MS_NOEXEC),
-    "sync": (False, linux.MS_SYNCHRONOUS), "async": (True, linux.MS_SYNCHRONOUS),
-    "dirsync": (False, linux.MS_DIRSYNC),
-    "remount": (False, MS_REMOUNT),
-    "mand": (False, linux.MS_MANDLOCK), "nomand": (True, linux.MS_MANDLOCK),
-    "atime": (True, linux.MS_NOATIME), "noatime": (False, linux.MS_NOATIME),
-    "diratime": (True, linux.MS_NODIRATIME), "nodiratime": (False, linux.MS_NODIRATIME),
-    "relatime": (False, linux.MS_RELATIME), "norelatime": (True, linux.MS_RELATIME),
-    "strictatime": (False, linux.MS_STRICTATIME), "nostrictatime": (True, linux.MS_STRICTATIME),
-    "nosymfollow": (False, linux.MS_NOSYMFOLLOW), "symfollow": (True, linux.MS_NOSYMFOLLOW),
-    "bind": (False, MS_BIND), "rbind": (False, MS_BIND | MS_REC),
-    "silent": (False, linux.MS_SILENT), "loud": (True, linux.MS_SILENT),
-    "iversion": (False, 1 << 23), "noiversion": (True, 1 << 23),
-    "lazytime": (False, 1 << 25), "nolazytime": (True, 1 << 25),
-    "defaults": (False, 0),
-}
-_PROPAGATION = {
-    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
-    "shared": linux.MS_SHARED, "rshared": linux.MS_SHARED | MS_REC,
-    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
-    "unbindable": linux.MS_UNBINDABLE, "runbindable": linux.MS_UNBINDABLE | MS_REC,
-}
+# mount(8) options, shared with the shim and the image store
+_FLAGS, _PROPAGATION = MOUNT_FLAGS, PROPAGATION
 # statvfs f_flag bits -> mount flags, to keep a mount's flags on a bind remount
 _ST_TO_MS = ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC),
              (1024, linux.MS_NOATIME), (2048, linux.MS_NODIRATIME),
@@ -71,22 +48,6 @@ DEFAULT_LINKS = (
 
 class MountError(Exception):
     """A step of the rootfs set-up failed; the message is sent to the parent as is."""
-
-
-def parse_options(options) -> tuple[int, int, str]:
-    """OCI mount options -> (mount flags, propagation flags, fs data string)."""
-    flags = 0
-    propagation = 0
-    data = []
-    for opt in options or ():
-        if opt in _FLAGS:
-            clear, bit = _FLAGS[opt]
-            flags = flags & ~bit if clear else flags | bit
-        elif opt in _PROPAGATION:
-            propagation |= _PROPAGATION[opt]
-        else:
-            data.append(opt)
-    return flags, propagation, ",".join(data)
 
 
 def secure_join(root: str, unsafe: str) -> str:

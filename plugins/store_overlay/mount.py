@@ -15,91 +15,15 @@ propagation (``rprivate``...) and filesystem data (``lowerdir=...``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import tempfile
 from typing import Iterator, Sequence
 
 from pallet.core.models import Mount
-
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_REMOUNT = 0x20
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MNT_DETACH = 0x2
-
-# option -> (clear?, flag), as in containerd's mount_linux.go
-_FLAGS = {
-    "async": (True, MS_SYNCHRONOUS), "atime": (True, MS_NOATIME),
-    "bind": (False, MS_BIND), "defaults": (False, 0), "dev": (True, MS_NODEV),
-    "diratime": (True, MS_NODIRATIME), "dirsync": (False, MS_DIRSYNC),
-    "exec": (True, MS_NOEXEC), "mand": (False, MS_MANDLOCK),
-    "noatime": (False, MS_NOATIME), "nodev": (False, MS_NODEV),
-    "nodiratime": (False, MS_NODIRATIME), "noexec": (False, MS_NOEXEC),
-    "nomand": (True, MS_MANDLOCK), "norelatime": (True, MS_RELATIME),
-    "nostrictatime": (True, MS_STRICTATIME), "nosuid": (False, MS_NOSUID),
-    "rbind": (False, MS_BIND | MS_REC), "relatime": (False, MS_RELATIME),
-    "remount": (False, MS_REMOUNT), "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
-    "strictatime": (False, MS_STRICTATIME), "suid": (True, MS_NOSUID),
-    "sync": (False, MS_SYNCHRONOUS),
-}
-_PROPAGATION = {
-    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
-}
-
-_libc = None
-
-
-def _lib():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                                ctypes.c_ulong, ctypes.c_char_p]
-        _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    return _libc
-
-
-def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
-    """``(flags, propagation flags, data)`` of mount(8)-style options."""
-    flags, prop, data = 0, 0, []
-    for opt in options:
-        if opt in _FLAGS:
-            clear, flag = _FLAGS[opt]
-            flags = flags & ~flag if clear else flags | flag
-        elif opt in _PROPAGATION:
-            prop |= _PROPAGATION[opt]
-        else:
-            data.append(opt)
-    return flags, prop, ",".join(data)
-
-
-def _sys_mount(source: str | None, target: str, fstype: str | None, flags: int,
-               data: str | None) -> None:
-    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    if _lib().mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount {fstype or 'bind'} {source} on {target}: "
-                         f"{os.strerror(e).lower()}")
+from pallet.linux.syscalls import (  # noqa: F401  (MS_* re-exported for the store)
+    MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount as _sys_mount,
+    mount_options, parse_options, umount2)
 
 
 def _compact_overlay(data: str) -> tuple[str, str] | None:
@@ -153,14 +77,10 @@ def mount(m: Mount, target: str) -> None:
         if compact is None or len(compact[0]) > pagesize - 512:
             raise OSError(errno.E2BIG, f"mount overlay on {target}: options too long")
         _mount_in_child(compact[1], m.source, target, m.type, flags, compact[0])
+        if prop:
+            _sys_mount(None, target, None, prop)
     else:
-        fstype = None if flags & MS_BIND else m.type
-        _sys_mount(m.source, target, fstype, flags, data or None)
-    if flags & MS_BIND and flags & MS_RDONLY:
-        # mount(2): MS_RDONLY is ignored when creating a bind mount
-        _sys_mount(None, target, None, MS_REMOUNT | MS_BIND | (flags & ~MS_REC), None)
-    if prop:
-        _sys_mount(None, target, None, prop, None)
+        mount_options(m.type, m.source, target, m.options)
 
 
 def mount_all(mounts: Sequence[Mount], target: str) -> None:
@@ -179,9 +99,7 @@ def mount_all(mounts: Sequence[Mount], target: str) -> None:
 
 def unmount(target: str, detach: bool = False) -> None:
     """Unmount ``target`` once (EINVAL, "not mounted", is reported)."""
-    if _lib().umount2(os.fsencode(target), MNT_DETACH if detach else 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"unmount {target}: {os.strerror(e).lower()}")
+    umount2(target, MNT_DETACH if detach else 0)
 
 
 def unmount_all(target: str, detach: bool = False) -> None:

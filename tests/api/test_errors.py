@@ -32,6 +32,14 @@ def test_versioned_and_unversioned_paths(palletd):
     assert status == 400 and "too new" in msg
     status, msg = _err(palletd.api("GET", "/v1.12/version"))
     assert status == 400 and "too old" in msg
+    # the version is split off before routing: what follows it routes as unversioned
+    status, msg = _err(palletd.api("GET", "/v1.43/pa-nowhere"))
+    assert status == 404 and msg == "page not found"
+    status, msg = _err(palletd.api("POST", "/v1.43/version"))
+    assert status == 405
+    for path in ("/v1.43/images/pa-no%2Fsuch:1/json", "/v1.43/images/localhost:1/pa/no:1/json"):
+        status, msg = _err(palletd.api("GET", path))
+        assert status == 404 and "No such image" in msg, (path, msg)
 
 
 def test_bad_json(palletd):

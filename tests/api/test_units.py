@@ -41,9 +41,9 @@ def test_json_log_lines_and_follow(tmp_path):
         got = []
 
         async def reader():
-            async for e in follow(log, path, streams={"stdout", "stderr"}, tail=None,
-                                  follow=True, running=lambda: True):
-                got.append((e.stream, e.data))
+            async for batch in follow(log, path, streams={"stdout", "stderr"}, tail=None,
+                                      follow=True, running=lambda: True):
+                got.extend((e.stream, e.data) for e in batch)
         t = asyncio.ensure_future(reader())
         await asyncio.sleep(0.05)
         log.write("stdout", b"live\n")
@@ -67,9 +67,53 @@ def test_tail():
         for i in range(5):
             log.write("stdout", f"{i}\n".encode())
         log.close()
-        return [e.data async for e in follow(None, path, streams={"stdout"}, tail=2)]
+        return [e.data async for batch in follow(None, path, streams={"stdout"}, tail=2)
+                for e in batch]
     with tempfile.TemporaryDirectory() as d:
         assert asyncio.run(run(os.path.join(d, "l"))) == [b"3\n", b"4\n"]
+
+
+def test_log_read_back_in_blocks_with_torn_lines_and_rotation(tmp_path, monkeypatch):
+    """Entries come back in order across rotated (gzip) files, blocks that cut
+    lines in two, a torn line and a line that is not an object; times keep
+    their nanoseconds when lines share a second."""
+    import gzip
+
+    from pallet.plugins.api_rest import logs
+
+    def line(i, stamp):
+        return json.dumps({"log": f"{i}\n", "stream": "stderr" if i % 3 == 0 else "stdout",
+                           "time": stamp}).encode() + b"\n"
+    stamps = [f"2026-11-28T00:00:{i // 10:02d}.{i:09d}Z" for i in range(60)]
+    base = str(tmp_path / "c-json.log")
+    with gzip.open(base + ".2.gz", "wb") as f:  # the oldest
+        f.write(b"".join(line(i, stamps[i]) for i in range(20)))
+    with open(base + ".1", "wb") as f:
+        f.write(b"".join(line(i, stamps[i]) for i in range(20, 40)) + b"42\n")
+    with open(base, "wb") as f:
+        f.write(b"".join(line(i, stamps[i]) for i in range(40, 60)) + b'{"log": "torn')
+    monkeypatch.setattr(logs, "BLOCK", 100)  # cut most lines in two
+
+    async def run(**kw):
+        return [e async for batch in logs.follow(None, base, **kw) for e in batch]
+    got = asyncio.run(run(streams={"stdout", "stderr"}, tail=None))
+    assert [e.data for e in got] == [f"{i}\n".encode() for i in range(60)]
+    assert [e.time_ns for e in got] == [logs.parse_time(s) for s in stamps]
+    assert got[3].stream == "stderr" and got[4].stream == "stdout"
+    since = logs.parse_time(stamps[50])
+    got = asyncio.run(run(streams={"stderr"}, tail=None, since_ns=since))
+    assert [e.data for e in got] == [b"51\n", b"54\n", b"57\n"]
+    got = asyncio.run(run(streams={"stdout"}, tail=2))
+    assert [e.data for e in got] == [b"58\n", b"59\n"]
+
+
+def test_parse_time_forms():
+    assert parse_time("2026-11-28T00:03:33Z") == 1795824213 * 10**9
+    assert parse_time("2026-11-28T00:03:33.5Z") == 1795824213 * 10**9 + 500_000_000
+    assert parse_time("1970-01-01T00:00:00.000000001Z") == 1
+    for bad in ("2026-13-28T00:03:33Z", "2026-11-28T24:00:00Z", "2026-11-28 00:03:33", "x"):
+        with pytest.raises(ValueError):
+            parse_time(bad)
 
 
 def _container(**cfg):

@@ -1,0 +1,170 @@
+"""unshare(2), setns(2), mount(2), umount2(2) and prctl(2) through ctypes, and
+mount(8)'s options.
+
+Python 3.11's ``os`` has none of these calls (unshare and setns arrive in 3.12).  Every wrapper raises
+``OSError`` with the errno and a lower-case message naming the operation and
+its object.  The container process imports this module before pivot_root, so
+it imports nothing lazily.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# --- namespaces (sched.h) ---------------------------------------------------------
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# --- mount(2) flags (sys/mount.h) ---------------------------------------------------
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+
+# --- prctl(2) -------------------------------------------------------------------------
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+#: mount(8) option -> (clears the flag?, flag), as runc and containerd read them
+MOUNT_FLAGS = {
+    "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
+    "nosuid": (False, MS_NOSUID), "suid": (True, MS_NOSUID),
+    "nodev": (False, MS_NODEV), "dev": (True, MS_NODEV),
+    "noexec": (False, MS_NOEXEC), "exec": (True, MS_NOEXEC),
+    "sync": (False, MS_SYNCHRONOUS), "async": (True, MS_SYNCHRONOUS),
+    "dirsync": (False, MS_DIRSYNC),
+    "remount": (False, MS_REMOUNT),
+    "mand": (False, MS_MANDLOCK), "nomand": (True, MS_MANDLOCK),
+    "atime": (True, MS_NOATIME), "noatime": (False, MS_NOATIME),
+    "diratime": (True, MS_NODIRATIME), "nodiratime": (False, MS_NODIRATIME),
+    "relatime": (False, MS_RELATIME), "norelatime": (True, MS_RELATIME),
+    "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
+    "nosymfollow": (False, MS_NOSYMFOLLOW), "symfollow": (True, MS_NOSYMFOLLOW),
+    "bind": (False, MS_BIND), "rbind": (False, MS_BIND | MS_REC),
+    "silent": (False, MS_SILENT), "loud": (True, MS_SILENT),
+    "iversion": (False, MS_I_VERSION), "noiversion": (True, MS_I_VERSION),
+    "lazytime": (False, MS_LAZYTIME), "nolazytime": (True, MS_LAZYTIME),
+    "defaults": (False, 0),
+}
+#: propagation option -> flags (applied by a mount(2) call of their own)
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+
+
+def fail(what: str) -> OSError:
+    """The OSError for the call that just failed (errno read from ctypes)."""
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err).lower()}")
+
+
+def encode(value) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def unshare(flags: int, what: str = "unshare") -> None:
+    """unshare(2) for the calling thread."""
+    if _libc.unshare(ctypes.c_int(flags)) != 0:
+        raise fail(what)
+
+
+def setns(fd: int, nstype: int = 0, what: str = "namespace") -> None:
+    """setns(2): join the namespace ``fd`` refers to."""
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        raise fail(f"setns {what}")
+
+
+def mount(source, target, fstype, flags: int = 0, data=None, shown=None) -> None:
+    """mount(2); the error names the source (or type) and the target (``shown``
+    when the target is a /proc/self/fd link)."""
+    if _libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags),
+                   encode(data)) != 0:
+        raise fail(f"mount {source or fstype or 'none'} on {shown or target}")
+
+
+def umount2(target, flags: int = 0) -> None:
+    if _libc.umount2(encode(target), ctypes.c_int(flags)) != 0:
+        raise fail(f"unmount {target}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    res = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                      ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    if res < 0:
+        raise fail(f"prctl {option}")
+    return res
+
+
+def set_name(name: str) -> None:
+    """The calling thread's name (``comm``, at most 15 bytes): PR_SET_NAME."""
+    if _libc.prctl(ctypes.c_int(PR_SET_NAME), ctypes.c_char_p(name.encode()[:15]),
+                   ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) < 0:
+        raise fail("prctl PR_SET_NAME")
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    """Adopt the orphans of our descendants (PR_SET_CHILD_SUBREAPER)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+def parse_options(options) -> tuple[int, int, str]:
+    """mount(8) options -> (mount flags, propagation flags, filesystem data)."""
+    flags = propagation = 0
+    data = []
+    for opt in options or ():
+        if opt in MOUNT_FLAGS:
+            clear, flag = MOUNT_FLAGS[opt]
+            flags = flags & ~flag if clear else flags | flag
+        elif opt in PROPAGATION:
+            propagation |= PROPAGATION[opt]
+        else:
+            data.append(opt)
+    return flags, propagation, ",".join(data)
+
+
+def mount_options(mtype: str, source, target: str, options) -> None:
+    """Mount as ``mount -t mtype -o options source target`` would: a bind mount
+    (type bind/rbind or the option) honours ro, nosuid and the like through a
+    second, remounting call (mount(2): the first bind call ignores them), and
+    the propagation is set by a call of its own."""
+    flags, propagation, data = parse_options(options)
+    if mtype in ("bind", "rbind"):
+        flags |= MS_BIND | (MS_REC if mtype == "rbind" else 0)
+    bind = bool(flags & MS_BIND)
+    mount(source, target, None if bind else mtype, flags & ~MS_RDONLY if bind else flags,
+          data or None)
+    if bind and flags & ~(MS_BIND | MS_REC | MS_REMOUNT):
+        mount(None, target, None, flags | MS_REMOUNT)
+    if propagation:
+        mount(None, target, None, propagation)

@@ -99,18 +99,24 @@ class NetNames:
     own, so that engines side by side (and tests) never share pallet0 or the
     PALLET chains; ``remove`` deletes what palletd made with them."""
 
-    def __init__(self) -> None:
+    def __init__(self, bridge_options: dict | None = None) -> None:
+        """``bridge_options``: more keys for ``[plugins.net_bridge]`` (mtu, icc...)."""
         import secrets
 
         sfx = secrets.token_hex(3)
         self.bridge = f"plb{sfx}"
         self.prefix = f"PLB{sfx.upper()}"
         self.subnet = free_subnet()
+        self.gateway = str(self.subnet.network_address + 1)
+        self.bridge_options = dict(bridge_options or {})
 
     def toml(self) -> str:
-        gateway = self.subnet.network_address + 1
+        import json
+
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.bridge_options.items())
         return (f'[plugins.net_bridge]\nbridge = "{self.bridge}"\n'
-                f'bip = "{gateway}/{self.subnet.prefixlen}"\nchain-prefix = "{self.prefix}"\n')
+                f'bip = "{self.gateway}/{self.subnet.prefixlen}"\n'
+                f'chain-prefix = "{self.prefix}"\n{extra}')
 
     def remove(self, data_root: str) -> None:
         import json
@@ -140,8 +146,9 @@ class NetNames:
         workermod.get().call(clean)
 
 
-def free_subnet():
-    """A random 10.x.y.0/24 that overlaps no address or route of the host."""
+def free_subnets(count: int = 1, prefixlen: int = 24) -> list:
+    """``count`` random 10.x.y.0/N subnets that overlap no address or route of
+    the host, nor each other."""
     import ipaddress
     import random
 
@@ -153,10 +160,17 @@ def free_subnet():
             taken.append(ipaddress.ip_network(word, strict=False))
         except ValueError:
             pass
-    while True:
-        net = ipaddress.ip_network(f"10.{random.randrange(64, 250)}.{random.randrange(256)}.0/24")
-        if not any(net.overlaps(t) for t in taken):
-            return net
+    found: list = []
+    while len(found) < count:
+        net = ipaddress.ip_network(f"10.{random.randrange(64, 250)}.{random.randrange(256)}"
+                                   f".0/{prefixlen}", strict=False)
+        if not any(net.overlaps(t) for t in taken + found):
+            found.append(net)
+    return found
+
+
+def free_subnet():
+    return free_subnets(1)[0]
 
 
 class Pallet(Engine):
@@ -168,14 +182,15 @@ class Pallet(Engine):
 
     name = "pallet"
 
-    def __init__(self, *extra_args: str, config: str = "") -> None:
+    def __init__(self, *extra_args: str, config: str = "",
+                 bridge_options: dict | None = None) -> None:
         super().__init__(*extra_args)
         self.data_root = os.path.join(self.root, "d")
         self.exec_root = os.path.join(self.root, "r")
         self.known_ids: set[str] = set()
         self.net: NetNames | None = None
         if "--config" not in extra_args:
-            self.net = NetNames()
+            self.net = NetNames(bridge_options)
             path = os.path.join(self.root, "pallet.toml")
             with open(path, "w") as f:
                 f.write(self.net.toml() + config)
@@ -186,6 +201,7 @@ class Pallet(Engine):
                 "--data-root", self.data_root, "--exec-root", self.exec_root, *self.extra_args]
 
     def start(self) -> "Pallet":
+        """Start palletd (again, after it stopped: the same roots and names)."""
         env = dict(os.environ)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,

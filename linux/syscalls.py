@@ -1,10 +1,10 @@
 """unshare(2), setns(2), mount(2), umount2(2) and prctl(2) through ctypes, and
 mount(8)'s options.
 
-Python 3.11's ``os`` has none of these calls (unshare and setns arrive in 3.12).  Every wrapper raises
-``OSError`` with the errno and a lower-case message naming the operation and
-its object.  The container process imports this module before pivot_root, so
-it imports nothing lazily.
+Python 3.11's ``os`` has none of these calls (unshare and setns arrive in
+3.12).  Every wrapper raises ``OSError`` with the errno and a lower-case
+message naming the operation and its object.  The container process imports
+this module before pivot_root, so it imports nothing lazily.
 """
 from __future__ import annotations
 

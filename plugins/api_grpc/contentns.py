@@ -14,16 +14,13 @@ visible in every namespace.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sqlite3
-import threading
 import time
 
 import attrs
 
 from pallet.core.errors import NotFound
+from pallet.core.sqlite import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS content_namespaces (
@@ -53,36 +50,11 @@ class ContentNamespaces:
     def __init__(self, path: str, store_content):
         self.path = path
         self.content = store_content      # the image store's content store
-        self._local = threading.local()
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self.db = Database(path, _SCHEMA)
 
     # -- plumbing
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            with self._ready_lock:
-                if not self._ready:
-                    conn.executescript(_SCHEMA)
-                    self._ready = True
-            self._local.conn = conn
-        return conn
-
-    @contextlib.contextmanager
     def _tx(self):
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return self.db.transaction()
 
     def _row(self, conn, ns: str, digest: str):
         return conn.execute("SELECT labels, created_at, updated_at FROM content_namespaces "
@@ -109,10 +81,11 @@ class ContentNamespaces:
     # -- queries
     def info(self, ns: str, digest: str) -> Info:
         store = self.content.info(digest)  # NotFound when the blob is gone
-        conn = self._conn()
-        row = self._row(conn, ns, digest)
+        with self.db.read() as conn:
+            row = self._row(conn, ns, digest)
+            owned = row is None and self._owned(conn, digest)
         if row is None:
-            if self._owned(conn, digest):
+            if owned:
                 raise self._not_found(digest)
             return Info(digest, store.size, _ns(store.created_at), _ns(store.updated_at),
                         dict(store.labels))
@@ -123,11 +96,12 @@ class ContentNamespaces:
         self.info(ns, digest)
 
     def list(self, ns: str) -> list[Info]:
-        conn = self._conn()
-        mine = {d: (json.loads(lab), c, u) for d, lab, c, u in conn.execute(
-            "SELECT digest, labels, created_at, updated_at FROM content_namespaces "
-            "WHERE namespace=?", (ns,))}
-        owned = {d for (d,) in conn.execute("SELECT DISTINCT digest FROM content_namespaces")}
+        with self.db.read() as conn:
+            mine = {d: (json.loads(lab), c, u) for d, lab, c, u in conn.execute(
+                "SELECT digest, labels, created_at, updated_at FROM content_namespaces "
+                "WHERE namespace=?", (ns,))}
+            owned = {d for (d,) in conn.execute(
+                "SELECT DISTINCT digest FROM content_namespaces")}
         out = []
         for info in self.content.list():
             if info.digest in mine:
@@ -139,8 +113,9 @@ class ContentNamespaces:
         return out
 
     def list_namespace_digests(self, ns: str) -> list[str]:
-        return [d for (d,) in self._conn().execute(
-            "SELECT digest FROM content_namespaces WHERE namespace=?", (ns,))]
+        with self.db.read() as conn:
+            return [d for (d,) in conn.execute(
+                "SELECT digest FROM content_namespaces WHERE namespace=?", (ns,))]
 
     # -- changes
     def add(self, ns: str, digest: str, labels: dict | None = None, *,
@@ -210,10 +185,7 @@ class ContentNamespaces:
                 pass
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.db.close()
 
 
 def _ns(value) -> int:

@@ -7,14 +7,11 @@ later survive a round trip; namespace and id are columns for lookups.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sqlite3
-import threading
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, NotFound
 from pallet.core.proto.containerd.services.containers.v1 import containers_pb2
+from pallet.core.sqlite import Database
 
 from . import convert, filters
 
@@ -54,35 +51,10 @@ class ContainerStore:
 
     def __init__(self, path: str):
         self.path = path
-        self._local = threading.local()
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self.db = Database(path, _SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            with self._ready_lock:
-                if not self._ready:
-                    conn.executescript(_SCHEMA)
-                    self._ready = True
-            self._local.conn = conn
-        return conn
-
-    @contextlib.contextmanager
     def _tx(self):
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return self.db.transaction()
 
     @staticmethod
     def _load(blob: bytes) -> containers_pb2.Container:
@@ -119,16 +91,19 @@ class ContainerStore:
         return c
 
     def get(self, ns: str, cid: str) -> containers_pb2.Container:
-        return self._row(self._conn(), ns, cid)
+        with self.db.read() as conn:
+            return self._row(conn, ns, cid)
 
     def list(self, ns: str, filter_strings=()) -> list[containers_pb2.Container]:
-        rows = self._conn().execute(
-            "SELECT record FROM containers WHERE namespace=? ORDER BY id", (ns,)).fetchall()
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT record FROM containers WHERE namespace=? ORDER BY id",
+                                (ns,)).fetchall()
         return filters.select([self._load(r[0]) for r in rows], list(filter_strings), _adapt)
 
     def count(self, ns: str) -> int:
-        return self._conn().execute("SELECT count(*) FROM containers WHERE namespace=?",
-                                    (ns,)).fetchone()[0]
+        with self.db.read() as conn:
+            return conn.execute("SELECT count(*) FROM containers WHERE namespace=?",
+                                (ns,)).fetchone()[0]
 
     def update(self, ns: str, new: containers_pb2.Container,
                paths=()) -> containers_pb2.Container:
@@ -181,8 +156,5 @@ class ContainerStore:
                 raise NotFound(f'container "{cid}" in namespace "{ns}": not found')
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.db.close()
 

@@ -24,8 +24,8 @@ import shutil
 
 from pallet.core import errors
 
-from pallet.linux.syscalls import (MNT_DETACH, MS_BIND, MS_PRIVATE, MS_RDONLY,  # noqa: F401
-                                   MS_REC, MS_REMOUNT, mount, umount2)
+from pallet.linux.syscalls import (MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount,
+                                   umount2)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -21,9 +21,8 @@ import tempfile
 from typing import Iterator, Sequence
 
 from pallet.core.models import Mount
-from pallet.linux.syscalls import (  # noqa: F401  (MS_* re-exported for the store)
-    MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount as _sys_mount,
-    mount_options, parse_options, umount2)
+from pallet.linux.syscalls import (MNT_DETACH, mount as _sys_mount, mount_options,
+                                   parse_options, umount2)
 
 
 def _compact_overlay(data: str) -> tuple[str, str] | None:

@@ -12,7 +12,6 @@ resolv.conf naming only the fake loopback DNS server.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import random
@@ -29,35 +28,12 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from pallet.plugins.net_bridge import firewall, links, netns  # noqa: E402
+from pallet.plugins.net_bridge import links, netns  # noqa: E402
 from pallet.plugins.net_bridge import worker as workermod  # noqa: E402
-from pallet.plugins.net_proxy.publisher import remove_rules  # noqa: E402
+
+from engines import free_subnets  # noqa: E402,F401  (the tests' subnets too)
 
 BUSYBOX = "/bin/busybox"
-
-
-def host_networks() -> list:
-    return workermod.get().call(lambda: _host_networks())
-
-
-def _host_networks():
-    hl = links.HostLinks()
-    try:
-        return hl.host_networks()
-    finally:
-        hl.close()
-
-
-def free_subnets(count: int, prefixlen: int = 24) -> list[ipaddress.IPv4Network]:
-    """``count`` random 10.x.y.0/N subnets that overlap nothing on the host."""
-    taken = host_networks()
-    out: list[ipaddress.IPv4Network] = []
-    while len(out) < count:
-        net = ipaddress.ip_network(f"10.{random.randrange(64, 250)}.{random.randrange(0, 256)}"
-                                   f".0/{prefixlen}", strict=False)
-        if not any(net.overlaps(t) for t in taken + out):
-            out.append(net)
-    return out
 
 
 def iptables_save() -> str:
@@ -162,43 +138,35 @@ def upstream():
 # --- a palletd with its own network names -------------------------------------------------
 
 class NetEngine:
-    """A palletd (bench/engines.Pallet) configured with unique network names."""
+    """A palletd (bench/engines.Pallet, with its own bridge, chain prefix and
+    subnet) whose containers resolve names through the test's upstream."""
 
     def __init__(self, tmp_root: str, upstream: FakeUpstream, daemon_args=(), **opts):
         from engines import Pallet
 
-        self.sfx = secrets.token_hex(3)
-        self.bridge = f"plt{self.sfx}"
-        self.prefix = f"PLT{self.sfx}".upper()
-        self.subnet = free_subnets(1)[0]
-        self.gateway = str(self.subnet.network_address + 1)
-        self.ip_prefix = ".".join(str(self.subnet.network_address).split(".")[:3]) + "."
-        self.resolv = os.path.join(tmp_root, f"resolv-{self.sfx}.conf")
+        self.resolv = os.path.join(tmp_root, f"resolv-{secrets.token_hex(3)}.conf")
         with open(self.resolv, "w") as f:
             f.write(f"# test resolvers: loopback only\nnameserver {upstream.ip}\n")
-        self.config = os.path.join(tmp_root, f"pallet-{self.sfx}.toml")
-        extra_bridge = "".join(f"{k} = {json.dumps(v)}\n" for k, v in opts.items()
-                               if k in ("icc", "fixed-cidr", "mtu"))
-        extra_proxy = "".join(f"{k} = {json.dumps(v)}\n" for k, v in opts.items()
-                              if k in ("userland-proxy",))
-        with open(self.config, "w") as f:
-            f.write(f'[plugins.net_bridge]\nbridge = "{self.bridge}"\n'
-                    f'bip = "{self.gateway}/{self.subnet.prefixlen}"\n'
-                    f'chain-prefix = "{self.prefix}"\nresolv-conf = "{self.resolv}"\n'
-                    f'{extra_bridge}'
-                    f'[plugins.net_proxy]\n{extra_proxy}')
-        self.engine = Pallet("--config", self.config, "--debug", *daemon_args)
-        self.bridges: set[str] = {self.bridge}
+        bridge = {k: v for k, v in opts.items() if k in ("icc", "fixed-cidr", "mtu")}
+        bridge["resolv-conf"] = self.resolv
+        proxy = "".join(f"{k} = {json.dumps(v)}\n" for k, v in opts.items()
+                        if k in ("userland-proxy",))
+        self.engine = Pallet("--debug", *daemon_args, bridge_options=bridge,
+                             config=f"[plugins.net_proxy]\n{proxy}")
+        names = self.engine.net
+        self.bridge, self.prefix, self.subnet = names.bridge, names.prefix, names.subnet
+        self.gateway = names.gateway
+        self.sfx = self.bridge[3:]
+        self.ip_prefix = ".".join(str(self.subnet.network_address).split(".")[:3]) + "."
         self.networks_made: list[str] = []
 
-    # passthrough
     @property
     def root(self):
         return self.engine.root
 
     @property
     def data_root(self):
-        return os.path.join(self.engine.root, "d")
+        return self.engine.data_root
 
     def docker(self, *args, check=True, timeout=120):
         r = subprocess.run([_docker(), *args], env=self.engine.env, capture_output=True,
@@ -229,26 +197,7 @@ class NetEngine:
 
     def restart(self):
         """Start palletd again on the same roots (after stop_daemon/kill_daemon)."""
-        from engines import wait_socket
-        e = self.engine
-        env = dict(os.environ)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        e.proc = subprocess.Popen(e.command(), stdout=e.log, stderr=subprocess.STDOUT,
-                                  env=env, start_new_session=True)
-        wait_socket(e.sock, e.proc, e.log.name)
-
-    def network_bridges(self) -> set[str]:
-        d = os.path.join(self.data_root, "network", "networks")
-        out = set()
-        try:
-            for name in os.listdir(d):
-                with open(os.path.join(d, name)) as f:
-                    b = json.load(f).get("bridge")
-                if b:
-                    out.add(b)
-        except (OSError, ValueError):
-            pass
-        return out
+        self.engine.start()
 
     def log_tail(self) -> str:
         try:
@@ -258,6 +207,9 @@ class NetEngine:
             return ""
 
     def cleanup(self):
+        """Containers and networks removed through palletd while it runs; then
+        the engine stops (its bridges, chains and rules go with it) and any
+        pallet-proxy left for our subnet is killed."""
         try:
             if self.engine.proc is not None and self.engine.proc.poll() is None:
                 ids = self.out("ps", "-aq", "--no-trunc", check=False).split()
@@ -265,21 +217,8 @@ class NetEngine:
                     self.docker("rm", "-f", *ids, check=False)
                 for n in self.networks_made:
                     self.docker("network", "rm", n, check=False)
-            self.bridges |= self.network_bridges()
         finally:
             self.engine.stop()
-            wk = workermod.get()
-
-            def clean():
-                hl = links.HostLinks()
-                try:
-                    for b in self.bridges:
-                        hl.delete(b)
-                finally:
-                    hl.close()
-                firewall.remove(self.prefix)
-                remove_rules(self.prefix)
-            wk.call(clean)
             for pid in proxies_for(self.ip_prefix):
                 try:
                     os.kill(pid, signal.SIGKILL)

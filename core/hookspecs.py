@@ -115,13 +115,16 @@ def pallet_provide_network(kernel):
     Container side, each taking the container dict palletd builds (``id``,
     ``name``, ``hostname``, ``domainname``, ``host_config``,
     ``exposed_ports``, ``hosts_path``, ``hostname_path``,
-    ``resolv_conf_path``; ``networking_config`` at create):
+    ``resolv_conf_path``; ``networking_config`` at create; ``links`` at
+    start: the running containers it links to, each ``id``, ``name``,
+    ``alias``, ``hostname``):
     ``register(container)`` at create (checks network mode, networks,
     aliases, ``--ip``; raises the core errors); ``setup(container) -> dict``
     at start, before the spec is built: makes the sandbox (a named network
     namespace the ``pallet_build_spec`` hook puts in the spec, with the
-    /etc/hosts, /etc/hostname, /etc/resolv.conf bind mounts) and returns
-    docker's ``NetworkSettings`` without ``Ports``; ``release(id)`` once the
+    /etc/hosts, /etc/hostname, /etc/resolv.conf bind mounts, the links'
+    names resolvable in it) and returns docker's ``NetworkSettings``
+    without ``Ports``; ``release(id)`` once the
     container's process is gone; ``unregister(id)`` at removal;
     ``settings(id) -> dict`` (inspect); ``port_target(id)`` (where published
     ports go, for the port proxy); ``connect(network, container,

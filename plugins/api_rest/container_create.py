@@ -12,6 +12,7 @@ import shutil
 import time
 
 from pallet.core import errors
+from pallet.plugins.api_rest import links as linksmod
 from pallet.plugins.api_rest import mounts as mountsmod
 from pallet.plugins.api_rest import networking, resources, security
 from pallet.plugins.api_rest import spec as specmod
@@ -36,9 +37,7 @@ class CreateOps:
         cfg = merge_config(cfg, rec.config.get("config") or {})
         args = specmod.command({}, cfg)  # raises "no command specified"
         host = host_defaults(host)
-        for key in ("Links",):
-            if host.get(key):
-                raise errors.NotImplementedYet(f"HostConfig.{key} is not supported yet")
+        linksmod.normalize(self.store, name or "new", host)  # refused before any work
         warnings = resources.check(host) + resources.complete(host)
         security.parse_security_opts(host.get("SecurityOpt"))
         security.check_devices(host.get("Devices"))
@@ -52,6 +51,7 @@ class CreateOps:
         if name is None:
             from pallet.plugins.api_rest.names import random_name
             name = random_name(self.store.names)
+        host["Links"] = linksmod.normalize(self.store, name, host)
         cdir = self.paths.container_dir(cid)
         os.makedirs(cdir, mode=0o710)
         cfg.setdefault("Hostname", "")

@@ -9,6 +9,7 @@ import logging
 import os
 
 from pallet.core import errors
+from pallet.plugins.api_rest import links as linksmod
 from pallet.plugins.api_rest import mounts as mountsmod
 from pallet.plugins.api_rest import networking, resources, security
 from pallet.plugins.api_rest import spec as specmod
@@ -44,10 +45,12 @@ class StartOps:
             networked = False
             try:
                 mounts = await self.ctrd.snapshot_mounts(c.id, snapshotter=self.snapshotter)
+                linked = linksmod.resolve(self.store, c)
                 # the sandbox is made before the spec, as libnetwork does
                 networked = True
-                net_settings = await networking.setup(self.kernel, c)
-                spec = self._build_spec(c, mounts)
+                net_settings = await networking.setup(self.kernel, c,
+                                                      links=linksmod.for_network(linked))
+                spec = self._build_spec(c, mounts, linked)
                 net_settings["Ports"] = await networking.publish(self.kernel, c)
                 await self.ctrd.container_update(c.id, spec=spec)
                 io = ContainerIO(self.paths.fifo_dir(c.id),
@@ -104,13 +107,15 @@ class StartOps:
             self.emit(c, "start")
             self.kernel.notify("container_started", container=self._event(c))
 
-    def _build_spec(self, c: Container, snap_mounts) -> dict:
+    def _build_spec(self, c: Container, snap_mounts, linked=()) -> dict:
         """docker's defaults, then resources, security and mounts, then every
         plugin's part (init, network) through ``pallet_build_spec``."""
         host = c.data["HostConfig"]
         spec = specmod.build(
             c.data, {}, rootfs_dirs=specmod.rootfs_dirs_from_mounts(snap_mounts),
             cgroup_parent=self.cgroup_parent, cgroup_version=cgroup_version())
+        if linked:
+            self._link_environment(c, spec, linked)
         resources.apply(spec, host)
         security.apply(spec, host)
         security.add_devices(spec, host.get("Devices"))
@@ -122,6 +127,22 @@ class StartOps:
             "init": bool(host.get("Init")), "network_mode": host.get("NetworkMode"),
             "host_config": host})
         return spec
+
+    def _link_environment(self, c: Container, spec: dict, linked) -> None:
+        """The links' variables go after HOSTNAME, PATH and TERM and before the
+        container's own, as dockerd orders them."""
+        added = []
+        for child, alias in linked:
+            ns = networking.settings(self.kernel, child)
+            ip = ns.get("IPAddress") or next(
+                (n.get("IPAddress") for n in (ns.get("Networks") or {}).values()
+                 if n.get("IPAddress")), "")
+            added += linksmod.environment(c.name, alias, ip, child.data["Config"])
+        env = spec["process"]["env"]
+        head = 0
+        while head < len(env) and env[head].split("=", 1)[0] in ("HOSTNAME", "PATH", "TERM"):
+            head += 1
+        spec["process"]["env"] = env[:head] + added + env[head:]
 
     def _network_events(self, c: Container, action: str) -> None:
         """dockerd's network ``connect``/``disconnect`` events of a start and an exit."""

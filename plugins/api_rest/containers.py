@@ -20,6 +20,7 @@ import re
 
 from pallet.core import errors
 from pallet.plugins.api_rest import events as eventsmod
+from pallet.plugins.api_rest import links as linksmod
 from pallet.plugins.api_rest import networking
 from pallet.plugins.api_rest.container_create import CreateOps
 from pallet.plugins.api_rest.container_ops import ContainerOps
@@ -249,6 +250,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
             for v in filters.get(key) or ():
                 bounds[key] = self.get(v).data.get("Created", "")
         out = []
+        link_names = linksmod.names_by_child(self.store)
         containers = sorted(self.store.all(), key=lambda c: c.data.get("Created", ""),
                             reverse=True)
         for c in containers:
@@ -261,6 +263,8 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
             if "since" in bounds and not c.data.get("Created", "") > bounds["since"]:
                 continue
             entry = networking.summary(self.kernel, c, c.summary())
+            if c.id in link_names:
+                entry["Names"] += link_names[c.id]
             if not _matches(c, filters, ancestors, entry):
                 continue
             if size:
@@ -278,6 +282,12 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
             except errors.PalletError:
                 ids.add(ref)
         return ids
+
+    async def remove_link(self, ref: str) -> None:
+        """``docker rm --link /PARENT/ALIAS``."""
+        c = linksmod.remove(self.store, ref)
+        async with self._lock(c):
+            c.save()
 
     async def sizes(self, c: Container) -> dict:
         """``SizeRw`` (the container's layer) and ``SizeRootFs`` (with the image's)."""

@@ -115,7 +115,8 @@ async def wait(request: web.Request):
 
 async def delete(request: web.Request):
     if qbool(request, "link"):
-        raise errors.NotImplementedYet("container links are not supported")
+        await _svc(request).remove_link(request.match_info["id"])
+        return web.Response(status=204)
     await _svc(request).remove(request.match_info["id"], force=qbool(request, "force"),
                                volumes=qbool(request, "v"))
     return web.Response(status=204)
@@ -180,6 +181,7 @@ def register(routes) -> None:
     routes.add("POST", "/containers/{id}/update", update)
     routes.add("POST", "/containers/{id}/wait", wait)
     routes.add("DELETE", "/containers/{id}", delete)
+    routes.add("DELETE", "/containers/{id:.+}", delete)  # a link: /PARENT/ALIAS
     routes.add("POST", "/containers/{id}/resize", resize)
     routes.add("GET", "/containers/{id}/top", top)
     routes.add("GET", "/containers/{id}/stats", stats)

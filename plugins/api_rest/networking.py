@@ -56,12 +56,14 @@ async def unregister(kernel, c) -> None:
         log.warning("container %s: forget network: %s", c.id[:12], e)
 
 
-async def setup(kernel, c) -> dict:
-    """At start, before the spec is built: the sandbox; NetworkSettings without Ports."""
+async def setup(kernel, c, links=()) -> dict:
+    """At start, before the spec is built: the sandbox; NetworkSettings without Ports.
+    ``links``: the running containers it links to (``id``, ``name``, ``alias``,
+    ``hostname``), whose names the plugin makes resolvable in it."""
     net, _ = _roles(kernel)
     if net is None:
         return {}
-    return await asyncio.to_thread(net.setup, info(c))
+    return await asyncio.to_thread(net.setup, info(c) | {"links": list(links)})
 
 
 async def publish(kernel, c) -> dict:

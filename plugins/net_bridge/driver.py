@@ -509,6 +509,14 @@ class BridgeDriver(SandboxMixin):
                     merged = names.setdefault(key, [])
                     merged.extend(ip for ip in ips if ip not in merged)
                 ptrs.update(ptr_net.get(ep["network"], {}))
+                n = self.networks.get(ep["network"])
+                for link in (rec.get("links") or ()) if n is not None and n.user_defined else ():
+                    # --link on a user-defined network: the alias, for this container only
+                    ip = self._link_ip(link, n.id)
+                    if ip:
+                        merged = names.setdefault(link["alias"].lower(), [])
+                        if ip not in merged:
+                            merged.append(ip)
             tables[sb["id"]] = (names, ptrs)
         self._dns_tables = tables
 

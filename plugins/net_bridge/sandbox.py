@@ -90,6 +90,7 @@ class SandboxMixin:
                "dns": list(host.get("Dns") or []), "dns_search": list(host.get("DnsSearch") or []),
                "dns_options": list(host.get("DnsOptions") or []),
                "extra_hosts": list(host.get("ExtraHosts") or []),
+               "links": [dict(link) for link in info.get("links") or ()],
                "paths": {"hosts": info.get("hosts_path", ""),
                          "hostname": info.get("hostname_path", ""),
                          "resolv": info.get("resolv_conf_path", "")},
@@ -333,6 +334,7 @@ class SandboxMixin:
         namespaced container; returns the embedded DNS server's upstream servers."""
         paths = rec["paths"]
         extra = etcfiles.parse_extra_hosts(rec["extra_hosts"], self._host_gateway())
+        extra += self._legacy_link_hosts(rec, sandbox)
         ips = [ep["ip"] for ep in sandbox.get("endpoints") or ()]
         if paths.get("hosts"):
             etcfiles.write(paths["hosts"], etcfiles.hosts(rec["hostname"], rec["domainname"],
@@ -348,6 +350,29 @@ class SandboxMixin:
         if paths.get("resolv"):
             etcfiles.write(paths["resolv"], text)
         return upstream
+
+    def _legacy_link_hosts(self, rec: dict, sandbox: dict) -> list[tuple[str, str]]:
+        """``--link`` on the default bridge: ``IP  ALIAS HOSTNAME NAME`` lines for
+        the linked containers' addresses there, as dockerd writes them (the name
+        only when it differs from the alias)."""
+        default = self.default_network
+        if not any(ep["network"] == default.id for ep in sandbox.get("endpoints") or ()):
+            return []
+        out = []
+        for link in rec.get("links") or ():
+            ip = self._link_ip(link, default.id)
+            if ip:
+                names = [link["alias"], link.get("hostname") or link["id"][:12]]
+                if link.get("name") and link["name"] != link["alias"]:
+                    names.append(link["name"])
+                out.append((ip, " ".join(names)))
+        return out
+
+    def _link_ip(self, link: dict, network_id: str) -> str | None:
+        target = self.records.get(link.get("id", ""))
+        sb = (target or {}).get("sandbox") or {}
+        return next((ep["ip"] for ep in sb.get("endpoints") or ()
+                     if ep["network"] == network_id), None)
 
     # --- release ------------------------------------------------------------------------------
     def release(self, cid: str) -> None:

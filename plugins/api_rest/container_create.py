@@ -151,16 +151,20 @@ class CreateOps:
             if p["Type"] != "volume":
                 continue
             existed = p["Name"] in self.volumes.by_name if p["Name"] else False
-            v = self.volumes.create(p["Name"] or None, p.get("Driver"),
-                                    labels=p.get("VolumeLabels") or None,
-                                    options=p.get("VolumeOptions") or None,
-                                    anonymous=p.get("Anonymous", False))
+            try:
+                v = await self.volumes.create(p["Name"] or None, p.get("Driver"),
+                                              labels=p.get("VolumeLabels") or None,
+                                              options=p.get("VolumeOptions") or None,
+                                              anonymous=p.get("Anonymous", False))
+            except errors.NotFound as e:
+                # not a 404 here: the docker CLI would take it for a missing image
+                raise errors.InvalidArgument(e.message) from None
             if not existed:
                 made.append(v)
-            p["Name"], p["Source"], p["Driver"] = v.name, v.path, "local"
+            p["Name"], p["Source"], p["Driver"] = v.name, v.path, v.driver
             p.pop("VolumeLabels", None)
             p.pop("VolumeOptions", None)
-            if p.get("CopyData") and not v.options and v.is_empty():
+            if p.get("CopyData") and v.local and not v.options and v.is_empty():
                 copies.append((p["Destination"], v.path))
         if copies:
             await asyncio.to_thread(self._copy_up, snap_mounts, copies)

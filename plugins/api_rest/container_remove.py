@@ -61,7 +61,7 @@ class RemoveOps:
         if c.io is not None:
             c.io.close()
             c.io = None
-        self._unmount_volumes(c)
+        await self._unmount_volumes(c)
         await networking.unregister(self.kernel, c)
         shutil.rmtree(self.paths.fifo_dir(c.id), ignore_errors=True)
         shutil.rmtree(c.dir, ignore_errors=True)

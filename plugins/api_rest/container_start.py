@@ -50,7 +50,8 @@ class StartOps:
                 networked = True
                 net_settings = await networking.setup(self.kernel, c,
                                                       links=linksmod.for_network(linked))
-                spec = self._build_spec(c, mounts, linked)
+                sources = await self._mount_volumes(c)
+                spec = self._build_spec(c, mounts, linked, sources)
                 net_settings["Ports"] = await networking.publish(self.kernel, c)
                 await self.ctrd.container_update(c.id, spec=spec)
                 io = ContainerIO(self.paths.fifo_dir(c.id),
@@ -77,7 +78,7 @@ class StartOps:
                 if c.log is not None:
                     c.log.close()
                     c.log = None
-                self._unmount_volumes(c)
+                await self._unmount_volumes(c)
                 if networked:
                     await networking.teardown(self.kernel, c)
                 c.set_exited(code, e.message)
@@ -92,7 +93,7 @@ class StartOps:
                     raise errors.InvalidArgument(e.message) from None
                 raise
             except BaseException:
-                self._unmount_volumes(c)
+                await self._unmount_volumes(c)
                 if networked:
                     await networking.teardown(self.kernel, c)
                 raise
@@ -107,7 +108,7 @@ class StartOps:
             self.emit(c, "start")
             self.kernel.notify("container_started", container=self._event(c))
 
-    def _build_spec(self, c: Container, snap_mounts, linked=()) -> dict:
+    def _build_spec(self, c: Container, snap_mounts, linked=(), sources=None) -> dict:
         """docker's defaults, then resources, security and mounts, then every
         plugin's part (init, network) through ``pallet_build_spec``."""
         host = c.data["HostConfig"]
@@ -119,7 +120,7 @@ class StartOps:
         resources.apply(spec, host)
         security.apply(spec, host)
         security.add_devices(spec, host.get("Devices"))
-        sources = self._mount_volumes(c)
+        sources = sources or {}
         user = mountsmod.oci_mounts(c.data.get("MountPoints") or [], host.get("Tmpfs"), sources)
         spec["mounts"] = mountsmod.merge_into(spec["mounts"], user)
         self.kernel.hook.pallet_build_spec(kernel=self.kernel, spec=spec, container={
@@ -154,12 +155,12 @@ class StartOps:
                                 {"container": c.id, "name": name, "type": "bridge"
                                  if name not in ("host", "none") else name})
 
-    def _mount_volumes(self, c: Container, *, remount: bool = False) -> dict[str, str]:
+    async def _mount_volumes(self, c: Container, *, remount: bool = False) -> dict[str, str]:
         """Ask the volume driver for each volume point's directory (once per run)."""
         if self.volumes is None:
             return {}
         if c.volumes and not remount:
-            self._unmount_volumes(c)
+            await self._unmount_volumes(c)
         out = {}
         c.volumes = []
         for p in c.data.get("MountPoints") or ():
@@ -169,18 +170,18 @@ class StartOps:
                 v = self.volumes.get(p["Name"])
             except errors.NotFound:
                 # removed behind our back (rm -rf of the volumes root): make it again
-                v = self.volumes.create(p["Name"])
-            out[p["Destination"]] = self.volumes.mount(v)
+                v = await self.volumes.create(p["Name"], p.get("Driver") or None)
+            out[p["Destination"]] = p["Source"] = await self.volumes.mount(v, c.id)
             c.volumes.append(v)
         return out
 
-    def _unmount_volumes(self, c: Container) -> None:
-        for v in c.volumes:
+    async def _unmount_volumes(self, c: Container) -> None:
+        volumes, c.volumes = c.volumes, []
+        for v in volumes:
             try:
-                self.volumes.unmount(v)
+                await self.volumes.unmount(v, c.id)
             except errors.PalletError as e:
                 log.warning("container %s: unmount volume %s: %s", c.id[:12], v.name, e)
-        c.volumes = []
 
     def _sink(self, c: Container, clog: ContainerLog):
         def sink(stream: str, data: bytes) -> None:
@@ -247,7 +248,7 @@ class StartOps:
         if c.log is not None:
             c.log.close()
             c.log = None
-        self._unmount_volumes(c)
+        await self._unmount_volumes(c)
         c.cgroups = {}
         self._network_events(c, "disconnect")
         await networking.teardown(self.kernel, c)

@@ -208,7 +208,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         c.set_paused(proc.status == 4)  # PAUSED
         c.state["Pid"] = proc.pid
         c.cgroups = _cgroups_of(proc.pid)
-        self._mount_volumes(c, remount=True)
+        await self._mount_volumes(c, remount=True)
         c.wait_task = self._spawn(self._watch(c))
         log.info("container %s: reattached to running task (pid %s)", c.id[:12], proc.pid)
         return True

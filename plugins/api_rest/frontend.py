@@ -24,7 +24,15 @@ class Services:
 class Frontend:
     def __init__(self, kernel, *, containerd_address: str, runtime: str,
                  cgroup_parent: str = "/pallet", debug: bool = False,
-                 live_restore: bool = False):
+                 live_restore: bool = False, volume_plugin_dirs=None):
+        from pallet.core.errors import ConfigError
+
+        if volume_plugin_dirs is not None and (
+                not isinstance(volume_plugin_dirs, list)
+                or not all(isinstance(d, str) for d in volume_plugin_dirs)):
+            raise ConfigError("configuration: [plugins.api_rest] volume-plugin-dirs must be a "
+                              "list of directories")
+        self.volume_plugin_dirs = volume_plugin_dirs
         self.kernel = kernel
         self.live_restore = live_restore
         self.containerd_address = containerd_address
@@ -46,7 +54,7 @@ class Frontend:
         ctrd = Containerd(self.containerd_address, NAMESPACE)
         self.ctrd = ctrd
         images = ImageService(self.kernel, ctrd)
-        volumes = VolumeService(self.kernel)
+        volumes = VolumeService(self.kernel, plugin_dirs=self.volume_plugin_dirs)
         containers = ContainerService(self.kernel, ctrd, images, runtime=self.runtime,
                                       cgroup_parent=self.cgroup_parent, volumes=volumes,
                                       live_restore=self.live_restore)
@@ -69,6 +77,8 @@ class Frontend:
             await serve(app, listeners, self._stop)
         finally:
             await self.services.containers.shutdown()
+            if self.services.volumes is not None:
+                await self.services.volumes.close()
             await self.ctrd.close()
 
     def stop(self) -> None:

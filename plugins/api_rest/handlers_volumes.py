@@ -27,8 +27,8 @@ async def create(request: web.Request):
         raise errors.InvalidArgument(f"invalid Name: {name!r}")
     if body.get("Driver") is not None and not isinstance(body["Driver"], str):
         raise errors.InvalidArgument(f"invalid Driver: {body['Driver']!r}")
-    v = _svc(request).create(name, body.get("Driver"), labels=body.get("Labels"),
-                             options=body.get("DriverOpts"))
+    v = await _svc(request).create(name, body.get("Driver"), labels=body.get("Labels"),
+                                   options=body.get("DriverOpts"))
     return json_response(v.inspect(), status=201)
 
 
@@ -66,7 +66,7 @@ async def usage(svc) -> list[dict]:
     out = []
     for v in svc.list():
         entry = v.inspect()
-        entry["UsageData"] = {"Size": await asyncio.to_thread(dir_size, v.path),
-                              "RefCount": len(svc.users(v.name))}
+        size = await asyncio.to_thread(dir_size, v.path) if v.local else -1
+        entry["UsageData"] = {"Size": size, "RefCount": len(svc.users(v.name))}
         out.append(entry)
     return out

@@ -211,12 +211,18 @@ def plan(host: dict, image_volumes, volumes_from=lambda ref, mode: []) -> list[d
             raise InvalidArgument(f"invalid mode for volumes-from: {mode}")
         for p in volumes_from(name, mode):
             add(p, replace=True)
+    # --volume-driver: the driver of the -v volumes and the image's (not --mount's)
+    driver = host.get("VolumeDriver") or "local"
+    if not isinstance(driver, str):
+        raise InvalidArgument(f"invalid HostConfig.VolumeDriver: {driver!r}")
     binds = host.get("Binds") or []
     if not isinstance(binds, list):
         raise InvalidArgument("invalid HostConfig.Binds: a list of strings is expected")
     seen: set[str] = set()
     for raw in binds:
         p = parse_bind(raw)
+        if p["Type"] == "volume":
+            p["Driver"] = driver
         if p["Destination"] in seen:
             raise InvalidArgument(f"Duplicate mount point: {p['Destination']}")
         seen.add(p["Destination"])
@@ -244,7 +250,7 @@ def plan(host: dict, image_volumes, volumes_from=lambda ref, mode: []) -> list[d
         d = _check_dest(dest, dest)
         if d in points or d in seen:
             continue
-        points[d] = _point("volume", d, Anonymous=True, CopyData=True, Driver="local")
+        points[d] = _point("volume", d, Anonymous=True, CopyData=True, Driver=driver)
     return list(points.values())
 
 

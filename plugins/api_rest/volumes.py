@@ -1,12 +1,15 @@
-"""Volumes: docker's ``local`` driver under ``paths.volumes_root``.
+"""Volumes: docker's ``local`` driver under ``paths.volumes_root``, and
+volume plugins (:mod:`volume_plugins`) for any other driver.
 
 Each volume is a directory ``<volumes_root>/<name>/`` holding ``_data`` (what
 containers mount) and ``opts.json`` (driver, labels, options, creation time,
 written atomically).  With options (``--opt type=tmpfs --opt device=tmpfs
 --opt o=size=10m``) ``_data`` is mounted while containers use the volume, as
-the local driver does.  A volume is in use while any container (running or
-not) names it in its mount points; anonymous volumes carry the label
-``com.docker.volume.anonymous`` and go with ``docker rm -v`` and ``--rm``.
+the local driver does.  A plugin's volume keeps only ``opts.json`` there (its
+driver, scope and last mount point); its data is the plugin's.  A volume is
+in use while any container (running or not) names it in its mount points;
+anonymous volumes carry the label ``com.docker.volume.anonymous`` and go
+with ``docker rm -v`` and ``--rm``.
 """
 from __future__ import annotations
 
@@ -50,8 +53,19 @@ class Volume:
         self.active = 0   # containers running with it mounted
 
     @property
+    def driver(self) -> str:
+        return self.meta.get("Driver") or "local"
+
+    @property
+    def local(self) -> bool:
+        return self.driver == "local"
+
+    @property
     def path(self) -> str:
-        return os.path.join(self.dir, "_data")
+        """Where the volume's data is on the host (a plugin's: what it last said)."""
+        if self.local:
+            return os.path.join(self.dir, "_data")
+        return self.meta.get("Mountpoint") or ""
 
     @property
     def labels(self) -> dict:
@@ -66,11 +80,13 @@ class Volume:
         return ANON_LABEL in self.labels
 
     def inspect(self) -> dict:
-        return {"CreatedAt": self.meta.get("CreatedAt", ""), "Driver": "local",
+        return {"CreatedAt": self.meta.get("CreatedAt", ""), "Driver": self.driver,
                 "Labels": self.labels or None, "Mountpoint": self.path, "Name": self.name,
-                "Options": self.options or None, "Scope": "local"}
+                "Options": self.options or None, "Scope": self.meta.get("Scope") or "local"}
 
     def is_empty(self) -> bool:
+        if not self.path:
+            return True
         try:
             with os.scandir(self.path) as it:
                 return next(it, None) is None
@@ -105,49 +121,52 @@ def dir_size(path: str) -> int:
 class VolumeService:
     """The local volume driver and docker's volume API over it."""
 
-    def __init__(self, kernel, users=lambda name: []):
+    def __init__(self, kernel, users=lambda name: [], plugin_dirs=None):
+        from pallet.plugins.api_rest.volume_plugins import DEFAULT_DIRS, PluginRegistry
+
         self.kernel = kernel
         self.root = kernel.paths.volumes_root
         self.users = users          # name -> ids of the containers that reference it
         self.by_name: dict[str, Volume] = {}
         self._lock = asyncio.Lock()
+        self.plugins = PluginRegistry(DEFAULT_DIRS if plugin_dirs is None else plugin_dirs)
 
     def _emit(self, action: str, v: Volume, **attrs) -> None:
-        eventsmod.emit(self.kernel, "volume", action, v.name, {"driver": "local", **attrs})
+        eventsmod.emit(self.kernel, "volume", action, v.name, {"driver": v.driver, **attrs})
 
     def load(self) -> None:
         os.makedirs(self.root, mode=0o701, exist_ok=True)
         for name in sorted(os.listdir(self.root)):
             d = os.path.join(self.root, name)
-            if not os.path.isdir(os.path.join(d, "_data")):
-                continue
             try:
                 with open(os.path.join(d, "opts.json")) as f:
                     meta = json.load(f)
             except (OSError, ValueError):
                 meta = {"Name": name, "Driver": "local", "Labels": {}, "Options": {},
                         "CreatedAt": ""}
+            if (meta.get("Driver") or "local") == "local" and \
+                    not os.path.isdir(os.path.join(d, "_data")):
+                continue
             self.by_name[name] = Volume(name, d, meta)
 
     # --- the API -------------------------------------------------------------
-    def create(self, name: str | None = None, driver: str | None = None,
-               labels: dict | None = None, options: dict | None = None, *,
-               anonymous: bool = False) -> Volume:
-        """Create (or, for an existing name, return) a volume."""
+    async def create(self, name: str | None = None, driver: str | None = None,
+                     labels: dict | None = None, options: dict | None = None, *,
+                     anonymous: bool = False) -> Volume:
+        """Create (or, for an existing name, return) a volume: the local driver's
+        directory, or a plugin's ``VolumeDriver.Create``."""
         driver = driver or "local"
-        if driver != "local":
-            raise errors.NotFound(f"error looking up volume plugin {driver}: plugin "
-                                  f"\"{driver}\" not found")
         for what, value in (("Labels", labels), ("DriverOpts", options)):
             if value is not None and (not isinstance(value, dict) or
                                       not all(isinstance(v, str) for v in value.values())):
                 raise errors.InvalidArgument(f"invalid {what}: a map of strings is expected")
         options = dict(options or {})
-        for key in options:
-            if key not in _LOCAL_OPTS:
-                raise errors.InvalidArgument(f"invalid option: \"{key}\"")
-        if options and not options.get("type") and not options.get("size"):
-            raise errors.InvalidArgument("missing required option: \"type\"")
+        if driver == "local":
+            for key in options:
+                if key not in _LOCAL_OPTS:
+                    raise errors.InvalidArgument(f"invalid option: \"{key}\"")
+            if options and not options.get("type") and not options.get("size"):
+                raise errors.InvalidArgument("missing required option: \"type\"")
         labels = dict(labels or {})
         if anonymous or not name:
             name = name or secrets.token_hex(32)
@@ -155,18 +174,31 @@ class VolumeService:
         check_name(name)
         existing = self.by_name.get(name)
         if existing is not None:
+            if driver != existing.driver and driver != "local":
+                raise errors.Conflict(f"create {name}: volume name must be unique: a volume "
+                                      f"of driver {existing.driver} has that name")
             return existing
         d = os.path.join(self.root, name)
         os.makedirs(self.root, mode=0o701, exist_ok=True)
-        try:
-            os.makedirs(os.path.join(d, "_data"), mode=0o755)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise errors.PalletError(f"create {name}: {(e.strerror or str(e)).lower()}") \
-                from None
         meta = {"Name": name, "Driver": driver, "Labels": labels, "Options": options,
                 "CreatedAt": _now()}
+        if driver == "local":
+            try:
+                os.makedirs(os.path.join(d, "_data"), mode=0o755)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise errors.PalletError(f"create {name}: {(e.strerror or str(e)).lower()}") \
+                    from None
+        else:
+            plugin = await self.plugins.get(driver)
+            await plugin.create(name, options)
+            meta["Scope"] = plugin.scope
+            try:
+                meta["Mountpoint"] = await plugin.path(name)
+            except errors.PalletError:
+                meta["Mountpoint"] = ""
+            os.makedirs(d, mode=0o700, exist_ok=True)
         _write_meta(os.path.join(d, "opts.json"), meta)
         v = self.by_name[name] = Volume(name, d, meta)
         self._emit("create", v)
@@ -190,7 +222,7 @@ class VolumeService:
         for v in sorted(self.by_name.values(), key=lambda v: v.name):
             if "name" in filters and not any(f in v.name for f in filters["name"]):
                 continue
-            if "driver" in filters and "local" not in filters["driver"]:
+            if "driver" in filters and v.driver not in filters["driver"]:
                 continue
             if "dangling" in filters:
                 want = [x.lower() for x in filters["dangling"]]
@@ -211,12 +243,19 @@ class VolumeService:
         users = self.users(name)
         if users:
             raise errors.Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        if not v.local:
+            try:
+                await (await self.plugins.get(v.driver)).remove(name)
+            except errors.PalletError as e:
+                if not force:
+                    raise errors.PalletError(f"remove {name}: {e.message}") from None
+                log.warning("remove volume %s: %s", name, e.message)
         await asyncio.to_thread(self._remove_dir, v)
         self.by_name.pop(name, None)
         self._emit("destroy", v)
 
     def _remove_dir(self, v: Volume) -> None:
-        if v.options:
+        if v.local and v.options:
             try:
                 from pallet.plugins.api_rest.rootfs import umount
                 umount(v.path)
@@ -246,7 +285,7 @@ class VolumeService:
                 continue
             if "label!" in filters and _labels_match(v.labels, filters["label!"], any_=True):
                 continue
-            size = await asyncio.to_thread(dir_size, v.path)
+            size = await asyncio.to_thread(dir_size, v.path) if v.local else 0
             try:
                 await self.remove(v.name)
             except errors.PalletError as e:
@@ -258,25 +297,39 @@ class VolumeService:
         return {"VolumesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     # --- use by containers -------------------------------------------------------
-    def mount(self, v: Volume) -> str:
-        """The directory to bind into a container; mounts a volume with options on
-        first use."""
-        if v.options and v.active == 0 and not os.path.ismount(v.path):
+    async def mount(self, v: Volume, mount_id: str) -> str:
+        """The directory to bind into a container: a local volume with options is
+        mounted on first use; a plugin's comes from ``VolumeDriver.Mount``
+        (``mount_id``: the container's, given back at unmount)."""
+        if not v.local:
+            path = await (await self.plugins.get(v.driver)).mount(v.name, mount_id)
+            if path != v.meta.get("Mountpoint"):
+                v.meta["Mountpoint"] = path
+                await asyncio.to_thread(_write_meta, os.path.join(v.dir, "opts.json"), v.meta)
+        elif v.options and v.active == 0 and not os.path.ismount(v.path):
             _mount_local(v)
         v.active += 1
         self._emit("mount", v)
         return v.path
 
-    def unmount(self, v: Volume) -> None:
+    async def unmount(self, v: Volume, mount_id: str) -> None:
         if v.active > 0:
             v.active -= 1
-        if v.options and v.active == 0 and os.path.ismount(v.path):
+        if not v.local:
+            try:
+                await (await self.plugins.get(v.driver)).unmount(v.name, mount_id)
+            except errors.PalletError as e:
+                log.warning("unmount volume %s: %s", v.name, e.message)
+        elif v.options and v.active == 0 and os.path.ismount(v.path):
             from pallet.plugins.api_rest.rootfs import umount
             try:
                 umount(v.path)
             except OSError as e:
                 log.warning("unmount volume %s: %s", v.name, e)
         self._emit("unmount", v)
+
+    async def close(self) -> None:
+        await self.plugins.close()
 
 
 def _mount_local(v: Volume) -> None:

@@ -21,8 +21,8 @@ class Palletd(Pallet):
 
     ``mode`` "real" runs it against Debian's containerd 1.6 (``--containerd``)."""
 
-    def __init__(self, mode: str):
-        super().__init__("--debug")
+    def __init__(self, mode: str, config: str = ""):
+        super().__init__("--debug", config=config)
         self.mode = mode
         self.log_path = self.log.name
         self.containerd: subprocess.Popen | None = None

@@ -98,8 +98,31 @@ def _status_text(status: int) -> str:
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
+def _answer(runtime, method: str, *args, **kwargs) -> dict:
+    """Call the runtime; its result or its error as a JSON-able dict."""
+    try:
+        return {"ok": getattr(runtime, method)(*args, **kwargs)}
+    except errors.PalletError as e:
+        return {"error": type(e).__name__, "message": e.message}
+    except NotImplementedError as e:
+        return {"error": "NotImplementedYet", "message": str(e) or "not implemented"}
+    except OSError as e:
+        return {"error": "PalletError", "message": f"{method}: {(e.strerror or str(e)).lower()}"}
+
+
+def _settle(d: Deferred, answer) -> None:
+    if "error" in answer:
+        d.fail(_error_of(answer["error"], answer.get("message", "")))
+    else:
+        d.resolve(answer.get("ok"))
+
+
 class ForkedRuntime:
-    """The runtime role's object, called in a helper forked for each operation."""
+    """The runtime role's object, called in a helper forked for each operation
+    that runs the runtime's heavier code (create, exec, delete...).  Two short
+    calls run in the shim itself: ``kill`` (a signal) and ``start`` when the
+    spec has no poststart hook (opening the exec FIFO); a helper would cost
+    them a fork, its page faults and its exit, several milliseconds."""
 
     def __init__(self, loop, children: Children, runtime, log=None):
         self.loop = loop
@@ -107,6 +130,12 @@ class ForkedRuntime:
         self.runtime = runtime      # the role's object (create, start, kill, delete, exec...)
         self.log = log
         self.name = "in-process runtime"
+        self._hooked_start: set[str] = set()   # ids whose spec has poststart hooks
+
+    def _inline(self, method: str, *args, **kwargs) -> Deferred:
+        d = Deferred()
+        _settle(d, _answer(self.runtime, method, *args, **kwargs))
+        return d
 
     def _call(self, method: str, *args, **kwargs) -> Deferred:
         d = Deferred()
@@ -124,15 +153,7 @@ class ForkedRuntime:
                 os.close(r)
                 self.loop.unwatch_children_in_child()
                 try:
-                    result = getattr(self.runtime, method)(*args, **kwargs)
-                    answer = {"ok": result}
-                except errors.PalletError as e:
-                    answer = {"error": type(e).__name__, "message": e.message}
-                except NotImplementedError as e:
-                    answer = {"error": "NotImplementedYet", "message": str(e) or "not implemented"}
-                except OSError as e:
-                    answer = {"error": "PalletError",
-                              "message": f"{method}: {(e.strerror or str(e)).lower()}"}
+                    answer = _answer(self.runtime, method, *args, **kwargs)
                 except BaseException as e:  # noqa: BLE001 - reported to the shim, not lost
                     answer = {"error": "PalletError",
                               "message": f"{method}: {type(e).__name__}: {e}"}
@@ -151,23 +172,32 @@ class ForkedRuntime:
             if not isinstance(answer, dict):
                 d.fail(errors.PalletError(f"runtime helper for {method} died "
                                           f"({_status_text(status)})"))
-            elif "error" in answer:
-                d.fail(_error_of(answer["error"], answer.get("message", "")))
             else:
-                d.resolve(answer.get("ok"))
+                _settle(d, answer)
         _Job(self.loop, self.children, pid, r, done)
         return d
 
     def create(self, id, bundle, stdio, console_socket=None, *, no_pivot=False) -> Deferred:
         stdin, stdout, stderr = stdio
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as f:
+                hooks = json.load(f).get("hooks") or {}
+        except (OSError, ValueError, AttributeError):
+            hooks = {"poststart": True}  # unknown: the runtime will say; start in a helper
+        if hooks.get("poststart"):
+            self._hooked_start.add(id)
+        else:
+            self._hooked_start.discard(id)
         return self._call("create", id, bundle, stdin=stdin, stdout=stdout, stderr=stderr,
                           terminal_socket=console_socket, no_pivot=no_pivot)
 
     def start(self, id) -> Deferred:
-        return self._call("start", id)
+        if id in self._hooked_start:
+            return self._call("start", id)  # hooks run programs: not on the shim's loop
+        return self._inline("start", id)
 
     def kill(self, id, signal: int, all: bool = False) -> Deferred:
-        return self._call("kill", id, signal, all=all)
+        return self._inline("kill", id, signal, all=all)
 
     def delete(self, id, force: bool = False) -> Deferred:
         return self._call("delete", id, force=force)

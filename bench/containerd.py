@@ -37,7 +37,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
-from engines import Docker, pids_mentioning, umount_below, pss_kib  # noqa: E402
+from engines import (Docker, cgroup_parents, pids_mentioning, pss_kib,  # noqa: E402
+                     remove_new_cgroup_parents, umount_below)
 
 
 def busybox_tar(workdir: str) -> str:
@@ -176,6 +177,7 @@ def main() -> int:
         return 1
     work = tempfile.mkdtemp(prefix="pl-bw-", dir="/tmp")
     pc = d = None
+    cgroups_before = cgroup_parents()
     try:
         tar = busybox_tar(work)
         pc = PalletContainerd().start()
@@ -191,6 +193,7 @@ def main() -> int:
             pc.stop()
         if d is not None:
             d.stop()
+        remove_new_cgroup_parents(cgroups_before)  # the namespace's /bench
         shutil.rmtree(work, ignore_errors=True)
     figures = {"count": args.count, "pallet": pallet, "docker": docker}
     if docker:

@@ -71,6 +71,7 @@ class Engine:
         self.sock = os.path.join(self.root, "e.sock")
         self.proc: subprocess.Popen | None = None
         self.log = open(os.path.join(self.root, "daemon.log"), "wb")
+        self.cgroups_before = cgroup_parents()
 
     @property
     def env(self) -> dict:
@@ -87,6 +88,7 @@ class Engine:
             stop_process(self.proc)
         self._stop_children()
         umount_below(self.root)
+        remove_new_cgroup_parents(self.cgroups_before)
         self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -234,6 +236,34 @@ class Pallet(Engine):
         remove_cgroups(self.known_ids)
         if self.net is not None:
             self.net.remove(self.data_root)
+
+
+def cgroup_parents() -> set[str]:
+    """The cgroup directories right below each controller (``memory/pallet``...)."""
+    out = set()
+    try:
+        controllers = os.listdir("/sys/fs/cgroup")
+    except OSError:
+        return out
+    for c in controllers:
+        base = os.path.join("/sys/fs/cgroup", c)
+        try:
+            out.update(os.path.join(base, d) for d in os.listdir(base)
+                       if os.path.isdir(os.path.join(base, d)))
+        except OSError:
+            pass
+    return out
+
+
+def remove_new_cgroup_parents(before: set[str]) -> None:
+    """Remove the parents (``/pallet``, ``/docker``...) that appeared since
+    ``before`` once nothing is left in them (busy ones stay)."""
+    for parent in cgroup_parents() - before:
+        for dirpath, _dirs, _files in os.walk(parent, topdown=False):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
 
 
 def remove_cgroups(ids) -> None:

@@ -30,6 +30,7 @@ import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE_BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "tests", "shim"))
 
 
@@ -178,6 +179,9 @@ def main() -> int:
         return 2
     runs = max(20, args.runs)
     top = tempfile.mkdtemp(prefix="pl-bench-")
+    sys.path.insert(0, HERE_BENCH)
+    from engines import cgroup_parents, remove_new_cgroup_parents
+    cgroups_before = cgroup_parents()
     try:
         bundle = make_bundle(os.path.join(top, "bundle"))
         pallet_runc = args.pallet_runc or fresh_install(top)
@@ -192,6 +196,7 @@ def main() -> int:
             print(f"runtime: shim create->running {s:7.1f} ms   runc run {r:7.1f} ms   "
                   f"ratio {s / r:4.2f}  (target <= 0.50, median of {runs})")
     finally:
+        remove_new_cgroup_parents(cgroups_before)
         subprocess.run(["umount", "-R", "-l", top], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
     return 0

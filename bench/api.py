@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engines import DOCKER_CLI, VENV_BIN, Docker, Pallet  # noqa: E402
+from engines import DOCKER_CLI, VENV_BIN, Docker, Pallet, interleaved  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_TAR = os.path.join(ROOT, "build", "busybox.tar")
@@ -47,21 +47,6 @@ def timed(argv, env, runs: int, warmup: int = 2, check: bool = True) -> float:
         _run(argv, env, check)
         samples.append((time.perf_counter() - t) * 1000)
     return statistics.median(samples)
-
-
-def interleaved(actions: dict, runs: int, warmup: int = 2) -> dict:
-    """Median wall time (ms) of each engine's action, the engines taking turns
-    (first one, then the other, swapping who goes first) so that the
-    machine's drifts fall on both alike."""
-    samples: dict = {k: [] for k in actions}
-    order = list(actions)
-    for i in range(warmup + runs):
-        for key in (order if i % 2 else order[::-1]):
-            t = time.perf_counter()
-            actions[key]()
-            if i >= warmup:
-                samples[key].append((time.perf_counter() - t) * 1000)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 class Subject:

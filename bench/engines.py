@@ -59,6 +59,23 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(10)
 
 
+def interleaved(actions: dict, runs: int, warmup: int = 2) -> dict:
+    """Median wall time (ms) of each engine's action, the engines taking turns
+    (first one, then the other, swapping who goes first) so that the
+    machine's drifts fall on both alike."""
+    import statistics
+
+    samples: dict = {k: [] for k in actions}
+    order = list(actions)
+    for i in range(warmup + runs):
+        for key in (order if i % 2 else order[::-1]):
+            t = time.perf_counter()
+            actions[key]()
+            if i >= warmup:
+                samples[key].append((time.perf_counter() - t) * 1000)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 class Engine:
     """One running engine: its socket, its docker CLI environment, its pids."""
 

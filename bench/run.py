@@ -11,36 +11,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engines import Docker, Pallet, pids_mentioning, pss_kib  # noqa: E402
+from engines import Docker, Pallet, interleaved, pids_mentioning, pss_kib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_TAR = os.path.join(ROOT, "build", "busybox.tar")
 
 
-def timed(fn, runs: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
+# timed figures: the action each engine repeats; the engines take turns
+def action_run_rm(engine):
+    return lambda: engine.docker("run", "--rm", "--network", "none", "busybox", "true")
 
 
-def bench_run_rm(engine, runs):
-    return timed(lambda: engine.docker("run", "--rm", "--network", "none", "busybox", "true"), runs)
-
-
-def bench_ps(engine, runs):
-    return timed(lambda: engine.docker("ps"), runs)
+def action_ps(engine):
+    return lambda: engine.docker("ps")
 
 
 def bench_shim_pss(engine, runs, count=5):
@@ -69,9 +57,11 @@ def bench_shim_pss(engine, runs, count=5):
         engine.docker("rm", "-f", *ids, check=False)
 
 
+TIMED = [
+    ("run --rm busybox true (ms, median)", action_run_rm),
+    ("ps (ms, median)", action_ps),
+]
 BENCHES = [
-    ("run --rm busybox true (ms, median)", bench_run_rm),
-    ("ps (ms, median)", bench_ps),
     ("shim PSS per running container (KiB)", bench_shim_pss),
 ]
 
@@ -92,6 +82,10 @@ def main() -> int:
         for e in engines:
             e.start()
             e.docker("load", "-i", IMAGE_TAR)
+        for title, make in TIMED:
+            if args.only and not any(k in title for k in args.only.split(",")):
+                continue
+            results[title] = interleaved({e.name: make(e) for e in engines}, args.runs, 3)
         for title, fn in BENCHES:
             if args.only and not any(k in title for k in args.only.split(",")):
                 continue

@@ -35,13 +35,9 @@ def confirm(warning):
 
 def human_size_decimal(n):
     """go-units HumanSize: decimal units, 4 significant digits ('1.982MB')."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    size = float(n or 0)
-    i = 0
-    while size >= 1000.0 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return "%.4g%s" % (size, units[i])
+    from pallet.client.docker_format import human_size
+
+    return human_size(n or 0, 4)
 
 
 def report_deleted(cli, title, names, reclaimed=None):
@@ -57,16 +53,25 @@ def report_deleted(cli, title, names, reclaimed=None):
 def inspect_many(cli, names, path_of, fmt, not_found=None):
     """Inspect each name (``path_of(name)`` is its API path); print a JSON array
     or the template per object; daemon errors after, exit 1 when any."""
-    from pallet.client.docker_format import indent_json
     found, errors = [], []
     for name in names:
         try:
             found.append(cli.client.get(path_of(name)))
         except DaemonError as e:
             errors.append(str(e) if not (not_found and e.status == 404) else not_found(name, e))
+    tmpl = None
     if fmt and fmt != "json":
-        from pallet.client.docker_template import TemplateError, parse_template, run_template
+        from pallet.client.docker_template import parse_template
         tmpl = parse_template(fmt)
+    return print_inspected(cli, found, errors, tmpl)
+
+
+def print_inspected(cli, found, errors, tmpl=None):
+    """What ``inspect`` commands print: the objects as an indented JSON array,
+    or the parsed template ``tmpl`` run on each; then the errors, exit 1 when
+    any."""
+    if tmpl is not None:
+        from pallet.client.docker_template import TemplateError, run_template
         rendered = []
         for obj in found:
             try:
@@ -74,8 +79,10 @@ def inspect_many(cli, names, path_of, fmt, not_found=None):
             except TemplateError as e:
                 errors.append(str(e))
                 break
+        # docker's template inspector writes an empty line when nothing rendered
         cli.out("".join(rendered) or "\n")
     else:
+        from pallet.client.docker_format import indent_json
         cli.outln(indent_json(found))
     if errors:
         raise StatusError("\n".join(errors), 1)

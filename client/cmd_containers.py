@@ -9,7 +9,7 @@ from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError, iter_frames, quote_path
 from pallet.client.docker_flags import BOOL, INT, LIST, STR, Flag
 from pallet.client.docker_format import (HeaderContext, RowContext, ellipsis, go_quote, go_time,
-                                         human_duration, human_size, indent_json, render_rows,
+                                         human_duration, human_size, render_rows,
                                          tabwrite, truncate_id)
 
 
@@ -488,7 +488,7 @@ def cmd_inspect(cli, argv):
                           % typ, 1)
     tmpl = None
     if opts.format and opts.format != "json":
-        from pallet.client.docker_template import parse_template, run_template
+        from pallet.client.docker_template import parse_template
         tmpl = parse_template(opts.format)
     found, errors = [], []
     for name in args:
@@ -498,22 +498,8 @@ def cmd_inspect(cli, argv):
             errors.append(str(e))
         except LookupError as e:
             errors.append(str(e.args[0]))
-    if tmpl is not None:
-        from pallet.client.docker_template import TemplateError
-        rendered = []
-        for obj in found:
-            try:
-                rendered.append(run_template(tmpl, obj) + "\n")
-            except TemplateError as e:
-                errors.append(str(e))
-                break
-        # docker's template inspector writes an empty line when nothing rendered
-        cli.out("".join(rendered) or "\n")
-    else:
-        cli.outln(indent_json(found))
-    if errors:
-        raise StatusError("\n".join(errors), 1)
-    return 0
+    from pallet.client.cmd_common import print_inspected
+    return print_inspected(cli, found, errors, tmpl)
 
 
 # -- container prune -----------------------------------------------------------------

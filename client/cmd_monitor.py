@@ -8,7 +8,8 @@ from pallet.client.cmd_common import parse_filters
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import ConnectError, DaemonError, quote_path
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag
-from pallet.client.docker_format import HeaderContext, RowContext, go_json, render_rows
+from pallet.client.docker_format import (HeaderContext, RowContext, bytes_size, go_json,
+                                         human_size, render_rows)
 
 
 # -- events -------------------------------------------------------------------------
@@ -138,28 +139,6 @@ def _percent(v):
     return "%.2f%%" % v
 
 
-def _hsize3(n):
-    """go-units HumanSizeWithPrecision(n, 3): decimal units."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    size = float(n)
-    i = 0
-    while size >= 1000.0 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return "%.3g%s" % (size, units[i])
-
-
-def _bsize(n):
-    """go-units BytesSize: binary units, 4 significant digits ('324KiB')."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-    size = float(n)
-    i = 0
-    while size >= 1024.0 and i < len(units) - 1:
-        size /= 1024.0
-        i += 1
-    return "%.4g%s" % (size, units[i])
-
-
 def compute_stats(s):
     """The numbers docker's stats shows, from one /stats answer."""
     cpu = s.get("cpu_stats") or {}
@@ -227,7 +206,7 @@ class StatsRow(RowContext):
     def f_MemUsage(self):
         if self._na():
             return "-- / --"
-        return "%s / %s" % (_bsize(self.st["mem"]), _bsize(self.st["limit"]))
+        return "%s / %s" % (bytes_size(self.st["mem"]), bytes_size(self.st["limit"]))
 
     def f_MemPerc(self):
         return "--" if self._na() else _percent(self.st["mem_pct"])
@@ -235,12 +214,12 @@ class StatsRow(RowContext):
     def f_NetIO(self):
         if self._na():
             return "--"
-        return "%s / %s" % (_hsize3(self.st["rx"]), _hsize3(self.st["tx"]))
+        return "%s / %s" % (human_size(self.st["rx"]), human_size(self.st["tx"]))
 
     def f_BlockIO(self):
         if self._na():
             return "--"
-        return "%s / %s" % (_hsize3(self.st["blk_r"]), _hsize3(self.st["blk_w"]))
+        return "%s / %s" % (human_size(self.st["blk_r"]), human_size(self.st["blk_w"]))
 
     def f_PIDs(self):
         return "--" if self._na() else str(self.st["pids"])

@@ -19,16 +19,10 @@ class StreamError(Exception):
 
 
 # -- JSON message streams -----------------------------------------------------------
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
 def _human(size):
-    size = float(size)
-    i = 0
-    while size >= 1000.0 and i < len(_UNITS) - 1:
-        size /= 1000.0
-        i += 1
-    return "%.4g%s" % (size, _UNITS[i])
+    from pallet.client.docker_format import human_size
+
+    return human_size(size, 4)
 
 
 def progress_text(detail, width):
@@ -174,6 +168,24 @@ def pull_image(cli, ref, out, quiet=False, platform=None, all_tags=False):
         resp.close()
 
 
+def _checked_ref(cli, ref: str, opts) -> tuple[str, str, str]:
+    """The NAME[:TAG|@DIGEST] of pull and push checked as docker does: (name,
+    tag, digest), the tag "latest" when none is given (said, unless -q) and
+    not all tags are wanted."""
+    try:
+        docker_ref.validate(ref)
+    except ValueError as e:
+        raise StatusError(str(e), 1) from None
+    name, tag, digest = docker_ref.split(ref)
+    if opts.all_tags and (tag or digest):
+        raise StatusError("tag can't be used with --all-tags/-a", 1)
+    if not opts.all_tags and not tag and not digest:
+        if not opts.quiet:
+            cli.outln("Using default tag: latest")
+        tag = "latest"
+    return name, tag, digest
+
+
 def cmd_pull(cli, argv):
     flags = [Flag("all-tags", "a", BOOL, help="Download all tagged images in the repository"),
              Flag("disable-content-trust", kind=BOOL, default=True,
@@ -184,15 +196,7 @@ def cmd_pull(cli, argv):
                            "Download an image from a registry", flags, min_args=1, max_args=1,
                            aliases="pallet image pull, pallet pull")
     ref = args[0]
-    try:
-        docker_ref.validate(ref)
-    except ValueError as e:
-        raise StatusError(str(e), 1) from None
-    name, tag, digest = docker_ref.split(ref)
-    if opts.all_tags and (tag or digest):
-        raise StatusError("tag can't be used with --all-tags/-a", 1)
-    if not opts.all_tags and not tag and not digest and not opts.quiet:
-        cli.outln("Using default tag: latest")
+    _checked_ref(cli, ref, opts)
     if not opts.all_tags:
         ref = docker_ref.with_default_tag(ref)
     try:
@@ -220,17 +224,7 @@ def cmd_push(cli, argv):
                            aliases="pallet image push, pallet push")
     from pallet.client.docker_api import quote_path
     ref = args[0]
-    try:
-        docker_ref.validate(ref)
-    except ValueError as e:
-        raise StatusError(str(e), 1) from None
-    name, tag, digest = docker_ref.split(ref)
-    if opts.all_tags and (tag or digest):
-        raise StatusError("tag can't be used with --all-tags/-a", 1)
-    if not opts.all_tags and not tag and not digest:
-        if not opts.quiet:
-            cli.outln("Using default tag: latest")
-        tag = "latest"
+    name, tag, digest = _checked_ref(cli, ref, opts)
     resp = cli.client.request("POST", "/images/%s/push" % quote_path(name),
                               {"tag": digest or tag or None},
                               headers=registry_auth_header(name, cli))

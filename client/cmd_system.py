@@ -6,6 +6,7 @@ import time
 
 from pallet.client.docker import VERSION, StatusError
 from pallet.client.docker_flags import BOOL, LIST as LIST_KIND, STR, Flag
+from pallet.client.docker_format import bytes_size
 
 
 def _ansic(ts_text):
@@ -103,17 +104,6 @@ def _server_version(v):
     return _kv_block(rows)
 
 
-def _bytes_size(n):
-    """go-units BytesSize: binary units with 4 significant digits ('23.54GiB')."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-    size = float(n)
-    i = 0
-    while size >= 1024.0 and i < len(units) - 1:
-        size /= 1024.0
-        i += 1
-    return "%.4g%s" % (size, units[i])
-
-
 def cmd_info(cli, argv):
     flags = [Flag("format", "f", STR, help="Format output using a custom template")]
     opts, _ = cli.parse(argv, "pallet info [OPTIONS]", "Display system-wide information",
@@ -193,7 +183,7 @@ def _server_info(i):
     add(" OSType: %s" % i.get("OSType", ""))
     add(" Architecture: %s" % i.get("Architecture", ""))
     add(" CPUs: %s" % i.get("NCPU", 0))
-    add(" Total Memory: %s" % _bytes_size(i.get("MemTotal", 0)))
+    add(" Total Memory: %s" % bytes_size(i.get("MemTotal", 0)))
     add(" Name: %s" % i.get("Name", ""))
     add(" ID: %s" % i.get("ID", ""))
     add(" Docker Root Dir: %s" % i.get("DockerRootDir", ""))

@@ -59,6 +59,19 @@ def human_size(size, precision=3):
     return "%.*g%s" % (precision, size, _DECIMAL[i])
 
 
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
+def bytes_size(size):
+    """go-units BytesSize: binary units, 4 significant digits ('23.54GiB')."""
+    size = float(size)
+    i = 0
+    while size >= 1024.0 and i < len(_BINARY) - 1:
+        size /= 1024.0
+        i += 1
+    return "%.4g%s" % (size, _BINARY[i])
+
+
 def go_time(ts):
     """Go's default time format in local time: '2006-01-02 15:04:05 -0700 MST'."""
     lt = time.localtime(int(ts))

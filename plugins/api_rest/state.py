@@ -10,6 +10,7 @@ import re
 import time
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, NotFound
+from pallet.core.files import write_json_atomic
 
 log = logging.getLogger("pallet.api_rest.state")
 
@@ -22,16 +23,6 @@ def now_rfc3339() -> str:
     from pallet.plugins.api_rest.logs import rfc3339nano
 
     return rfc3339nano()
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Write-temp-then-rename, fsynced, so a crash leaves the old or the new file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Container:

@@ -58,7 +58,8 @@ def system_cpu_usage() -> int:
     return 0
 
 
-def _mem_total() -> int:
+def mem_total() -> int:
+    """The host's memory in bytes (MemTotal of /proc/meminfo)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -187,7 +188,7 @@ def sample(pid: int, cgroups: dict[str, str]) -> dict:
                  "io_merged_recursive": _blkio_v1(os.path.join(bd, "blkio.io_merged_recursive")),
                  "io_time_recursive": _blkio_v1(os.path.join(bd, "blkio.io_time_recursive")),
                  "sectors_recursive": _blkio_v1(os.path.join(bd, "blkio.sectors_recursive"))}
-    total = _mem_total()
+    total = mem_total()
     if total and (not memory["limit"] or memory["limit"] > total):
         memory["limit"] = total   # no limit: the machine's memory, as dockerd reports it
     cpu["system_cpu_usage"] = system_cpu_usage()

@@ -12,6 +12,7 @@ from pallet.core import errors
 from pallet.plugins.api_rest.events import bus_of
 from pallet.plugins.api_rest.security import security_options_info
 from pallet.plugins.api_rest.server import API_VERSION, MIN_API_VERSION
+from pallet.plugins.api_rest.stats import mem_total
 
 try:
     from importlib.metadata import version as _dist_version
@@ -32,17 +33,6 @@ def _os_release() -> tuple[str, str]:
     except OSError:
         pass
     return name, version
-
-
-def _mem_total() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _rfc3339_local() -> str:
@@ -127,7 +117,7 @@ class SystemService:
             "KernelVersion": platform.release(),
             "OperatingSystem": os_name, "OSVersion": os_version, "OSType": "linux",
             "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
-            "MemTotal": _mem_total(), "IndexServerAddress": "https://index.docker.io/v1/",
+            "MemTotal": mem_total(), "IndexServerAddress": "https://index.docker.io/v1/",
             "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": None,
                                "AllowNondistributableArtifactsHostnames": None,
                                "InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},

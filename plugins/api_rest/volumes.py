@@ -22,6 +22,7 @@ import secrets
 import shutil
 
 from pallet.core import errors
+from pallet.core.files import write_json_atomic
 from pallet.plugins.api_rest import events as eventsmod
 
 log = logging.getLogger("pallet.api_rest.volumes")
@@ -92,15 +93,6 @@ class Volume:
                 return next(it, None) is None
         except FileNotFoundError:
             return True
-
-
-def _write_meta(path: str, meta: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(meta, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def dir_size(path: str) -> int:
@@ -199,7 +191,7 @@ class VolumeService:
             except errors.PalletError:
                 meta["Mountpoint"] = ""
             os.makedirs(d, mode=0o700, exist_ok=True)
-        _write_meta(os.path.join(d, "opts.json"), meta)
+        write_json_atomic(os.path.join(d, "opts.json"), meta)
         v = self.by_name[name] = Volume(name, d, meta)
         self._emit("create", v)
         return v
@@ -305,7 +297,7 @@ class VolumeService:
             path = await (await self.plugins.get(v.driver)).mount(v.name, mount_id)
             if path != v.meta.get("Mountpoint"):
                 v.meta["Mountpoint"] = path
-                await asyncio.to_thread(_write_meta, os.path.join(v.dir, "opts.json"), v.meta)
+                await asyncio.to_thread(write_json_atomic, os.path.join(v.dir, "opts.json"), v.meta)
         elif v.options and v.active == 0 and not os.path.ismount(v.path):
             _mount_local(v)
         v.active += 1

@@ -20,15 +20,14 @@ import json
 import logging
 import os
 
+from pallet.core.files import write_json_atomic
+
 log = logging.getLogger("pallet.net_bridge.store")
 
 
 def write_json(path: str, obj) -> None:
     """Write-temp-then-rename (atomic for readers and for a daemon crash)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, separators=(",", ":"), sort_keys=True)
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, fsync=False, separators=(",", ":"), sort_keys=True)
 
 
 def read_json(path: str, default=None):

@@ -18,11 +18,12 @@ from .messages import describe  # noqa: F401  (re-exported for the child side)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# --- namespaces, mount(2), umount2(2), prctl(2): shared with the shim, the image
-# store and the network plugin (re-exported here for the runtime's modules) -------
+# --- namespaces, mount(2), umount2(2), prctl(2), capabilities: shared with the
+# shim, the image store, palletd and the network plugin (re-exported here) -------
 from pallet.linux.syscalls import (  # noqa: E402,F401
-    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
-    CLONE_NEWUSER, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_MOVE,
+    CAP_NUMBERS, CAPABILITIES, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
+    CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS, MNT_DETACH, MS_BIND,
+    MS_DIRSYNC, MS_MANDLOCK, MS_MOVE,
     MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE,
     MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SILENT, MS_SLAVE,
     MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE, encode as _b, fail as _fail, mount, prctl,
@@ -82,20 +83,6 @@ def setdomainname(name: str) -> None:
 
 
 # --- capabilities ----------------------------------------------------------------------
-
-CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
-CAP_NUMBERS = {name: i for i, name in enumerate(CAPABILITIES)}
-
 
 def _read_last_cap() -> int:
     try:

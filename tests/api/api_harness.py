@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 
-from engines import DOCKER_CLI, VENV_BIN, Pallet, stop_process, wait_socket
+from engines import DOCKER_CLI, Pallet, stop_process, wait_socket
 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 

@@ -12,11 +12,7 @@ from __future__ import annotations
 import os
 import pytest
 
-from api_harness import Palletd
-
-
-def _mode() -> str:
-    return os.environ.get("PALLET_API_CONTAINERD", "pallet")
+from ctr_helpers import start_palletd
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +20,17 @@ def palletd(busybox_tar):
     """One palletd per test module, busybox loaded."""
     if os.geteuid() != 0:
         pytest.skip("palletd needs root")
-    d = Palletd(_mode())
+    d = start_palletd(busybox_tar)
     try:
-        d.start()
-        r = d.docker("load", "-i", busybox_tar)
-        assert b"Loaded image: busybox:latest" in r.stdout, r
         yield d
     finally:
         d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def d(palletd):
+    """The module's palletd, by the short name the container-operation tests use."""
+    return palletd
 
 
 @pytest.fixture
@@ -39,10 +38,8 @@ def fresh_palletd(busybox_tar):
     """A palletd of its own for tests that stop or restart it."""
     if os.geteuid() != 0:
         pytest.skip("palletd needs root")
-    d = Palletd(_mode())
+    d = start_palletd(busybox_tar)
     try:
-        d.start()
-        d.docker("load", "-i", busybox_tar)
         yield d
     finally:
         d.cleanup()

@@ -42,7 +42,8 @@ def start_palletd(busybox_tar: str, *extra: str) -> Palletd:
     d.extra_args.extend(extra)
     try:
         d.start()
-        d.docker("load", "-i", busybox_tar)
+        r = d.docker("load", "-i", busybox_tar)
+        assert b"Loaded image: busybox:latest" in r.stdout, r
     except BaseException:
         d.cleanup()
         raise

@@ -11,20 +11,9 @@ import tarfile
 
 import pytest
 
-from ctr_helpers import out, start_palletd, wait_for
+from ctr_helpers import out, wait_for
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 def _until_exists(d, cid: str, path: str) -> None:

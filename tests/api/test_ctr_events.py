@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
 
 import pytest
 
-from ctr_helpers import out, start_palletd, wait_for
+from ctr_helpers import out, wait_for
 from engines import DOCKER_CLI
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 def _lines(text: str) -> list[dict]:

@@ -3,25 +3,13 @@ stdin, exit codes and inspect; attach with detach keys; docker-py's exec_run."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from ctr_helpers import out, start_palletd, wait_for
+from ctr_helpers import out, wait_for
 from engines import DOCKER_CLI
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,9 @@ import signal
 
 import pytest
 
-from ctr_helpers import inspect, out, start_palletd, state, wait_for
+from ctr_helpers import inspect, out, state, wait_for
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 def test_inspect_state_and_pause(d):

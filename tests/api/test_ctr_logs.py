@@ -9,21 +9,10 @@ import subprocess
 
 import pytest
 
-from ctr_helpers import inspect, out, start_palletd, wait_for
+from ctr_helpers import inspect, out, wait_for
 from engines import DOCKER_CLI
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 def test_follow_while_writing(d):

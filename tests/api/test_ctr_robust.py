@@ -3,24 +3,12 @@ docker's JSON error with a 4xx status: never a 500, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from ctr_helpers import out, start_palletd
+from ctr_helpers import out
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,12 @@ import os
 
 import pytest
 
-from ctr_helpers import inspect, out, start_palletd
+from ctr_helpers import inspect, out
 
 pytestmark = pytest.mark.root
 
 DEFAULT_CAPS = 0xa80425fb   # docker's default set: chown ... audit_write
 CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW = 1 << 21, 1 << 12, 1 << 13
-
-
-@pytest.fixture(scope="module")
-def d(busybox_tar):
-    if os.geteuid() != 0:
-        pytest.skip("palletd needs root")
-    daemon = start_palletd(busybox_tar)
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 def _status(d, *args) -> dict:

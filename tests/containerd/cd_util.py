@@ -10,66 +10,11 @@ import subprocess
 import sys
 import time
 
+from engines import pids_mentioning, stop_process, umount_below, wait_socket  # bench/
+
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
-
-
-def _unmount_under(root: str) -> None:
-    """Lazily unmount whatever is still mounted below ``root`` (deepest first)."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-    except OSError:
-        return
-    for p in sorted((p for p in points if p == root or p.startswith(root + "/")),
-                    key=len, reverse=True):
-        subprocess.run(["umount", "-l", p], stderr=subprocess.DEVNULL)
-
-
-def _pids_with_arg(text: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    out.append(int(d))
-        except OSError:
-            pass
-    return out
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _wait_socket(path: str, proc: subprocess.Popen, log: str, timeout: float = 20) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = socket.socket(socket.AF_UNIX)
-        try:
-            s.connect(path)  # accepting, not a stale file of a killed daemon
-            return
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    with open(log) as f:
-        tail = f.read()[-3000:]
-    raise RuntimeError(f"daemon did not create {path}; log:\n{tail}")
 
 
 class Daemon:
@@ -101,16 +46,16 @@ class Daemon:
     def stop(self) -> None:
         shims = self.shim_pids()
         if self.proc is not None:
-            _stop(self.proc)
+            stop_process(self.proc, 10)
         # shims started for this daemon carry its address on their command line, or
         # (forked by the zygote) left their pid in its bundles; the zygote names its state
-        for pid in set(_pids_with_arg(self.address) + shims + _pids_with_arg(self.state)):
+        for pid in set(pids_mentioning(self.address) + shims + pids_mentioning(self.state)):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
-        _unmount_under(self.base)
+        umount_below(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def restart(self, *extra) -> None:
@@ -122,9 +67,7 @@ class Daemon:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
-        _wait_socket(self.address, self.proc, self.log)
-
-
+        wait_socket(self.address, self.proc, self.log)
 
 
 def pallet_ctr(address: str, *args, namespace: str = "default", input: bytes | None = None,

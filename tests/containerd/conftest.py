@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from cd_util import CONTAINERD, VENV_BIN, Daemon, _wait_socket
+from cd_util import CONTAINERD, VENV_BIN, Daemon
+from engines import wait_socket
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             d.proc = subprocess.Popen([CONTAINERD, "--config", config, "--log-level", "warn"],
                                       stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_socket(d.address, d.proc, d.log)
+        wait_socket(d.address, d.proc, d.log)
         yield d
     finally:
         d.stop()
@@ -65,7 +66,7 @@ def pallet_containerd():
                  "--root", d.root, "--state", d.state, "--log-level", "debug"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
-        _wait_socket(d.address, d.proc, d.log)
+        wait_socket(d.address, d.proc, d.log)
         yield d
     finally:
         d.stop()

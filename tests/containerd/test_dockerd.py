@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cd_util import _unmount_under
+from engines import umount_below
 
 pytestmark = pytest.mark.root
 DOCKERD = "/usr/sbin/dockerd"
@@ -62,7 +62,7 @@ def dockerd(pallet_containerd):
             proc.kill()
             proc.wait()
         log.close()
-        _unmount_under(base)
+        umount_below(base)
 
 
 def test_docker_run_through_pallet_containerd(dockerd, pallet_containerd, busybox_tar):

@@ -14,7 +14,8 @@ import pytest
 import json
 
 import cd_image
-from cd_util import VENV_BIN, _wait_socket
+from cd_util import VENV_BIN
+from engines import wait_socket
 from pallet.core import errors
 from pallet.core.containerd import Containerd, decode_event
 from pallet.core.proto.containerd.services.diff.v1 import diff_pb2, diff_pb2_grpc
@@ -90,7 +91,7 @@ def test_restart_keeps_running_tasks(pallet_containerd):
             [os.path.join(VENV_BIN, "pallet-containerd"), "--address", d.address,
              "--root", d.root, "--state", d.state], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
-    _wait_socket(d.address, d.proc, d.log)
+    wait_socket(d.address, d.proc, d.log)
     asyncio.run(after(pid))
 
 

@@ -19,6 +19,7 @@ import signal
 import time
 
 from pallet.core import errors
+from pallet.core.files import write_json_atomic
 from pallet.plugins.api_grpc.pbwire import Any, Empty, timestamp
 
 from . import cgroups, messages as m, stdio as stdio_mod, sysutil
@@ -44,16 +45,6 @@ def exit_code(wait_status: int) -> int:
     if os.WIFEXITED(wait_status):
         return os.WEXITSTATUS(wait_status)
     return 255
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """Write ``path`` so that a reader sees the old file or the whole new one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 def read_json(path: str) -> dict | None:

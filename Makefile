@@ -16,7 +16,7 @@ APT_PKGS := busybox-static iptables docker.io containerd runc tini skopeo \
 # caches, so the demo and the benchmarks run without it.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup apt venv dev image demo demo-stop test unit proto bench clean
+.PHONY: setup apt venv dev image demo demo-stop test lint unit proto bench clean
 
 setup: apt venv image
 
@@ -27,7 +27,7 @@ apt:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-SOURCES  := pyproject.toml $(shell find core client linux plugins -name '*.py' -not -path '*/__pycache__/*')
+SOURCES  := pyproject.toml $(shell find core client linux plugins proto ttrpc containerd containerd_services distribution imagestore engine shim commands -name '*.py' -not -path '*/__pycache__/*')
 
 # A regular (not editable) install, as users have it: an editable install of a
 # package-dir layout adds an import hook that costs ~20 ms at every start of
@@ -43,9 +43,9 @@ dev:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[test]'
 
-$(IMAGE): $(VENV)/.installed plugins/store_overlay/builtin.py
+$(IMAGE): $(VENV)/.installed distribution/busybox_image.py
 	mkdir -p $(BUILD)
-	$(PY) -m pallet.plugins.store_overlay.builtin $(IMAGE)
+	$(PY) -m pallet.distribution.busybox_image $(IMAGE)
 
 image: $(IMAGE)
 
@@ -69,14 +69,18 @@ demo: setup
 demo-stop:
 	@if [ -f $(EXEC_ROOT)/palletd.pid ]; then kill $$(cat $(EXEC_ROOT)/palletd.pid); fi
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests
+
+# the layers of docs/ARCHITECTURE.md (import-linter contracts in pyproject.toml)
+lint: venv
+	cd $(CURDIR) && $(VENV)/bin/lint-imports --no-cache
 
 unit: venv
 	$(PY) -m pytest -q -m "not root" tests
 
 proto: venv
-	$(PY) core/proto/generate.py
+	$(PY) proto/generate.py
 
 bench: setup
 	$(PY) bench/run.py

@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     compile_client()
     if not os.path.exists(IMAGE_TAR):
         os.makedirs(os.path.dirname(IMAGE_TAR), exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", IMAGE_TAR],
+        subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", IMAGE_TAR],
                        check=True)
     subjects = {}
     engines = []

@@ -46,7 +46,7 @@ def busybox_tar(workdir: str) -> str:
     if os.path.exists(built):
         return built
     out = os.path.join(workdir, "busybox.tar")
-    subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", out],
+    subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", out],
                    check=True, stdout=subprocess.DEVNULL)
     return out
 
@@ -214,7 +214,7 @@ def main() -> int:
 
 
 async def pallet_figures(pc: "PalletContainerd", ns: str, count: int, runs: int) -> dict:
-    from pallet.core.containerd import Containerd
+    from pallet.containerd.client import Containerd
 
     image = "docker.io/library/busybox:latest"
     async with Containerd(pc.address, ns) as c:

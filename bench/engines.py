@@ -140,8 +140,9 @@ class NetNames:
     def remove(self, data_root: str) -> None:
         import json
 
-        from pallet.plugins.net_bridge import firewall, links
-        from pallet.plugins.net_bridge import worker as workermod
+        from pallet.plugins.net_bridge import firewall
+        from pallet.linux import netlink as links
+        from pallet.linux import networker as workermod
         from pallet.plugins.net_proxy.publisher import remove_rules
 
         bridges = {self.bridge}

@@ -42,7 +42,7 @@ IMAGE_TAR = os.path.join(ROOT, "build", "busybox.tar")
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
-    from pallet.plugins.net_bridge import links, worker
+    from pallet.linux import netlink as links, networker as worker
 
     def taken():
         hl = links.HostLinks()
@@ -66,7 +66,7 @@ class BridgedDocker(Docker):
         self.bridge, self.subnet = bridge, subnet
 
     def start(self) -> "BridgedDocker":
-        from pallet.plugins.net_bridge import worker
+        from pallet.linux import networker as worker
         gw = str(self.subnet.network_address + 1)
         worker.get().call(lambda: _with_links(lambda hl: hl.ensure_bridge(
             self.bridge, gw, self.subnet.prefixlen, 1500)))
@@ -83,12 +83,12 @@ class BridgedDocker(Docker):
 
     def stop(self) -> None:
         super().stop()
-        from pallet.plugins.net_bridge import worker
+        from pallet.linux import networker as worker
         worker.get().call(lambda: _with_links(lambda hl: hl.delete(self.bridge)))
 
 
 def _with_links(fn):
-    from pallet.plugins.net_bridge import links
+    from pallet.linux import netlink as links
     hl = links.HostLinks()
     try:
         return fn(hl)
@@ -113,7 +113,8 @@ def make_pallet(tmp: str) -> Pallet:
 
 
 def clean_pallet(e: Pallet) -> None:
-    from pallet.plugins.net_bridge import firewall, worker
+    from pallet.plugins.net_bridge import firewall
+    from pallet.linux import networker as worker
     from pallet.plugins.net_proxy.publisher import remove_rules
     bridge, prefix = e.net_names
 
@@ -236,7 +237,7 @@ def main() -> int:
         print("bench/net.py needs root (bridges, namespaces)", file=sys.stderr)
         return 1
     if not os.path.exists(IMAGE_TAR):
-        subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", IMAGE_TAR],
+        subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", IMAGE_TAR],
                        check=True)
     tmp = tempfile.mkdtemp(prefix="pbn-", dir="/tmp")
     engines = [make_pallet(tmp)]

@@ -11,7 +11,7 @@ pushed with skopeo to Debian's docker-registry on 127.0.0.1.  Then, in turns:
   ``docker rmi`` between runs (a synchronous delete: pallet-containerd's
   garbage collection removes the blobs and snapshots, so every run downloads
   and unpacks everything again);
-* pallet: :func:`pallet.plugins.store_overlay.pull.pull` into a fresh store
+* pallet: :func:`pallet.distribution.pull.pull` into a fresh store
   with the overlayfs snapshotter (fetch, verify, unpack), in-process — what
   palletd or pallet-ctr run — and the same as a new process (``pallet-pull``
   below: interpreter start and imports included, like a CLI).
@@ -41,8 +41,8 @@ sys.path.insert(0, os.path.join(REPO, "tests", "registry"))
 CHILD = r"""
 import asyncio, sys, time
 t0 = time.monotonic()
-from pallet.plugins.store_overlay.store import ImageStore
-from pallet.plugins.store_overlay.pull import pull
+from pallet.imagestore.store import ImageStore
+from pallet.distribution.pull import pull
 root = sys.argv[1]
 st = ImageStore(root + "/content", root + "/meta/meta.db",
                 {n: f"{root}/snapshots-{n}" for n in ("overlayfs", "native")}, "overlayfs")
@@ -72,8 +72,8 @@ def start_docker(registry_host: str):
 
 
 def pallet_in_process(ref: str) -> float:
-    from pallet.plugins.store_overlay.pull import pull
-    from pallet.plugins.store_overlay.store import ImageStore
+    from pallet.distribution.pull import pull
+    from pallet.imagestore.store import ImageStore
 
     root = tempfile.mkdtemp(prefix="pb-pp-", dir="/tmp")
     try:

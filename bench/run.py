@@ -72,7 +72,7 @@ def main() -> int:
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     if not os.path.exists(IMAGE_TAR):
-        subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", IMAGE_TAR],
+        subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", IMAGE_TAR],
                        check=True)
     engines = [Pallet()]
     if Docker.available():

@@ -115,10 +115,10 @@ def bench_shim(top: str, runs: int) -> float:
     import secrets
 
     from pallet.core.paths import Paths
-    from pallet.core.proto.containerd.task.v2 import shim_pb2 as pb
-    from pallet.core.proto.containerd.types import mount_pb2
-    from pallet.plugins.api_grpc import ttrpc
-    from pallet.plugins.api_grpc.shim import launch
+    from pallet.proto.containerd.task.v2 import shim_pb2 as pb
+    from pallet.proto.containerd.types import mount_pb2
+    from pallet.ttrpc import protocol as ttrpc
+    from pallet.shim import launch
     from pallet.plugins.runtime_ns.linux import set_child_subreaper
     from shimtest_util import EventSink, make_busybox_rootfs, runc_like_spec, umount_below
 

@@ -129,15 +129,15 @@ def config_path(cli=None):
 
 
 def _auth_file(cli=None):
-    from pallet.plugins.store_overlay.auth import AuthConfigFile
+    from pallet.distribution.auth import AuthConfigFile
     return AuthConfigFile(config_path(cli))
 
 
 def registry_auth_header(ref, cli=None):
     """``X-Registry-Auth`` for the registry of *ref* (from config.json)."""
     from pallet.core.errors import PalletError
-    from pallet.core.models import Reference
-    from pallet.plugins.store_overlay.auth import encode_registry_auth, config_key
+    from pallet.distribution.reference import Reference
+    from pallet.distribution.auth import encode_registry_auth, config_key
     try:
         host = Reference.parse(ref, default_tag=False).domain
         creds = _auth_file(cli).get(host)
@@ -246,7 +246,7 @@ def cmd_push(cli, argv):
 
 # -- login / logout --------------------------------------------------------------------
 def _server_key(server):
-    from pallet.plugins.store_overlay.auth import config_key, normalize_server
+    from pallet.distribution.auth import config_key, normalize_server
     return config_key(normalize_server(server))
 
 
@@ -258,7 +258,7 @@ def cmd_login(cli, argv):
                            "Authenticate to a registry.\nDefaults to Docker Hub if no server "
                            "is specified.", flags, max_args=1)
     from pallet.client.docker_api import DaemonError
-    from pallet.plugins.store_overlay.auth import Credentials, normalize_server
+    from pallet.distribution.auth import Credentials, normalize_server
     server = args[0] if args else ""
     host = normalize_server(server)
     key = _server_key(server)
@@ -308,7 +308,7 @@ def cmd_logout(cli, argv):
     opts, args = cli.parse(argv, "pallet logout [SERVER]",
                            "Log out from a registry.\nIf no server is specified, the default "
                            "is defined by the daemon.", [], max_args=1)
-    from pallet.plugins.store_overlay.auth import normalize_server
+    from pallet.distribution.auth import normalize_server
     server = args[0] if args else ""
     host = normalize_server(server)
     shown = _server_key(server) if not server else server
@@ -328,5 +328,5 @@ def _has_entry(f, host):
             auths = (json.load(fh) or {}).get("auths") or {}
     except (OSError, ValueError):
         return False
-    from pallet.plugins.store_overlay.auth import config_key, normalize_server
+    from pallet.distribution.auth import config_key, normalize_server
     return any(k == config_key(host) or normalize_server(k) == host for k in auths)

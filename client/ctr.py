@@ -401,7 +401,7 @@ def container_json(x, spec: dict) -> dict:
 
 
 async def cmd_containers_info(c, argv, ctx) -> str:
-    from pallet.core.containerd import spec_of
+    from pallet.containerd.client import spec_of
 
     f = parse_flags(argv, {"spec": ("bool", [], False)})
     if not f.args:
@@ -479,7 +479,7 @@ def signal_number(name: str) -> int:
 
 
 async def cmd_tasks_kill(c, argv, ctx) -> str:
-    from pallet.core.containerd import spec_of
+    from pallet.containerd.client import spec_of
 
     f = parse_flags(argv, {"signal": ("str", ["s"], ""), "exec-id": ("str", [], ""),
                            "all": ("bool", ["a"], False)})
@@ -507,7 +507,7 @@ async def cmd_tasks_ps(c, argv, ctx) -> str:
     for p in await c.task_pids(f.args[0]):
         info = "-"
         if p.HasField("info") and p.info.type_url:
-            from pallet.plugins.api_grpc.shim import messages
+            from pallet.proto import shim_task as messages
 
             if p.info.type_url.endswith("ProcessDetails"):
                 d = messages.ProcessDetails.decode(p.info.value)
@@ -582,7 +582,7 @@ async def cmd_tasks_metrics(c, argv, ctx) -> str:
         raise UsageError("container id must be provided")
     if f.format not in ("table", "json"):
         raise UsageError("format must be table or json")
-    from pallet.plugins.api_grpc.shim import messages
+    from pallet.proto import shim_task as messages
 
     metric = await task_metric(c, f.args[0])
     data = messages.Metrics.decode(metric.data.value) \
@@ -612,7 +612,7 @@ async def cmd_tasks_metrics(c, argv, ctx) -> str:
 
 async def task_metric(c, cid: str):
     from pallet.core import errors
-    from pallet.core.proto.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+    from pallet.proto.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
     stub = c._stub(tasks_pb2_grpc.TasksStub)
     r = await c._call(stub.Metrics, tasks_pb2.MetricsRequest(filters=[f"id=={cid}"]))
@@ -623,7 +623,7 @@ async def task_metric(c, cid: str):
 
 def metrics_dict(msg) -> dict:
     """A pbwire message as Go's json encoding of the generated struct (omitempty)."""
-    from pallet.plugins.api_grpc.pbwire import Message
+    from pallet.proto.wire import Message
 
     out = {}
     for _num, name, kind, repeated in msg.FIELDS:
@@ -709,7 +709,7 @@ async def cmd_leases_ls(c, argv, ctx) -> str:
 
 
 async def cmd_leases_create(c, argv, ctx) -> str:
-    from pallet.core.proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
+    from pallet.proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 
     f = parse_flags(argv, {"id": ("str", [], ""), "expires": ("str", ["x"], "24h0m0s")})
     labels = dict(_key_value(x) for x in f.args)
@@ -785,7 +785,7 @@ def _json_value(field, value):
 async def cmd_events(c, argv, ctx) -> str:
     import json
 
-    from pallet.core.containerd import decode_event
+    from pallet.containerd.client import decode_event
 
     f = parse_flags(argv, {}, stop_at_positional=False)
     async for env in c.subscribe(f.args):
@@ -807,11 +807,11 @@ async def cmd_images_pull(c, argv, ctx) -> str:
     last), then ctr's last progress frame and ``unpacking ... done``."""
     import time
 
-    from pallet.core.models import Reference
-    from pallet.plugins.store_overlay.auth import Credentials
-    from pallet.plugins.store_overlay.pull import parse_platform, platform_text, pull
-    from pallet.plugins.store_overlay.registry import RegistryOptions
-    from pallet.plugins.store_overlay.targets import ContainerdTarget
+    from pallet.distribution.reference import Reference
+    from pallet.distribution.auth import Credentials
+    from pallet.distribution.pull import parse_platform, platform_text, pull
+    from pallet.distribution.registry import RegistryOptions
+    from pallet.containerd.target import ContainerdTarget
 
     f = parse_flags(argv, {"skip-verify": ("bool", ["k"], False),
                            "plain-http": ("bool", [], False), "user": ("str", ["u"], ""),
@@ -996,7 +996,7 @@ def main(argv=None) -> int:
         return 0
     import asyncio
 
-    from pallet.core.containerd import Containerd
+    from pallet.containerd.client import Containerd
     from pallet.core.errors import PalletError
 
     try:

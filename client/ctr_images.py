@@ -41,7 +41,7 @@ def gc_labels(doc: dict) -> dict:
 async def _image_row(c, image) -> list[str]:
     """REF TYPE DIGEST SIZE PLATFORMS LABELS, as ctr images ls prints them."""
     from pallet.core import errors
-    from pallet.core.containerd import descriptor_to_dict, select_manifest
+    from pallet.containerd.client import descriptor_to_dict, select_manifest
 
     target = descriptor_to_dict(image.target)
     size, platforms = "-", "-"
@@ -247,7 +247,7 @@ async def _collect(c, desc: dict, want_all: bool, blobs: dict, platform=None) ->
     """Add ``desc`` and what it references to ``blobs`` ({digest: descriptor});
     returns the manifest (as a dict) chosen for this machine."""
     from pallet.core import errors
-    from pallet.core.containerd import select_manifest
+    from pallet.containerd.client import select_manifest
 
     blobs[desc["digest"]] = desc
     mt = desc.get("mediaType", "")
@@ -278,8 +278,8 @@ async def cmd_export(c, argv, ctx) -> str:
     import tarfile
     import time
 
-    from pallet.core.containerd import descriptor_to_dict
-    from pallet.core.models import Reference
+    from pallet.containerd.client import descriptor_to_dict
+    from pallet.distribution.reference import Reference
 
     f = parse_flags(argv, {"skip-manifest-json": ("bool", [], False),
                            "skip-non-distributable": ("bool", [], False),
@@ -357,7 +357,7 @@ async def cmd_export(c, argv, ctx) -> str:
 
 async def cmd_check(c, argv, ctx) -> str:
     from pallet.core import errors
-    from pallet.core.containerd import chain_ids, descriptor_to_dict
+    from pallet.containerd.client import chain_ids, descriptor_to_dict
 
     f = parse_flags(argv, {"quiet": ("bool", ["q"], False),
                            "snapshotter": ("str", [], ctx.snapshotter)},

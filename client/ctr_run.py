@@ -316,7 +316,7 @@ def runtime_options(f):
     """containerd.runc.v1.Options for --runc-binary/--runc-root/--runc-systemd-cgroup."""
     from google.protobuf import any_pb2
 
-    from pallet.plugins.api_grpc.shim.messages import RuncOptions
+    from pallet.proto.shim_task import RuncOptions
 
     if f.runtime not in ("io.containerd.runc.v2", "io.containerd.runc.v1"):
         return None
@@ -695,7 +695,7 @@ async def cmd_run(c, argv, ctx) -> str:
 
 
 async def cmd_tasks_start(c, argv, ctx) -> str:
-    from pallet.core.containerd import spec_of
+    from pallet.containerd.client import spec_of
 
     f = parse_flags(argv, {"null-io": ("bool", [], False), "log-uri": ("str", [], ""),
                            "fifo-dir": ("str", [], ""), "pid-file": ("str", [], ""),
@@ -735,7 +735,7 @@ async def cmd_tasks_attach(c, argv, ctx) -> str:
 
 
 async def cmd_tasks_exec(c, argv, ctx) -> str:
-    from pallet.core.containerd import spec_of
+    from pallet.containerd.client import spec_of
 
     f = parse_flags(argv, {"cwd": ("str", [], ""), "tty": ("bool", ["t"], False),
                            "detach": ("bool", ["d"], False), "exec-id": ("str", [], ""),

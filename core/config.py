@@ -10,6 +10,15 @@ choose another).  Layout::
     [roles]                  # which plugin fills each role (see hookspecs.ROLES)
     runtime = "runtime_ns"
 
+    [engine]                 # the Docker engine library (pallet.engine) in palletd
+    runtime = "io.containerd.runc.v2"   # containerd runtime name of new containers
+    cgroup-parent = "/pallet"           # dockerd's --cgroup-parent
+    volume-plugin-dirs = ["/run/docker/plugins"]
+    [engine.registry]        # dockerd's registry keys (insecure-registries, ...)
+
+    [containerd]             # pallet-containerd's service layer
+    shim-debug = false       # shims log at debug level
+
     [plugins]
     disabled = ["hello"]     # extension plugins not to load
 
@@ -53,6 +62,8 @@ class Config:
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_freeze)
     disabled: tuple[str, ...] = ()
     daemon: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze)
+    engine: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze)
+    containerd: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze)
     source: str | None = None
 
     @classmethod
@@ -91,8 +102,17 @@ class Config:
         for name, section in plugins.items():
             if not isinstance(section, dict):
                 raise ConfigError(f"configuration: [plugins.{name}] must be a table")
+        for name in ("roles", "daemon", "engine", "containerd"):
+            if not isinstance(doc.get(name, {}), dict):
+                raise ConfigError(f"configuration: [{name}] must be a table")
         return cls(roles=doc.get("roles", {}), plugins=plugins, disabled=tuple(disabled),
-                   daemon=doc.get("daemon", {}), source=source)
+                   daemon=doc.get("daemon", {}), engine=doc.get("engine", {}),
+                   containerd=doc.get("containerd", {}), source=source)
+
+    def section(self, name: str) -> dict:
+        """A top-level table (``daemon``, ``engine``, ``containerd``) as a fresh dict
+        (empty if absent)."""
+        return _thaw(getattr(self, name))
 
     def plugin_section(self, name: str) -> dict:
         """The ``[plugins.<name>]`` section as a fresh dict (empty if absent)."""

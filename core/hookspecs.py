@@ -62,92 +62,54 @@ def pallet_shutdown(kernel):
 
 
 # --- providers: one plugin per role -------------------------------------------
+# Each returns the object of its role; ``pallet.core.contracts`` says what that
+# object must do, and ``kernel.provide`` checks it against the contract.
 
 @hookspec(firstresult=True)
 def pallet_provide_client_protocol(kernel):
-    """Return the frontend palletd serves (the Docker Engine API).
-
-    The object has ``serve(listeners)``, a coroutine that runs until the
-    daemon stops.  Called in palletd.
-    """
+    """Return the protocol palletd serves its engine with
+    (:class:`~pallet.core.contracts.ClientProtocol`).  Called in palletd."""
 
 
 @hookspec(firstresult=True)
 def pallet_provide_containerd(kernel):
-    """Return containerd's services for pallet-containerd.
-
-    The object has ``serve(address)``; it runs the gRPC server until stopped.
-    Called in pallet-containerd.
-    """
+    """Return containerd's API over pallet-containerd's service layer
+    (:class:`~pallet.core.contracts.ContainerdAPI`).  Called in
+    pallet-containerd."""
 
 
 @hookspec(firstresult=True)
 def pallet_provide_image_store(kernel):
-    """Return the image store: content blobs, image metadata, snapshotters,
-    the layer applier and the readers of image archives.
-
-    Called in pallet-containerd (which owns the store) and in clients that read
-    archives (``docker load``).  Construction must be cheap: open lazily.
-    """
+    """Return the image store (:class:`~pallet.core.contracts.ImageStore`):
+    content, metadata, snapshotters and the layer applier.  Called in
+    pallet-containerd, which owns the store, and in programs that embed it.
+    Construction must be cheap: open lazily."""
 
 
 @hookspec(firstresult=True)
 def pallet_provide_runtime(kernel):
-    """Return the OCI runtime used in-process by the shim and by pallet-runc.
-
-    See docs/CONTRACTS.md for its methods (create, start, kill, delete,
-    state, list).
-    """
+    """Return the OCI runtime (:class:`~pallet.core.contracts.Runtime`) that
+    the shim and pallet-runc drive.  The shim receives it pickled from a
+    throwaway process that loaded the kernel, so it should pickle (an object
+    that does not is provided in the shim itself)."""
 
 
 @hookspec(firstresult=True)
 def pallet_provide_init(kernel):
-    """Return the init for ``--init``: an object with ``run(argv, env)`` that
-    becomes PID 1 of the container, reaps zombies, forwards signals and exits
-    with its child's status.  Called in the process that runs the runtime.
-    """
+    """Return the init for ``--init`` (:class:`~pallet.core.contracts.Init`).
+    Called in palletd (to prepare the spec) and beside the runtime."""
 
 
 @hookspec(firstresult=True)
 def pallet_provide_network(kernel):
-    """Return the network driver used by palletd (dockerd's networking).
-
-    Container side, each taking the container dict palletd builds (``id``,
-    ``name``, ``hostname``, ``domainname``, ``host_config``,
-    ``exposed_ports``, ``hosts_path``, ``hostname_path``,
-    ``resolv_conf_path``; ``networking_config`` at create; ``links`` at
-    start: the running containers it links to, each ``id``, ``name``,
-    ``alias``, ``hostname``):
-    ``register(container)`` at create (checks network mode, networks,
-    aliases, ``--ip``; raises the core errors); ``setup(container) -> dict``
-    at start, before the spec is built: makes the sandbox (a named network
-    namespace the ``pallet_build_spec`` hook puts in the spec, with the
-    /etc/hosts, /etc/hostname, /etc/resolv.conf bind mounts, the links'
-    names resolvable in it) and returns docker's ``NetworkSettings``
-    without ``Ports``; ``release(id)`` once the
-    container's process is gone; ``unregister(id)`` at removal;
-    ``settings(id) -> dict`` (inspect); ``port_target(id)`` (where published
-    ports go, for the port proxy); ``connect(network, container,
-    endpoint_config)`` and ``disconnect(network, id, force)``.
-    Network side (``/networks``): ``create_network(body)``,
-    ``list_networks(filters)``, ``inspect_network(ref)``,
-    ``remove_network(ref)``, ``prune_networks(filters)``.  Methods are
-    blocking (milliseconds) and thread-safe; palletd calls them off its loop.
-    """
+    """Return container networking (:class:`~pallet.core.contracts.Network`)
+    for palletd's engine."""
 
 
 @hookspec(firstresult=True)
 def pallet_provide_port_proxy(kernel):
-    """Return the port publisher used by palletd (dockerd's port mapper and
-    docker-proxy's role).
-
-    ``check(host_config, exposed_ports)`` at create; ``publish(container)
-    -> dict`` at start, after the network's ``setup`` (``-p`` and ``-P``:
-    host ports taken, rules and userland proxies set up; returns docker's
-    ``NetworkSettings.Ports``; "port is already allocated" raised as a
-    PalletError); ``unpublish(id)`` once the container's process is gone;
-    ``ports(id)`` and ``ports_list(id)`` for inspect and ``docker ps``.
-    """
+    """Return the port publisher (:class:`~pallet.core.contracts.PortProxy`)
+    for palletd's engine."""
 
 
 # --- registration --------------------------------------------------------------
@@ -158,8 +120,11 @@ def pallet_register_rest_routes(kernel, app):
 
 
 @hookspec
-def pallet_register_grpc_services(kernel, server):
-    """Add gRPC services to pallet-containerd's server (called before it serves)."""
+def pallet_register_grpc_services(kernel, server, services):
+    """Add gRPC services to pallet-containerd's ``grpc.Server`` (called before
+    it serves); ``services`` is pallet-containerd's service layer
+    (``pallet.containerd_services``: containers, tasks, images, content,
+    snapshots and events of every namespace)."""
 
 
 # --- pipelines -----------------------------------------------------------------
@@ -171,9 +136,9 @@ def pallet_build_spec(kernel, spec, container):
     ``spec`` is the ``config.json`` as a dict, to be changed in place;
     ``container`` is a dict of the container's create-time settings
     (``id``, ``name``, ``image``, ``init``, ``network_mode``, ``host_config``).
-    Called in palletd before the container is created in pallet-containerd.
-    Every plugin takes part: init adds its PID 1, network its namespace,
-    volumes their mounts, security its capabilities and seccomp profile.
+    Called in palletd's engine before the container is created in
+    pallet-containerd, after the engine's own parts (mounts, security, the
+    network's namespace, the init role's PID 1); extension plugins add theirs.
     """
 
 

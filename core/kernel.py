@@ -24,6 +24,22 @@ log = logging.getLogger("pallet.kernel")
 
 
 @attrs.frozen
+class Options:
+    """What the command that loads the kernel tells every plugin and library.
+
+    ``containerd_address``: the containerd palletd's engine talks to (None:
+    ``paths.containerd_socket``); ``debug``: debug logging was asked for;
+    ``live_restore``: containers outlive palletd; ``config_path``: the
+    configuration file given on the command line (child processes get it).
+    """
+
+    containerd_address: str | None = None
+    debug: bool = False
+    live_restore: bool = False
+    config_path: str | None = None
+
+
+@attrs.frozen
 class PluginInfo:
     """One discovered plugin: its entry-point name, role and distribution."""
 
@@ -111,22 +127,24 @@ class Kernel:
     """
 
     def __init__(self, config: Config, paths: Paths, plugins: dict[str, PluginInfo],
-                 roles: dict[str, str], loaded_roles: Iterable[str]):
+                 roles: dict[str, str], loaded_roles: Iterable[str],
+                 options: Options | None = None):
         import pluggy
 
         self.config = config
         self.paths = paths
+        self.options = options or Options()
         self.plugins = plugins
         self.roles = roles
         self.loaded_roles = frozenset(loaded_roles)
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._provided: dict[str, object] = {}
-        self.ext: dict[str, object] = {}  # room for plugins to share process-wide objects
 
     @classmethod
     def load(cls, config: Config | None = None, *, paths: Paths | None = None,
-             roles: Iterable[str] | None = None, extensions: bool = True) -> "Kernel":
+             roles: Iterable[str] | None = None, extensions: bool = True,
+             options: Options | None = None) -> "Kernel":
         """Discover plugins, check every role and register those this process needs.
 
         ``roles`` limits the role plugins registered (all by default);
@@ -141,7 +159,7 @@ class Kernel:
         found = discover()
         chosen = resolve_roles(config, found)
         wanted = list(hookspecs.ROLES) if roles is None else list(roles)
-        kernel = cls(config, paths, found, chosen, wanted)
+        kernel = cls(config, paths, found, chosen, wanted, options)
         for role in wanted:
             info = found[chosen[role]]
             kernel.pm.register(info.module, name=info.name)
@@ -165,6 +183,7 @@ class Kernel:
             obj = caller(kernel=self)
             if obj is None:
                 raise ConfigError(f"plugin {self.roles[role]} provides nothing for role {role}")
+            check_contract(role, obj, self.roles[role])
             self._provided[role] = obj
         return self._provided[role]
 
@@ -187,6 +206,19 @@ class Kernel:
             getattr(self.hook, f"pallet_on_{event}")(kernel=self, **kwargs)
         except Exception:  # an event listener must not break the engine
             log.exception("plugin hook pallet_on_%s failed", event)
+
+
+def check_contract(role: str, obj: object, plugin: str) -> None:
+    """Refuse, with one clear line, an object that lacks what the role's
+    contract (``pallet.core.contracts``) names."""
+    from pallet.core import contracts
+
+    contract = contracts.CONTRACTS.get(role)
+    if contract is None or isinstance(obj, contract):
+        return
+    missing = sorted(name for name in contracts.members(contract) if not hasattr(obj, name))
+    raise ConfigError(f"plugin {plugin} does not fill the {role} contract: "
+                      f"missing {', '.join(missing)}")
 
 
 def format_plugin_table(found: dict[str, PluginInfo]) -> str:

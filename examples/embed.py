@@ -49,7 +49,7 @@ def run(archive: str, args: list[str]) -> int:
     bundle = os.path.join(top, "bundle")
     os.makedirs(os.path.join(bundle, "rootfs"))
     mounts = snapshots.prepare("embedded-container", parent)
-    from pallet.plugins.store_overlay.mount import mount_all, unmount_all  # the store's mount helper
+    from pallet.linux.mounts import mount_all, unmount_all  # the store's mount helper
     mount_all(mounts, os.path.join(bundle, "rootfs"))
     try:
         import json

@@ -27,7 +27,7 @@ def busybox_tar(tmp_path_factory) -> str:
     if os.path.exists(built):
         return built
     out = str(tmp_path_factory.mktemp("image") / "busybox.tar")
-    subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", out], check=True)
+    subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", out], check=True)
     return out
 
 
@@ -79,8 +79,9 @@ def leave_the_machine_as_found():
     bridge_after, chains_after = _default_network_leftovers()
     if (bridge_after and not bridge_before) or (chains_after and not chains_before):
         try:
-            from pallet.plugins.net_bridge import firewall, links
-            from pallet.plugins.net_bridge import worker as workermod
+            from pallet.plugins.net_bridge import firewall
+            from pallet.linux import netlink as links
+            from pallet.linux import networker as workermod
             from pallet.plugins.net_proxy.publisher import remove_rules
         except ImportError:
             return

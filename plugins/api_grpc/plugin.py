@@ -1,7 +1,9 @@
-"""api_grpc: containerd's v1 gRPC API, served by pallet-containerd.
+"""api_grpc: the ``containerd`` role, containerd's v1 gRPC API served by
+pallet-containerd over its service layer (:mod:`pallet.containerd_services`).
 
-Wiring only: the server lives in ``server.py``, the service layer in
-``backend.py`` and the translators in ``services/``.
+Wiring only: the server is in ``server.py`` and the translators, one per
+containerd service, in ``services/``.  Configuration (``[plugins.api_grpc]``):
+``socket_gid``, the group of the socket (default root's).
 """
 from pallet.core.hookspecs import hookimpl
 
@@ -12,6 +14,4 @@ PALLET_ROLE = "containerd"
 def pallet_provide_containerd(kernel):
     from pallet.plugins.api_grpc.server import ContainerdServer
 
-    cfg = kernel.plugin_config("api_grpc")
-    return ContainerdServer(kernel, shim_debug=bool(cfg.get("shim_debug", False)),
-                            socket_group=cfg.get("socket_gid"))
+    return ContainerdServer(kernel, socket_group=kernel.plugin_config("api_grpc").get("socket_gid"))

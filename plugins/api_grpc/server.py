@@ -1,13 +1,11 @@
-"""pallet-containerd's servers: containerd's gRPC API on a unix socket, and the
-ttrpc endpoint (``<socket>.ttrpc``) where shims forward their events."""
+"""containerd's gRPC API on a unix socket, over pallet-containerd's service
+layer (:mod:`pallet.containerd_services`)."""
 from __future__ import annotations
 
 import concurrent.futures
 import logging
 import os
-import signal
 import socket
-import threading
 
 from pallet.core import errors
 
@@ -32,40 +30,24 @@ def _in_use(path: str) -> bool:
 
 
 class ContainerdServer:
-    """The object of the ``containerd`` role: ``serve(address)`` runs until stopped."""
+    """The object of the ``containerd`` role: containerd's gRPC API.
 
-    def __init__(self, kernel, *, shim_debug: bool = False, socket_group: int | None = None):
+    ``listen(address)`` binds the unix socket (refusing one that another
+    process serves), ``start(services)`` registers every service over
+    pallet-containerd's service layer and starts answering, ``stop()`` stops
+    answering and removes the socket; containers and shims are left alone.
+    """
+
+    def __init__(self, kernel, *, socket_group: int | None = None):
         self.kernel = kernel
-        self.shim_debug = shim_debug
         self.socket_group = socket_group
-        self._stop = threading.Event()
-        self.backend = None
+        self.socket_path: str | None = None
         self._grpc = None
-        self._ttrpc = None
 
-    def build(self, address: str):
-        """Create the backend and the gRPC server with every service registered."""
+    def listen(self, address: str) -> None:
+        """Bind ``address`` (a path or ``unix://`` path), mode 0660."""
         import grpc
 
-        from .backend import Backend
-        from .services import (containers, content, diff, events, images, introspection,
-                               leases, namespaces, snapshots, tasks, version)
-
-        self.backend = Backend(self.kernel, address, shim_debug=self.shim_debug)
-        server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
-                                                  thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                     ("grpc.max_send_message_length", MAX_MESSAGE),
-                     ("grpc.so_reuseport", 0)])
-        for module in (version, namespaces, containers, content, images, snapshots, diff,
-                       tasks, events, introspection, leases):
-            module.register(server, self.backend)
-        self.kernel.hook.pallet_register_grpc_services(kernel=self.kernel, server=server)
-        self._grpc = server
-        return server
-
-    def _listen(self, address: str) -> None:
         path = address[len("unix://"):] if address.startswith("unix://") else address
         if len(path.encode()) >= 108:
             raise errors.InvalidArgument(f"socket path {path}: longer than 107 bytes")
@@ -74,6 +56,12 @@ class ContainerdServer:
             if _in_use(path):
                 raise errors.AlreadyExists(f"listen on {path}: address already in use")
             os.unlink(path)
+        self._grpc = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
+                                                  thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                     ("grpc.max_send_message_length", MAX_MESSAGE),
+                     ("grpc.so_reuseport", 0)])
         old = os.umask(0o117)  # the socket is born 0660, never briefly world-writable
         try:
             port = self._grpc.add_insecure_port("unix://" + path)
@@ -86,76 +74,28 @@ class ContainerdServer:
             os.chown(path, 0, self.socket_group)
         self.socket_path = path
 
-    def _start_ttrpc(self, path: str) -> None:
-        from . import ttrpc
-        from .services.events import ttrpc_services
+    def start(self, services) -> None:
+        """Register containerd's services (and plugins' through
+        ``pallet_register_grpc_services``) over ``services`` and serve."""
+        from pallet.plugins.api_grpc.services import (
+            containers, content, diff, events, images, introspection, leases, namespaces,
+            snapshots, tasks, version)
 
-        ttrpc_path = path + ".ttrpc"
-        if len(ttrpc_path.encode()) >= 108:
-            log.warning("no ttrpc endpoint: %s is longer than 107 bytes", ttrpc_path)
-            return
-        self._ttrpc = ttrpc.Server(ttrpc_path, ttrpc_services(self.backend), mode=0o660)
-        self._ttrpc.start()
-
-    def serve(self, address: str) -> None:
-        """Listen on ``address``, reconnect to running shims, serve until SIGTERM/SIGINT."""
-        self.build(address)
-        self._listen(address)
-        self._start_ttrpc(self.socket_path)
-        restored = self.backend.tasks.restore()
-        if restored:
-            log.info("reconnected to %d running task(s): %s", len(restored), ", ".join(restored))
+        for module in (version, namespaces, containers, content, images, snapshots, diff,
+                       tasks, events, introspection, leases):
+            module.register(self._grpc, services)
+        self.kernel.hook.pallet_register_grpc_services(kernel=self.kernel, server=self._grpc,
+                                                       services=services)
         self._grpc.start()
-        self._start_zygote()
-        self.kernel.hook.pallet_startup(kernel=self.kernel)
         log.info("serving containerd API on %s", self.socket_path)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                signal.signal(sig, lambda *_: self._stop.set())
-            except ValueError:  # not the main thread (embedded): stop() ends it
-                pass
-        try:
-            while not self._stop.wait(1):
-                pass
-        finally:
-            self.shutdown()
-
-    def _start_zygote(self) -> None:
-        if os.environ.get("PALLET_SHIM_ZYGOTE", "1") == "0":
-            return
-        try:
-            from .shim import launch
-
-            threading.Thread(target=launch.start_zygote, args=(self.kernel.paths,), daemon=True,
-                             name="zygote").start()
-        except Exception as e:  # shims still start the slow way
-            log.debug("no shim zygote: %s", e)
 
     def stop(self) -> None:
-        self._stop.set()
-
-    def shutdown(self) -> None:
-        """Stop serving; the shims (and their containers) keep running."""
-        log.info("shutting down")
-        try:
-            self.kernel.hook.pallet_shutdown(kernel=self.kernel)
-        except Exception:
-            log.exception("shutdown hook failed")
+        """Stop serving and remove the socket."""
         if self._grpc is not None:
             self._grpc.stop(grace=2).wait(5)
-        if self._ttrpc is not None:
-            self._ttrpc.close()
-        try:
-            from .shim import launch
-
-            launch.stop_zygote(self.kernel.paths)
-        except Exception:
-            pass
-        if self.backend is not None:
-            self.backend.close()
-        path = getattr(self, "socket_path", None)
-        if path:
+            self._grpc = None
+        if self.socket_path:
             try:
-                os.unlink(path)
+                os.unlink(self.socket_path)
             except OSError:
                 pass

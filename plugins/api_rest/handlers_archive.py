@@ -9,8 +9,8 @@ import secrets
 from aiohttp import web
 
 from pallet.core import errors
-from pallet.plugins.api_rest import archive, archive_put
-from pallet.plugins.api_rest import changes as changes_mod
+from pallet.engine import archive, archive_put
+from pallet.engine import changes as changes_mod
 from pallet.plugins.api_rest.server import json_response, qbool
 
 STAT_HEADER = "X-Docker-Container-Path-Stat"
@@ -99,7 +99,7 @@ async def put_archive(request: web.Request):
 
 
 def _resolved(root: int, path: str) -> str:
-    from pallet.plugins.api_rest import rootfs
+    from pallet.engine import rootfs
 
     return rootfs.resolved_path(root, path)
 

@@ -8,7 +8,7 @@ import json
 from aiohttp import web
 
 from pallet.core import errors
-from pallet.plugins.api_rest import stats as statsmod
+from pallet.engine import stats as statsmod
 from pallet.plugins.api_rest.server import json_body, json_response, qbool, qfilters, qint
 
 
@@ -42,7 +42,7 @@ async def inspect(request: web.Request):
 
 async def start(request: web.Request):
     if request.query.get("detachKeys"):
-        from pallet.plugins.api_rest.detach import parse_keys
+        from pallet.engine.detach import parse_keys
         parse_keys(request.query["detachKeys"])
     await _svc(request).start(request.match_info["id"])
     return web.Response(status=204)

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from pallet.core import errors
 from pallet.plugins.api_rest import streams
-from pallet.plugins.api_rest.detach import EscapeFilter, parse_keys
+from pallet.engine.detach import EscapeFilter, parse_keys
 from pallet.plugins.api_rest.server import json_body, json_response, qint
 
 

@@ -58,7 +58,7 @@ async def prune(request: web.Request):
 
 async def create(request: web.Request):
     """``POST /images/create``: a pull (``fromImage``) or an import (``fromSrc``)."""
-    from pallet.plugins.api_rest import pull
+    from pallet.engine import pull
 
     dist = pull.distribution(request)
     q = request.query
@@ -78,7 +78,7 @@ async def create(request: web.Request):
 
 
 async def _import(request: web.Request, dist):
-    from pallet.plugins.api_rest import loader, pull
+    from pallet.engine import loader, pull
 
     q = request.query
     if q["fromSrc"] != "-":
@@ -102,7 +102,7 @@ async def _import(request: web.Request, dist):
 
 
 async def push(request: web.Request):
-    from pallet.plugins.api_rest import pull
+    from pallet.engine import pull
 
     dist = pull.distribution(request)
     name = request.match_info["name"]
@@ -115,7 +115,7 @@ async def push(request: web.Request):
 
 
 async def auth(request: web.Request):
-    from pallet.plugins.api_rest import pull
+    from pallet.engine import pull
 
     body = await json_body(request)
     return json_response(await pull.distribution(request).login(body))
@@ -124,7 +124,7 @@ async def auth(request: web.Request):
 async def load(request: web.Request):
     """``docker load``: JSON-lines progress, errors as ``{"errorDetail": ...}`` once
     the answer has started, as dockerd does."""
-    from pallet.plugins.api_rest import pull
+    from pallet.engine import pull
 
     quiet = qbool(request, "quiet")
     images = _svc(request)
@@ -133,7 +133,7 @@ async def load(request: web.Request):
     async def work(progress):
         import os
 
-        from pallet.plugins.api_rest import loader
+        from pallet.engine import loader
         try:
             if os.path.getsize(path) == 0:
                 raise errors.InvalidArgument("empty export - not a tar archive")
@@ -147,7 +147,7 @@ async def load(request: web.Request):
 
 
 async def save(request: web.Request):
-    from pallet.plugins.api_rest import loader
+    from pallet.engine import loader
 
     names = request.query.getall("names", [])
     if "name" in request.match_info:

@@ -6,7 +6,7 @@ import asyncio
 from aiohttp import web
 
 from pallet.core import errors
-from pallet.plugins.api_rest import networking
+from pallet.engine import networking
 from pallet.plugins.api_rest.server import json_body, json_response, qfilters
 
 

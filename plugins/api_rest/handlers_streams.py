@@ -7,8 +7,8 @@ from aiohttp import web
 
 from pallet.core import errors
 from pallet.plugins.api_rest import streams
-from pallet.plugins.api_rest.detach import EscapeFilter, parse_keys
-from pallet.plugins.api_rest.logs import follow as follow_log, parse_time, rfc3339nano
+from pallet.engine.detach import EscapeFilter, parse_keys
+from pallet.engine.logs import follow as follow_log, parse_time, rfc3339nano
 from pallet.plugins.api_rest.server import qbool
 
 

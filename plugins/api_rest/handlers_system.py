@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 
-from pallet.plugins.api_rest import events as eventsmod
+from pallet.engine import events as eventsmod
 from pallet.plugins.api_rest.server import API_VERSION, json_response, qfilters
 
 PING_HEADERS = {

@@ -1,7 +1,6 @@
 """``/volumes/...``: parse, call the volume service, serialise."""
 from __future__ import annotations
 
-import asyncio
 
 from aiohttp import web
 
@@ -59,14 +58,3 @@ def register(routes) -> None:
     routes.add("DELETE", "/volumes/{name}", remove)
 
 
-async def usage(svc) -> list[dict]:
-    """Volumes with UsageData (``/system/df``)."""
-    from pallet.plugins.api_rest.volumes import dir_size
-
-    out = []
-    for v in svc.list():
-        entry = v.inspect()
-        size = await asyncio.to_thread(dir_size, v.path) if v.local else -1
-        entry["UsageData"] = {"Size": size, "RefCount": len(svc.users(v.name))}
-        out.append(entry)
-    return out

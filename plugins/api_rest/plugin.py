@@ -1,13 +1,10 @@
-"""api_rest: the ``client_protocol`` role (dockerd's place in the chain).
+"""api_rest: the ``client_protocol`` role, the Docker Engine API over HTTP
+(aiohttp), serving the engine library (:mod:`pallet.engine`) in palletd.
 
-Wiring only: the Docker Engine API is served by ``frontend.Frontend`` (aiohttp
-app in ``server.py``, handlers in ``handlers_*.py``, services in
-``containers.py``, ``images.py``, ``system.py``).  Configuration
-(``[plugins.api_rest]``): ``runtime`` is the containerd runtime name given to
-new containers (default ``io.containerd.runc.v2``), ``cgroup_parent`` the
-cgroup under which containers go (default ``/pallet``), ``volume-plugin-dirs``
-where volume plugins are looked for (default docker's: /run/docker/plugins,
-/etc/docker/plugins, /usr/lib/docker/plugins).
+Wiring only: the application and its serving loop are in ``server.py``,
+the translators in ``handlers_*.py`` and the stream framing in
+``streams.py``.  It has no configuration of its own: the engine's settings
+are the ``[engine]`` table.
 """
 from pallet.core.hookspecs import hookimpl
 
@@ -16,14 +13,6 @@ PALLET_ROLE = "client_protocol"
 
 @hookimpl
 def pallet_provide_client_protocol(kernel):
-    from .frontend import Frontend
+    from pallet.plugins.api_rest.server import RestProtocol
 
-    cfg = kernel.plugin_config("api_rest")
-    return Frontend(kernel, containerd_address=kernel.ext.get("containerd_address")
-                    or kernel.paths.containerd_socket,
-                    runtime=cfg.get("runtime") or "io.containerd.runc.v2",
-                    cgroup_parent=cfg.get("cgroup_parent") or "/pallet",
-                    debug=bool(kernel.ext.get("debug")),
-                    live_restore=bool(kernel.ext.get("live_restore")),
-                    volume_plugin_dirs=cfg.get("volume-plugin-dirs"))
-
+    return RestProtocol(kernel)

@@ -16,8 +16,7 @@ from pallet.core import errors
 
 log = logging.getLogger("pallet.api_rest")
 
-API_VERSION = "1.43"
-MIN_API_VERSION = "1.24"
+from pallet.engine.system import API_VERSION, MIN_API_VERSION  # noqa: E402  (the engine's)
 
 
 def _vtuple(v: str) -> tuple[int, ...]:
@@ -277,8 +276,27 @@ def make_app(kernel, service) -> web.Application:
 
 
 # --- serving ---------------------------------------------------------------------
-# -H parsing, binding (unix/tcp+TLS/fd://) and closing live in listeners.py
-from pallet.plugins.api_rest.listeners import close_listeners  # noqa: E402
+
+class RestProtocol:
+    """The ``client_protocol`` role's object: the Docker Engine API over HTTP.
+
+    ``serve(engine, listeners)`` serves an engine on sockets that the command
+    opened (palletd's ``-H``: unix, tcp with TLS, fd://) until :meth:`stop`.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self._stop = asyncio.Event()
+
+    async def serve(self, engine, listeners) -> None:
+        """Serve ``engine`` on ``listeners`` until :meth:`stop` (the command
+        that opened the listeners closes them)."""
+        app = make_app(self.kernel, engine)
+        await serve(app, listeners, self._stop)
+
+    def stop(self) -> None:
+        """Stop serving (safe to call from a signal handler on the loop)."""
+        self._stop.set()
 
 
 async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
@@ -305,4 +323,3 @@ async def serve(app: web.Application, listeners, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
-        close_listeners(listeners)

@@ -34,10 +34,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class TiniInit:
-    """The object ``pallet_provide_init`` returns."""
+    """The object of the ``init`` role (``pallet.core.contracts.Init``)."""
 
-    def __init__(self, kill_group: bool = False):
+    name = "init_tini"
+
+    def __init__(self, kill_group: bool = False, init_path: str | None = None):
         self.kill_group = kill_group
+        self.init_path = init_path
+
+    def prepare_spec(self, spec: dict) -> None:
+        """The builtin init through ``org.pallet.init``, or ``init_path``
+        bind-mounted at /sbin/docker-init (see :mod:`.spec`)."""
+        from pallet.plugins.init_tini.spec import add_init
+
+        add_init(spec, self.init_path)
 
     def run(self, argv, env) -> None:
         """Become the init of ``argv``; never returns (exits with its status)."""

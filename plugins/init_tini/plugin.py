@@ -1,29 +1,20 @@
-"""init_tini: the ``init`` role (docker's --init).
+"""init_tini: the ``init`` role (docker's --init) with a tini-like PID 1
+written in Python, run in-process by runtimes that fork PID 1 themselves.
 
-Wiring only: the init itself is in ``init.py``.  Configuration
-(``[plugins.init_tini]``): ``init_path`` names a static init binary (tini,
-docker-init) to bind-mount at /sbin/docker-init instead of the builtin one;
-``kill_group`` forwards signals to the child's process group (tini -g).
+Wiring only: the init itself is in ``init.py``, its part of the spec in
+``spec.py``.  Configuration (``[plugins.init_tini]``): ``init_path`` names a
+static init binary (tini, docker-init) to bind-mount at /sbin/docker-init
+instead of the builtin one; ``kill_group`` forwards signals to the child's
+process group (tini -g).
 """
 from pallet.core.hookspecs import hookimpl
 
 PALLET_ROLE = "init"
 
-#: where dockerd puts its init inside the container
-INIT_TARGET = "/sbin/docker-init"
-
 
 @hookimpl
 def pallet_provide_init(kernel):
-    from .init import TiniInit
+    from pallet.plugins.init_tini.init import TiniInit
 
-    return TiniInit(kill_group=bool(kernel.plugin_config("init_tini").get("kill_group")))
-
-
-@hookimpl
-def pallet_build_spec(kernel, spec, container):
-    if not container.get("init"):
-        return
-    from .spec import add_init
-
-    add_init(spec, kernel.plugin_config("init_tini").get("init_path"), INIT_TARGET)
+    cfg = kernel.plugin_config("init_tini")
+    return TiniInit(kill_group=bool(cfg.get("kill_group")), init_path=cfg.get("init_path"))

@@ -1,7 +1,7 @@
 """init_tini's part of a container's OCI spec."""
 from __future__ import annotations
 
-#: annotation that asks runtime_ns for the builtin init (docs/CONTRACTS.md)
+#: annotation that asks runtime_ns for the builtin init (docs/ARCHITECTURE.md)
 ANNOTATION = "org.pallet.init"
 
 

@@ -24,13 +24,15 @@ import os
 import time
 
 from pallet.core.errors import Conflict, InvalidArgument, NotFound, PalletError
-from pallet.plugins.net_bridge import firewall, netns, networks as nets
-from pallet.plugins.net_bridge import worker as workermod
+from pallet.plugins.net_bridge import firewall, networks as nets
+from pallet.linux import netns
+from pallet.linux import networker as workermod
 from pallet.plugins.net_bridge.dns import DNSServer, TYPE_PTR
 from pallet.plugins.net_bridge.ipam import Pool, parse_subnet
-from pallet.plugins.net_bridge.links import HostLinks
+from pallet.linux.netlink import HostLinks
 from pallet.plugins.net_bridge.sandbox import SandboxMixin
-from pallet.plugins.net_bridge.store import StateDir, read_json, remove, write_json
+from pallet.linux.files import read_json, remove, write_json
+from pallet.plugins.net_bridge.state import StateDir
 
 log = logging.getLogger("pallet.net_bridge")
 
@@ -132,7 +134,7 @@ class BridgeDriver(SandboxMixin):
         def imports():
             import pyroute2  # noqa: F401
             if self.cfg["iptables"]:
-                from pallet.plugins.net_bridge import xtables
+                from pallet.linux import xtables
                 xtables.iptc()
         self.worker.submit(imports)
 

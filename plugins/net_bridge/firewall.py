@@ -22,7 +22,7 @@ The whole set is recomputed from the network records and synced (see
 """
 from __future__ import annotations
 
-from pallet.plugins.net_bridge import xtables
+from pallet.linux import xtables
 
 
 def chains(prefix: str) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ import ipaddress
 import threading
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, PalletError
-from pallet.plugins.net_bridge.store import read_json, remove, write_json
+from pallet.linux.files import read_json, remove, write_json
 
 
 class Exhausted(PalletError):

@@ -22,7 +22,7 @@ PALLET_ROLE = "network"
 @hookimpl
 def pallet_configure(kernel):
     if kernel.has_role("network") and kernel.roles.get("network") == "net_bridge":
-        from .driver import check_config
+        from pallet.plugins.net_bridge.driver import check_config
         check_config(kernel.plugin_config("net_bridge"))
 
 
@@ -30,7 +30,7 @@ def pallet_configure(kernel):
 def pallet_provide_network(kernel):
     import asyncio
 
-    from .driver import BridgeDriver
+    from pallet.plugins.net_bridge.driver import BridgeDriver
 
     driver = BridgeDriver(network_root=kernel.paths.network_root,
                           exec_root=kernel.paths.exec_root,
@@ -61,11 +61,3 @@ def pallet_startup(kernel):
 def pallet_shutdown(kernel):
     if kernel.has_role("network"):
         kernel.provide("network").shutdown()
-
-
-@hookimpl
-def pallet_build_spec(kernel, spec, container):
-    if kernel.has_role("network"):
-        driver = kernel.provide("network")
-        if hasattr(driver, "build_spec"):
-            driver.build_spec(spec, container)

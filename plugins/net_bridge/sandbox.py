@@ -22,9 +22,10 @@ import os
 import socket
 
 from pallet.core.errors import Conflict, InvalidArgument, NotFound, PalletError
-from pallet.plugins.net_bridge import etcfiles, links, netns
+from pallet.plugins.net_bridge import etcfiles
+from pallet.linux import netlink as links, netns
 from pallet.plugins.net_bridge.networks import new_id
-from pallet.plugins.net_bridge.store import remove, write_json
+from pallet.linux.files import remove, write_json
 
 log = logging.getLogger("pallet.net_bridge.sandbox")
 

@@ -45,7 +45,7 @@ def pallet_configure(kernel):
 
 @hookimpl
 def pallet_provide_port_proxy(kernel):
-    from .publisher import Publisher
+    from pallet.plugins.net_proxy.publisher import Publisher
 
     cfg = _config(kernel)
     return Publisher(network_root=kernel.paths.network_root,

@@ -39,9 +39,9 @@ import sys
 import time
 
 from pallet.core.errors import InvalidArgument, PalletError
-from pallet.plugins.net_bridge import worker as workermod
-from pallet.plugins.net_bridge import xtables
-from pallet.plugins.net_bridge.store import read_json, remove, write_json
+from pallet.linux import networker as workermod
+from pallet.linux import xtables
+from pallet.linux.files import read_json, remove, write_json
 from pallet.plugins.net_proxy import ports as portsmod
 
 log = logging.getLogger("pallet.net_proxy")
@@ -73,7 +73,7 @@ def _proxy_command(configured: str | None) -> list[str]:
     found = shutil.which("pallet-proxy")
     if found:
         return [found]
-    return [sys.executable, "-m", "pallet.plugins.net_proxy.proxy"]
+    return [sys.executable, "-m", "pallet.commands.proxy"]
 
 
 class Publisher:
@@ -230,7 +230,7 @@ class Publisher:
             self._save(rec)
             self._sync_rules()
             if self.iptables:
-                from pallet.plugins.net_bridge.links import set_hairpin
+                from pallet.linux.netlink import set_hairpin
                 try:
                     set_hairpin(target["host_ifname"], True)
                 except PalletError as e:
@@ -442,7 +442,7 @@ class Publisher:
                                "--dport", cport, "-j", "ACCEPT"))
                 bridges.add(m["bridge"])
         if not self.userland:
-            from pallet.plugins.net_bridge.links import set_route_localnet
+            from pallet.linux.netlink import set_route_localnet
             for b in sorted(bridges):
                 hairpin.append(("-o", b, "-m", "addrtype", "--src-type", "LOCAL",
                                 "-j", "MASQUERADE"))

@@ -17,7 +17,10 @@ import os
 import struct
 import time
 
-from .cgroups import DEFAULT_DEVICE_RULES, CgroupError, normalize  # noqa: F401 (re-exported)
+from pallet.plugins.runtime_ns.cgroups import (
+    DEFAULT_DEVICE_RULES,
+    CgroupError,
+    normalize)  # noqa: F401 (re-exported)
 
 _root: str | None = None
 _unified: str | None | bool = False
@@ -366,7 +369,7 @@ def is_frozen(paths: dict[str, str]) -> bool:
 
 
 def remove_dirs(dirs, leaves=None, timeout: float = 2.0) -> None:
-    from .cgroups import remove_dirs as remove_v1
+    from pallet.plugins.runtime_ns.cgroups import remove_dirs as remove_v1
     remove_v1(dirs, leaves, timeout)
 
 

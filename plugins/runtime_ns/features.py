@@ -2,12 +2,12 @@
 runtime-spec's features-schema.json (features.md)."""
 from __future__ import annotations
 
-from .mounts import _FLAGS, _PROPAGATION
+from pallet.plugins.runtime_ns.mounts import _FLAGS, _PROPAGATION
 
 
 def features() -> dict:
-    from . import seccomp
-    from .cli import SPEC_VERSION
+    from pallet.plugins.runtime_ns import seccomp
+    from pallet.commands.runc import SPEC_VERSION
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
@@ -41,5 +41,5 @@ def features() -> dict:
 
 
 def _capabilities():
-    from .linux import CAPABILITIES, last_cap
+    from pallet.plugins.runtime_ns.linux import CAPABILITIES, last_cap
     return CAPABILITIES[:last_cap() + 1]

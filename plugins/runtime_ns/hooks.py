@@ -23,7 +23,7 @@ import os
 import select
 import time
 
-from . import _jsonlite as json
+from pallet.plugins.runtime_ns import _jsonlite as json
 
 
 class HookError(Exception):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .messages import describe  # noqa: F401  (re-exported for the child side)
+from pallet.plugins.runtime_ns.errtext import (
+    describe)  # noqa: F401  (re-exported for the child side)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

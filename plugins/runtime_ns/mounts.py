@@ -22,11 +22,21 @@ from __future__ import annotations
 import os
 import stat
 
-from . import linux
+from pallet.plugins.runtime_ns import linux
 from pallet.linux.syscalls import MOUNT_FLAGS, PROPAGATION, parse_options  # noqa: F401
 
-from .linux import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                    MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, mount)
+from pallet.plugins.runtime_ns.linux import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_SLAVE,
+    mount)
 
 # mount(8) options, shared with the shim and the image store
 _FLAGS, _PROPAGATION = MOUNT_FLAGS, PROPAGATION

@@ -12,7 +12,7 @@ PALLET_ROLE = "runtime"
 
 @hookimpl
 def pallet_provide_runtime(kernel):
-    from .runtime import NsRuntime
+    from pallet.plugins.runtime_ns.runtime import NsRuntime
 
     root = kernel.plugin_config("runtime_ns").get("root") or kernel.paths.runtime_root
     init = kernel.provide("init") if kernel.has_role("init") else None

@@ -42,10 +42,15 @@ import resource
 import stat
 import struct
 
-from . import _jsonlite as json
-from . import cgroups, hooks, linux, seccomp
-from .mounts import MountError, RootfsBuilder, masked_paths, readonly_paths, readonly_root
-from .state import EXEC_FIFO
+from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.plugins.runtime_ns import cgroups, hooks, linux, seccomp
+from pallet.plugins.runtime_ns.mounts import (
+    MountError,
+    RootfsBuilder,
+    masked_paths,
+    readonly_paths,
+    readonly_root)
+from pallet.plugins.runtime_ns.state import EXEC_FIFO
 
 _TIOCSCTTY = 0x540E
 _SOL_SOCKET = 1

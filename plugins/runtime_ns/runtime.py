@@ -25,9 +25,14 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
-from . import _jsonlite as json
-from .messages import describe
-from .state import EXEC_FIFO, ContainerState, proc_start_time, valid_id, write_atomic
+from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.plugins.runtime_ns.errtext import describe
+from pallet.plugins.runtime_ns.state import (
+    EXEC_FIFO,
+    ContainerState,
+    proc_start_time,
+    valid_id,
+    write_atomic)
 
 #: how long start waits for the process blocked on exec.fifo
 START_TIMEOUT = 10.0
@@ -51,6 +56,8 @@ class NsRuntime:
     mount point; by default v2 is used when /sys/fs/cgroup is a cgroup2
     mount, v1 otherwise.
     """
+
+    name = "runtime_ns"
 
     def __init__(self, root: str, init=None, warn=None, cgroup_v2_root: str | None = None,
                  init_loader=None):
@@ -79,12 +86,12 @@ class NsRuntime:
 
     def _cgroup_driver(self):
         """(module, version) of the cgroup driver for a new container."""
-        from . import cgroups2
+        from pallet.plugins.runtime_ns import cgroups2
         root = self.cgroup_v2_root or cgroups2.unified_root()
         if root:
             cgroups2.set_root(root)
             return cgroups2, 2
-        from . import cgroups
+        from pallet.plugins.runtime_ns import cgroups
         return cgroups, 1
 
     # --- create ---------------------------------------------------------------------
@@ -99,7 +106,7 @@ class NsRuntime:
         # the container process runs this code after pivot_root, where nothing
         # can be imported any more: load all of it now (and only for create,
         # so that state/list/kill stay cheap for pallet-runc)
-        from . import hooks, linux, process, spawn  # noqa: F401
+        from pallet.plugins.runtime_ns import hooks, linux, process, spawn  # noqa: F401
 
         directory = self._dir(id)
         bundle = os.path.abspath(bundle)
@@ -193,7 +200,8 @@ class NsRuntime:
         host pid, a child of the caller, which waits for it as for the
         container's PID 1.
         """
-        from . import linux, process as _process, spawn  # noqa: F401  (see create)
+        from pallet.plugins.runtime_ns import linux, spawn  # noqa: F401  (see create)
+        from pallet.plugins.runtime_ns import process as _process  # noqa: F401
 
         st = self._load(id)
         status = st.status()
@@ -228,6 +236,11 @@ class NsRuntime:
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
         return pid
+
+    def features(self) -> dict:
+        """runc's ``features`` document for this runtime."""
+        from pallet.plugins.runtime_ns.features import features
+        return features()
 
     def with_root(self, root: str) -> "NsRuntime":
         """The same runtime (same init) on another state root, e.g. one per
@@ -275,7 +288,7 @@ class NsRuntime:
             pass
         spec = self._spec_hooks(st, "poststart")
         if spec is not None:
-            from . import hooks
+            from pallet.plugins.runtime_ns import hooks
             try:
                 hooks.run_all(spec, "poststart", hooks.state_json(spec, id, "running", st.pid,
                                                                   st.bundle))
@@ -337,7 +350,7 @@ class NsRuntime:
         spec = self._spec_hooks(st, "poststop")
         _remove_state_dir(st.dir)
         if spec is not None:
-            from . import hooks
+            from pallet.plugins.runtime_ns import hooks
             try:
                 hooks.run_all(spec, "poststop", hooks.state_json(spec, id, "stopped", 0, st.bundle))
             except hooks.HookError as e:
@@ -450,7 +463,7 @@ def read_spec(bundle: str) -> dict:
         raise InvalidArgument(f"open {path}: no such file or directory") from None
     except (OSError, ValueError) as e:
         raise InvalidArgument(f"read {path}: {describe(e)}") from None
-    from .validate import SchemaError, semantic_errors, validate_config
+    from pallet.plugins.runtime_ns.validate import SchemaError, semantic_errors, validate_config
     try:
         validate_config(spec)
         semantic_errors(spec)
@@ -461,7 +474,7 @@ def read_spec(bundle: str) -> dict:
 
 def _check_process(process: dict) -> None:
     """An exec's process object against the schema's ``process`` part."""
-    from .validate import SchemaError, semantic_errors, validate_config
+    from pallet.plugins.runtime_ns.validate import SchemaError, semantic_errors, validate_config
     try:
         validate_config({"ociVersion": "1.0.2", "process": process})
         semantic_errors({"process": process})
@@ -474,7 +487,7 @@ def _seccomp_of(spec: dict):
     profile = (spec.get("linux") or {}).get("seccomp")
     if not profile:
         return None, 0
-    from . import seccomp
+    from pallet.plugins.runtime_ns import seccomp
     try:
         return seccomp.compile_profile(profile), seccomp.filter_flags(profile)
     except seccomp.SeccompError as e:

@@ -172,7 +172,7 @@ class _Asm:
 def _rules(profile: dict, table_name: str) -> tuple[dict[int, list], int]:
     """syscall number -> [(action, args)] in profile order, for one architecture;
     and the highest number named."""
-    from ._syscalls import TABLES
+    from pallet.plugins.runtime_ns._syscalls import TABLES
     table = TABLES[table_name]
     default_errno = profile.get("defaultErrnoRet")
     out: dict[int, list] = {}

@@ -15,8 +15,8 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
-from . import _jsonlite as json
-from .messages import describe
+from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.plugins.runtime_ns.errtext import describe
 
 #: how long create waits for the container process to report "ready"
 CREATE_TIMEOUT = 60.0
@@ -38,7 +38,7 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
     ``ns`` is a ``Namespaces`` (see below); ``on_hooks(pid)`` runs the
     createRuntime hooks when the child asks for them.
     """
-    from . import process
+    from pallet.plugins.runtime_ns import process
     proc = spec.get("process") or {}
     opened: list[int] = []
     console = None
@@ -172,7 +172,7 @@ class Namespaces:
 
 def namespaces_of(spec: dict, opened: list) -> Namespaces:
     """The namespaces of ``linux.namespaces`` for create."""
-    from . import linux
+    from pallet.plugins.runtime_ns import linux
     ns = Namespaces()
     seen = set()
     for entry in (spec.get("linux") or {}).get("namespaces") or ():
@@ -213,7 +213,7 @@ def namespaces_of(spec: dict, opened: list) -> Namespaces:
 
 def namespaces_of_container(pid: int, kinds, opened: list) -> Namespaces:
     """The namespaces of a container's PID 1, opened for setns (exec)."""
-    from . import linux
+    from pallet.plugins.runtime_ns import linux
     ns = Namespaces()
     for kind in ("pid",) + JOIN_ORDER:
         if kind not in kinds:
@@ -241,7 +241,7 @@ def fork_in_pidns(pid_ns, cfg) -> int:
     """
     import _signal as signal  # the C module: no enum conversions of every signal
 
-    from . import linux, process
+    from pallet.plugins.runtime_ns import linux, process
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     own = None
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import _jsonlite as json
+from pallet.plugins.runtime_ns import _jsonlite as json
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -170,9 +170,9 @@ class ContainerState:
     def cgroup_module(self):
         """The cgroup driver the container was made with (v1 or v2 functions)."""
         if self.cgroup_version == 2:
-            from . import cgroups2
+            from pallet.plugins.runtime_ns import cgroups2
             return cgroups2
-        from . import cgroups
+        from pallet.plugins.runtime_ns import cgroups
         return cgroups
 
     @property

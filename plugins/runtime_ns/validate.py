@@ -193,7 +193,7 @@ def _kind_of(value) -> str:
 
 
 def _schemas() -> dict:
-    from ._oci_schema import SCHEMAS
+    from pallet.plugins.runtime_ns._oci_schema import SCHEMAS
     return SCHEMAS
 
 
@@ -224,7 +224,7 @@ _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", 
 
 def semantic_errors(spec: dict) -> None:
     """Raise SchemaError for what runc rejects though the schema allows it."""
-    from .linux import CAP_NUMBERS
+    from pallet.plugins.runtime_ns.linux import CAP_NUMBERS
     process = spec.get("process") or {}
     for kind in _CAP_SETS:
         for i, name in enumerate((process.get("capabilities") or {}).get(kind) or ()):
@@ -262,7 +262,7 @@ def semantic_errors(spec: dict) -> None:
             raise SchemaError(f"mounts[{i}].destination", "must be an absolute path")
     seccomp = lnx.get("seccomp")
     if seccomp:
-        from .seccomp import SeccompError, compile_profile
+        from pallet.plugins.runtime_ns.seccomp import SeccompError, compile_profile
         try:
             compile_profile(seccomp, check_only=True)
         except SeccompError as e:

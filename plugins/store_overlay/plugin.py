@@ -20,10 +20,10 @@ NAME = "store_overlay"
 @hookimpl
 def pallet_configure(kernel):
     from pallet.core.errors import ConfigError
-    from pallet.plugins.store_overlay.store import SNAPSHOTTERS
+    from pallet.imagestore.store import SNAPSHOTTERS
 
     from pallet.core.errors import InvalidArgument
-    from pallet.plugins.store_overlay.registry import RegistryOptions
+    from pallet.distribution.registry import RegistryOptions
 
     section = kernel.plugin_config(NAME)
     name = section.get("snapshotter", "overlayfs")
@@ -38,8 +38,8 @@ def pallet_configure(kernel):
 
 @hookimpl
 def pallet_provide_image_store(kernel):
-    from pallet.plugins.store_overlay.registry import RegistryOptions
-    from pallet.plugins.store_overlay.store import SNAPSHOTTERS, ImageStore
+    from pallet.distribution.registry import RegistryOptions
+    from pallet.imagestore.store import SNAPSHOTTERS, ImageStore
 
     paths = kernel.paths
     section = kernel.plugin_config(NAME)

@@ -166,7 +166,7 @@ def test_rmi(palletd, busybox_tar, tmp_path):
     import sys
 
     other = str(tmp_path / "other.tar")
-    subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", other,
+    subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", other,
                     "--name", "pa-other:v1"], check=True, capture_output=True)
     r = palletd.docker("load", "-i", other)
     assert b"Loaded image: pa-other:v1" in r.stdout

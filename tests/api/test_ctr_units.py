@@ -9,8 +9,8 @@ import os
 import pytest
 
 from pallet.core.errors import InvalidArgument
-from pallet.plugins.api_rest import detach, events, mounts, resources, restart, security
-from pallet.plugins.api_rest.logs import ContainerLog, check_log_config, parse_size, read_entries
+from pallet.engine import detach, events, mounts, resources, restart, security
+from pallet.engine.logs import ContainerLog, check_log_config, parse_size, read_entries
 
 
 def test_seccomp_default_filtered_by_caps_and_arch():

@@ -36,7 +36,7 @@ class Plugged:
                                      start_new_session=True)
         wait_socket(sock, self.proc, self.log.name)
         self.d = Palletd(os.environ.get("PALLET_API_CONTAINERD", "pallet"),
-                         config=f'[plugins.api_rest]\nvolume-plugin-dirs = ["{self.plugins}"]\n')
+                         config=f'[engine]\nvolume-plugin-dirs = ["{self.plugins}"]\n')
 
     def calls(self, method: str) -> list[dict]:
         try:

@@ -9,12 +9,13 @@ import signal
 import pytest
 
 from pallet.core import errors
-from pallet.plugins.api_rest import spec, streams
-from pallet.plugins.api_rest.createconfig import merge_config as _merge_config, parse_signal
-from pallet.plugins.api_rest.logs import ContainerLog, follow, parse_time, rfc3339nano
-from pallet.plugins.api_rest.names import random_name
-from pallet.plugins.api_rest.listeners import parse_host
-from pallet.plugins.api_rest.state import human_duration
+from pallet.engine import spec
+from pallet.plugins.api_rest import streams
+from pallet.engine.createconfig import merge_config as _merge_config, parse_signal
+from pallet.engine.logs import ContainerLog, follow, parse_time, rfc3339nano
+from pallet.engine.names import random_name
+from pallet.commands.listeners import parse_host
+from pallet.engine.state import human_duration
 
 
 def test_frame():
@@ -79,7 +80,7 @@ def test_log_read_back_in_blocks_with_torn_lines_and_rotation(tmp_path, monkeypa
     their nanoseconds when lines share a second."""
     import gzip
 
-    from pallet.plugins.api_rest import logs
+    from pallet.engine import logs
 
     def line(i, stamp):
         return json.dumps({"log": f"{i}\n", "stream": "stderr" if i % 3 == 0 else "stdout",

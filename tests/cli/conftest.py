@@ -197,7 +197,7 @@ def _busybox_tarball(out):
     builder beside these tests is the fallback, so the CLI tests do not hang
     on another part's progress.
     """
-    r = subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", out],
+    r = subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", out],
                        capture_output=True, timeout=120)
     if r.returncode == 0 and os.path.exists(out):
         import tarfile

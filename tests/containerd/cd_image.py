@@ -13,7 +13,7 @@ import io
 import json
 import tarfile
 
-from pallet.core.containerd import host_platform
+from pallet.containerd.client import host_platform
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "echo", "cat", "sleep", "ls", "true", "false", "id", "ps")

@@ -1,4 +1,4 @@
-"""pallet.core.containerd against Debian's real containerd 1.6 and pallet-containerd.
+"""pallet.containerd.client against Debian's real containerd 1.6 and pallet-containerd.
 
 The real daemon proves the client (and the protos) wire-compatible; the same
 tests against pallet-containerd prove the server.
@@ -14,8 +14,7 @@ import pytest
 
 import cd_image
 from pallet.core import errors
-from pallet.core.containerd import (Containerd, SyncContainerd, chain_ids, decode_event,
-                                    spec_of)
+from pallet.containerd.client import Containerd, SyncContainerd, chain_ids, decode_event, spec_of
 
 pytestmark = pytest.mark.root
 

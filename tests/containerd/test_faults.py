@@ -19,7 +19,7 @@ import pytest
 import cd_image
 from cd_util import mounted_under, pid_alive, pid_exists, wait_for
 from pallet.core import errors
-from pallet.core.containerd import Containerd
+from pallet.containerd.client import Containerd
 from test_containerd_client import load_image, minimal_spec
 
 pytestmark = pytest.mark.root

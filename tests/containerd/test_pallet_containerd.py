@@ -17,9 +17,9 @@ import cd_image
 from cd_util import VENV_BIN
 from engines import wait_socket
 from pallet.core import errors
-from pallet.core.containerd import Containerd, decode_event
-from pallet.core.proto.containerd.services.diff.v1 import diff_pb2, diff_pb2_grpc
-from pallet.core.proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from pallet.containerd.client import Containerd, decode_event
+from pallet.proto.containerd.services.diff.v1 import diff_pb2, diff_pb2_grpc
+from pallet.proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from test_containerd_client import load_image, minimal_spec
 
 pytestmark = pytest.mark.root
@@ -133,8 +133,8 @@ def test_content_is_per_namespace(any_containerd):
 
 
 def test_namespace_get_of_a_missing_one_and_delete(any_containerd):
-    from pallet.core.proto.containerd.services.namespaces.v1 import namespace_pb2 as npb
-    from pallet.core.proto.containerd.services.namespaces.v1 import namespace_pb2_grpc as ng
+    from pallet.proto.containerd.services.namespaces.v1 import namespace_pb2 as npb
+    from pallet.proto.containerd.services.namespaces.v1 import namespace_pb2_grpc as ng
 
     with grpc.insecure_channel("unix://" + any_containerd.address) as ch:
         stub = ng.NamespacesStub(ch)
@@ -149,7 +149,7 @@ def test_namespace_get_of_a_missing_one_and_delete(any_containerd):
 def test_lease_header_holds_what_is_made_under_it(any_containerd):
     import hashlib
 
-    from pallet.core.proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
+    from pallet.proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 
     img = cd_image.build()
     ns = "t-" + secrets.token_hex(3)
@@ -233,8 +233,8 @@ async def _gone(c, cid: str) -> None:
 def test_events_metrics_update_exec_pause_checkpoint(pallet_containerd):
     from google.protobuf import any_pb2
 
-    from pallet.core.proto.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-    from pallet.plugins.api_grpc.shim import messages
+    from pallet.proto.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+    from pallet.proto import shim_task as messages
 
     d = pallet_containerd
     img = cd_image.build()
@@ -308,7 +308,7 @@ def test_events_metrics_update_exec_pause_checkpoint(pallet_containerd):
 def test_runtimes_by_name_and_runc_options(pallet_containerd):
     from google.protobuf import any_pb2
 
-    from pallet.plugins.api_grpc.shim import messages
+    from pallet.proto import shim_task as messages
 
     d = pallet_containerd
     img = cd_image.build()
@@ -408,9 +408,9 @@ def test_killed_shim(pallet_containerd):
 def test_events_publish_forward_and_filters(any_containerd):
     """Events.Publish (in the caller's namespace), Events.Forward (a whole envelope),
     Subscribe with containerd's filter syntax; on both daemons."""
-    from pallet.core.containerd import event_any
-    from pallet.core.proto.containerd.events import image_pb2
-    from pallet.core.proto.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+    from pallet.containerd.client import event_any
+    from pallet.proto.containerd.events import image_pb2
+    from pallet.proto.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 
     ns = "ev-" + secrets.token_hex(3)
 

@@ -1,4 +1,4 @@
-"""The protos of pallet.core.proto against the descriptors compiled into containerd 1.6.
+"""The protos of pallet.proto against the descriptors compiled into containerd 1.6.
 
 Go binaries built with gogo/golang protobuf carry every .proto's descriptor
 (gzipped FileDescriptorProto); each message, enum and service of ours must
@@ -98,7 +98,7 @@ def theirs():
 
 @pytest.mark.parametrize("their_name", sorted(OURS))
 def test_same_wire_shape(theirs, their_name):
-    mod = importlib.import_module("pallet.core.proto." + OURS[their_name])
+    mod = importlib.import_module("pallet.proto." + OURS[their_name])
     ours = descriptor_pb2.FileDescriptorProto()
     mod.DESCRIPTOR.CopyToProto(ours)
     assert _shape(ours) == _shape(theirs[PREFIX + their_name])

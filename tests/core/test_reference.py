@@ -2,7 +2,7 @@
 import pytest
 
 from pallet.core.errors import InvalidArgument
-from pallet.core.models import Reference, familiar_name
+from pallet.distribution.reference import Reference, familiar_name
 
 D = "sha256:" + "ab" * 32
 

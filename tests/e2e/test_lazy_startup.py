@@ -21,7 +21,7 @@ print('HEAVY:' + ','.join(heavy))
 @pytest.mark.parametrize("module, argv", [
     ("pallet.client.docker", ["pallet", "--help"]),
     ("pallet.client.docker", ["pallet", "-H", "unix:///nonexistent/pallet.sock", "ps"]),
-    ("pallet.plugins.runtime_ns.cli", ["pallet-runc", "--help"]),
+    ("pallet.commands.runc", ["pallet-runc", "--help"]),
 ])
 def test_no_heavy_imports(module, argv):
     out = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, module=module)],

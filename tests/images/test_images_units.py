@@ -12,10 +12,10 @@ import tempfile
 import pytest
 
 from pallet.core import errors
-from pallet.plugins.api_rest import image_filters as flt
-from pallet.plugins.api_rest import image_remove as rm
-from pallet.plugins.api_rest import images as im
-from pallet.plugins.api_rest.pull import parse_pull_reference
+from pallet.engine import image_filters as flt
+from pallet.engine import image_remove as rm
+from pallet.engine import images as im
+from pallet.engine.pull import parse_pull_reference
 
 
 @pytest.mark.parametrize("pattern,name,ok", [
@@ -165,7 +165,7 @@ def test_stream_job_outlives_its_client():
     message are plain HTTP errors, after it the stream's last line."""
     from aiohttp import web
 
-    from pallet.plugins.api_rest.pull import Jobs, stream_job
+    from pallet.engine.pull import Jobs, stream_job
     from pallet.plugins.api_rest.server import error_middleware
 
     jobs = Jobs()

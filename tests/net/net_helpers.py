@@ -28,8 +28,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from pallet.plugins.net_bridge import links, netns  # noqa: E402
-from pallet.plugins.net_bridge import worker as workermod  # noqa: E402
+from pallet.linux import netlink as links, netns  # noqa: E402
+from pallet.linux import networker as workermod  # noqa: E402
 
 from engines import free_subnets  # noqa: E402,F401  (the tests' subnets too)
 
@@ -236,7 +236,7 @@ def _busybox_tar(tmp_path_factory) -> str:
     if os.path.exists(built):
         return built
     out = str(tmp_path_factory.mktemp("image") / "busybox.tar")
-    subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", out],
+    subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", out],
                    check=True)
     return out
 

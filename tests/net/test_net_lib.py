@@ -9,8 +9,9 @@ import subprocess
 import pytest
 
 from net_helpers import free_subnets, rules_of
-from pallet.plugins.net_bridge import firewall, links, netns, networks, xtables
-from pallet.plugins.net_bridge import worker as workermod
+from pallet.plugins.net_bridge import firewall, networks
+from pallet.linux import netlink as links, netns, xtables
+from pallet.linux import networker as workermod
 
 pytestmark = pytest.mark.root
 

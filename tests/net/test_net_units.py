@@ -13,8 +13,9 @@ from pallet.plugins.net_bridge import dns, etcfiles, networks
 from pallet.plugins.net_bridge.driver import check_config
 from pallet.plugins.net_bridge.firewall import rules as bridge_rules
 from pallet.plugins.net_bridge.ipam import Exhausted, Pool
-from pallet.plugins.net_bridge.links import mac_for
-from pallet.plugins.net_proxy import ports, proxy
+from pallet.linux.netlink import mac_for
+from pallet.plugins.net_proxy import ports
+from pallet.commands import proxy
 
 
 # --- IPAM -----------------------------------------------------------------------------------

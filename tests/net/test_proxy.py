@@ -16,7 +16,7 @@ import pytest
 
 PROXY = [os.path.join(os.path.dirname(sys.executable), "pallet-proxy")]
 if not os.access(PROXY[0], os.X_OK):
-    PROXY = [sys.executable, "-m", "pallet.plugins.net_proxy.proxy"]
+    PROXY = [sys.executable, "-m", "pallet.commands.proxy"]
 
 
 def _free_port(kind=socket.SOCK_STREAM) -> int:

@@ -43,7 +43,7 @@ needs_root = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 
 def make_store(root: str, default_snapshotter: str = "native"):
     """An ImageStore laid out as pallet-containerd's under ``root``."""
-    from pallet.plugins.store_overlay.store import ImageStore
+    from pallet.imagestore.store import ImageStore
     return ImageStore(
         content_root=os.path.join(root, "io.containerd.content.v1.content"),
         metadata_db=os.path.join(root, "io.containerd.metadata.v1.pallet", "meta.db"),

@@ -10,10 +10,10 @@ import attrs
 import pytest
 
 from pallet.core.errors import NotFound
-from pallet.plugins.store_overlay.auth import AuthConfigFile, Credentials, Denied, Unauthorized
-from pallet.plugins.store_overlay.pull import pull
-from pallet.plugins.store_overlay.push import login, push
-from pallet.plugins.store_overlay.registry import RegistryOptions
+from pallet.distribution.auth import AuthConfigFile, Credentials, Denied, Unauthorized
+from pallet.distribution.pull import pull
+from pallet.distribution.push import login, push
+from pallet.distribution.registry import RegistryOptions
 from registry_helpers import needs_root, USERS, needs_registry, needs_skopeo, skopeo, skopeo_copy
 
 pytestmark = [needs_registry, needs_skopeo, *needs_root]

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from pallet.plugins.store_overlay.pull import pull
-from pallet.plugins.store_overlay.push import push
-from pallet.plugins.store_overlay.targets import ContainerdTarget
+from pallet.distribution.pull import pull
+from pallet.distribution.push import push
+from pallet.containerd.target import ContainerdTarget
 from registry_helpers import needs_registry, needs_root, needs_skopeo, skopeo_copy
 
 pytestmark = [needs_registry, needs_skopeo, *needs_root, pytest.mark.skipif(
@@ -56,7 +56,7 @@ def containerd():
 
 
 def test_pull_and_push_through_containerds_api(containerd, registry, busybox_tar):
-    from pallet.core.containerd import Containerd
+    from pallet.containerd.client import Containerd
 
     skopeo_copy(f"docker-archive:{busybox_tar}", f"docker://{registry.host}/c/busybox:1")
     ref = f"{registry.host}/c/busybox:1"

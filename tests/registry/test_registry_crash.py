@@ -19,8 +19,8 @@ CHILD = r"""
 import asyncio, json, sys
 sys.path.insert(0, sys.argv[3])
 from registry_helpers import make_store
-from pallet.plugins.store_overlay.pull import pull
-from pallet.plugins.store_overlay.registry import RegistryOptions
+from pallet.distribution.pull import pull
+from pallet.distribution.registry import RegistryOptions
 store = make_store(sys.argv[1])
 def show(msg):
     print(json.dumps(msg), flush=True)
@@ -137,7 +137,7 @@ def test_killed_pull_resumes_its_ingest(base, registry):
         assert 1_000_000 < ingest.offset < 4_000_000
         msgs = []
         import asyncio
-        from pallet.plugins.store_overlay.pull import pull
+        from pallet.distribution.pull import pull
         asyncio.run(pull(f"{registry.host}/crash/two:v1", store.target("default"),
                          progress=msgs.append))
         first = [m for m in msgs if m["status"] == "Downloading"][0]

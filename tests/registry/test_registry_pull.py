@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from pallet.core.errors import InvalidArgument, NotFound
-from pallet.plugins.store_overlay.auth import Denied
-from pallet.plugins.store_overlay.pull import pull
-from pallet.plugins.store_overlay.registry import RegistryOptions, TransientError
+from pallet.distribution.auth import Denied
+from pallet.distribution.pull import pull
+from pallet.distribution.registry import RegistryOptions, TransientError
 from registry_helpers import (Proxy, needs_registry, needs_root, needs_skopeo, oci_image,
                               oci_layout, skopeo_copy)
 
@@ -262,7 +262,7 @@ def test_tls_registry_with_a_self_signed_certificate(store, base, busybox_tar):
         result, _ = run_pull(store, f"{reg.host}/tls/bb:1")
         assert result.chain_id
         # the certs.d CA of a host is loaded into the verifying context
-        from pallet.plugins.store_overlay.registry import Registry
+        from pallet.distribution.registry import Registry
         certs = os.path.join(base, "certs.d")
         os.makedirs(os.path.join(certs, "myreg.example:443"))
         shutil.copy(reg.cert, os.path.join(certs, "myreg.example:443", "ca.crt"))
@@ -276,7 +276,7 @@ def test_tls_registry_with_a_self_signed_certificate(store, base, busybox_tar):
 
 
 def test_tags_list(registry, busybox_tar):
-    from pallet.plugins.store_overlay.registry import Registry
+    from pallet.distribution.registry import Registry
     for tag in ("1", "2", "latest"):
         skopeo_copy(f"docker-archive:{busybox_tar}", f"docker://{registry.host}/tags/bb:{tag}")
 

@@ -9,12 +9,11 @@ import os
 import pytest
 
 from pallet.core.errors import InvalidArgument, NotFound
-from pallet.core.models import Reference
-from pallet.plugins.store_overlay import auth, progress
-from pallet.plugins.store_overlay.images import Platform
-from pallet.plugins.store_overlay.pull import image_name, parse_platform, select_manifest
-from pallet.plugins.store_overlay.registry import (RegistryOptions, detect_manifest_type,
-                                                   registry_error_text)
+from pallet.distribution.reference import Reference
+from pallet.distribution import auth, progress
+from pallet.distribution.platforms import Platform
+from pallet.distribution.pull import image_name, parse_platform, select_manifest
+from pallet.distribution.registry import RegistryOptions, detect_manifest_type, registry_error_text
 
 
 @pytest.mark.parametrize("text,want", [

@@ -113,7 +113,7 @@ def run_container(runtime, bundle_path: str, out: Output, cid: str | None = None
 def pallet_runc(*args, root: str, check: bool = False, timeout: float = 30, **kw):
     """Run the pallet-runc command line (the installed script, else -m)."""
     script = os.path.join(VENV_BIN, "pallet-runc")
-    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "pallet.plugins.runtime_ns.cli"]
+    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "pallet.commands.runc"]
     return subprocess.run(cmd + ["--root", root, *args], capture_output=True, text=True,
                           timeout=timeout, check=check, **kw)
 

@@ -146,7 +146,7 @@ def test_run_detached_then_delete_force(root, bundle, tmp_path):
 def test_cli_starts_fast(root):
     """No heavy import on the way to a command (grpc, aiohttp, the kernel)."""
     code = ("import sys; sys.argv=['pallet-runc','--root',%r,'list','-q'];"
-            "from pallet.plugins.runtime_ns.cli import main; main();"
+            "from pallet.commands.runc import main; main();"
             "bad=[m for m in ('grpc','aiohttp','pluggy','stevedore','ctypes','pallet.core.kernel')"
             " if m in sys.modules]; print(bad)" % root)
     proc = subprocess.run([_python(), "-c", code], capture_output=True, text=True, timeout=30)
@@ -163,7 +163,7 @@ def _python():
 
 def _cmd(root, *args):
     script = os.path.join(os.path.dirname(_python()), "pallet-runc")
-    base = [script] if os.path.exists(script) else [_python(), "-m", "pallet.plugins.runtime_ns.cli"]
+    base = [script] if os.path.exists(script) else [_python(), "-m", "pallet.commands.runc"]
     return base + ["--root", root, *args]
 
 

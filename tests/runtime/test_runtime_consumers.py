@@ -6,7 +6,7 @@
 
 Each daemon runs on its own roots and sockets under a short /tmp/pl-* path
 and is stopped by its pid; the busybox image comes from
-``python -m pallet.plugins.store_overlay.builtin`` (no registry).
+``python -m pallet.distribution.busybox_image`` (no registry).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ IMAGE = "docker.io/library/busybox:latest"
 @pytest.fixture(scope="module")
 def image_tar(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("img") / "busybox.tar")
-    subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin", out], check=True,
+    subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image", out], check=True,
                    capture_output=True)
     return out
 

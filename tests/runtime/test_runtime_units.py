@@ -7,7 +7,7 @@ import pytest
 
 from pallet.plugins.init_tini.spec import ANNOTATION, add_init
 from pallet.plugins.runtime_ns import cgroups, linux
-from pallet.plugins.runtime_ns.cli import parse, parse_signal
+from pallet.commands.runc import parse, parse_signal
 from pallet.plugins.runtime_ns.mounts import parse_options, secure_join
 from pallet.plugins.runtime_ns.state import valid_id
 
@@ -121,13 +121,11 @@ def test_plugin_wiring():
     assert rt.root == "/tmp/elsewhere" and rt.init is None
 
     spec = {"process": {"args": ["sh"]}}
-    init_plugin.pallet_build_spec(kernel, spec, {"init": False})
-    assert "annotations" not in spec
-    init_plugin.pallet_build_spec(kernel, spec, {"init": True})
+    init_plugin.pallet_provide_init(kernel).prepare_spec(spec)
     assert spec["annotations"][ANNOTATION] == "builtin"
     kernel = _FakeKernel({"init_tini": {"init_path": "/usr/bin/tini-static"}}, set())
     spec = {"process": {"args": ["sh"]}}
-    init_plugin.pallet_build_spec(kernel, spec, {"init": True})
+    init_plugin.pallet_provide_init(kernel).prepare_spec(spec)
     assert spec["process"]["args"][0] == "/sbin/docker-init"
 
 
@@ -191,7 +189,8 @@ def test_runc_cli_imports_no_enum_re_or_json():
     # make any new import of them fail instead
     code = ("import sys\n"
             "for m in ('json', 're', 'enum', 'signal', 'subprocess'): sys.modules[m] = None\n"
-            "from pallet.plugins.runtime_ns import cli, runtime, process, spawn, validate, "
+            "from pallet.commands import runc\n"
+            "from pallet.plugins.runtime_ns import runtime, process, spawn, validate, "
             "_oci_schema, state, hooks, seccomp, cgroups\n"
             "from pallet.plugins.init_tini import init\n"
             "print('ok')\n")

@@ -83,13 +83,13 @@ class Env:
         return pid
 
     def zygote_pids(self) -> list[int]:
-        from pallet.plugins.api_grpc.shim import launch
+        from pallet.shim import launch
 
         return pids_with_cmdline(b"pallet-shim zygote " + launch.zygote_socket(
             self.paths).encode())
 
     def cleanup(self) -> None:
-        from pallet.plugins.api_grpc.shim import launch
+        from pallet.shim import launch
 
         for c in self.clients:
             try:

@@ -137,10 +137,10 @@ class EventSink:
     recording (topic, decoded event) pairs."""
 
     def __init__(self, path: str):
-        from pallet.core.containerd import decode_event
-        from pallet.core.proto.containerd.services.events.v1 import events_pb2
-        from pallet.core.proto.containerd.services.ttrpc.events.v1 import events_pb2 as tpb
-        from pallet.plugins.api_grpc import ttrpc
+        from pallet.containerd.client import decode_event
+        from pallet.proto.containerd.services.events.v1 import events_pb2
+        from pallet.proto.containerd.services.ttrpc.events.v1 import events_pb2 as tpb
+        from pallet.ttrpc import protocol as ttrpc
         from google.protobuf import empty_pb2
 
         self.path = path

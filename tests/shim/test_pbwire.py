@@ -9,13 +9,13 @@ import pytest
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import timestamp_pb2
 
-from pallet.core.proto.containerd.events import task_pb2 as ev_pb
-from pallet.core.proto.containerd.services.ttrpc.events.v1 import events_pb2 as tev_pb
-from pallet.core.proto.containerd.task.v2 import shim_pb2
-from pallet.core.proto.containerd.types import mount_pb2
-from pallet.core.proto.containerd.types.task import task_pb2
-from pallet.plugins.api_grpc import pbwire
-from pallet.plugins.api_grpc.shim import messages as m
+from pallet.proto.containerd.events import task_pb2 as ev_pb
+from pallet.proto.containerd.services.ttrpc.events.v1 import events_pb2 as tev_pb
+from pallet.proto.containerd.task.v2 import shim_pb2
+from pallet.proto.containerd.types import mount_pb2
+from pallet.proto.containerd.types.task import task_pb2
+from pallet.proto import wire as pbwire
+from pallet.proto import shim_task as m
 
 GENERATED = {cls.DESCRIPTOR.full_name: cls for mod in (shim_pb2, ev_pb, tev_pb, mount_pb2,
                                                           task_pb2)

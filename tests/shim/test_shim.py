@@ -14,11 +14,12 @@ import time
 import pytest
 
 from pallet.core import errors
-from pallet.core.proto.containerd.task.v2 import shim_pb2 as pb
-from pallet.core.proto.containerd.types import mount_pb2
-from pallet.core.proto.containerd.types.task import task_pb2
-from pallet.plugins.api_grpc import ttrpc
-from pallet.plugins.api_grpc.shim import launch, messages
+from pallet.proto.containerd.task.v2 import shim_pb2 as pb
+from pallet.proto.containerd.types import mount_pb2
+from pallet.proto.containerd.types.task import task_pb2
+from pallet.ttrpc import protocol as ttrpc
+from pallet.shim import launch
+from pallet.proto import shim_task as messages
 from google.protobuf import any_pb2
 
 from shimtest_util import (EventSink, is_mounted, parent_of, pid_alive, pid_exists, wait_for,
@@ -505,7 +506,7 @@ def test_survives_its_parent_and_delete_verb(env, busybox_rootfs):
     # a short-lived parent (through the zygote it starts) starts the shim and is killed right after
     code = ("import sys, os\n"
             "from pallet.core.paths import Paths\n"
-            "from pallet.plugins.api_grpc.shim import launch\n"
+            "from pallet.shim import launch\n"
             f"a = launch.start_shim({env.namespace!r}, {cid!r}, {bundle!r}, {env.address!r}, "
             f"Paths({env.paths.data_root!r}, {env.paths.exec_root!r}))\n"
             "print(a, flush=True)\n"

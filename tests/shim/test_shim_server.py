@@ -10,13 +10,13 @@ import time
 import pytest
 
 from pallet.core import errors
-from pallet.core.proto.containerd.task.v2 import shim_pb2 as pb
-from pallet.plugins.api_grpc import ttrpc
-from pallet.plugins.api_grpc.pbwire import Empty
-from pallet.plugins.api_grpc.shim import messages as m
-from pallet.plugins.api_grpc.shim.loop import Deferred, Loop
-from pallet.plugins.api_grpc.shim.main import bind_socket
-from pallet.plugins.api_grpc.shim.server import AfterReply, Server
+from pallet.proto.containerd.task.v2 import shim_pb2 as pb
+from pallet.ttrpc import protocol as ttrpc
+from pallet.proto.wire import Empty
+from pallet.proto import shim_task as m
+from pallet.shim.loop import Deferred, Loop
+from pallet.shim.main import bind_socket
+from pallet.shim.server import AfterReply, Server
 
 T = "containerd.task.v2.Task"
 

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from pallet.core import errors
-from pallet.core.proto import ttrpc_pb2
-from pallet.core.proto.containerd.task.v2 import shim_pb2 as pb
-from pallet.plugins.api_grpc import ttrpc
+from pallet.proto import ttrpc_pb2
+from pallet.proto.containerd.task.v2 import shim_pb2 as pb
+from pallet.ttrpc import protocol as ttrpc
 
 
 def test_envelopes_match_the_generated_messages():

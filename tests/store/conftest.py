@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from pallet.plugins.store_overlay import builtin
-from pallet.plugins.store_overlay import mount as mountlib
-from pallet.plugins.store_overlay.store import ImageStore
+from pallet.distribution import busybox_image as builtin
+from pallet.linux import mounts as mountlib
+from pallet.imagestore.store import ImageStore
 from store_helpers import LayerBuilder
 
 

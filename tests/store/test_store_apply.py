@@ -11,10 +11,10 @@ import pytest
 
 from pallet.core.errors import FailedPrecondition, InvalidArgument
 from pallet.core.models import Mount
-from pallet.plugins.store_overlay.apply import Applier, apply_layer
-from pallet.plugins.store_overlay.content import ContentStore
-from pallet.plugins.store_overlay.images import MT_DOCKER_LAYER
-from pallet.plugins.store_overlay.snapshots import NativeSnapshotter, OverlaySnapshotter
+from pallet.imagestore.apply import Applier, apply_layer
+from pallet.imagestore.content import ContentStore
+from pallet.distribution.mediatypes import MT_DOCKER_LAYER
+from pallet.imagestore.snapshots import NativeSnapshotter, OverlaySnapshotter
 from store_helpers import needs_overlay, needs_root, overlay_available
 
 pytestmark = needs_root

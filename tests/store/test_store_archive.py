@@ -14,11 +14,15 @@ import tarfile
 import pytest
 
 from pallet.core.errors import InvalidArgument, NotFound
-from pallet.plugins.store_overlay import builtin
-from pallet.plugins.store_overlay.archive import normalize_name, read_archive
-from pallet.plugins.store_overlay.images import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER,
-                                                 MT_DOCKER_LAYER_GZIP, MT_DOCKER_MANIFEST,
-                                                 MT_OCI_MANIFEST, Platform, chain_ids)
+from pallet.distribution import busybox_image as builtin
+from pallet.distribution.archive import normalize_name, read_archive
+from pallet.distribution.mediatypes import (
+    MT_DOCKER_CONFIG,
+    MT_DOCKER_LAYER,
+    MT_DOCKER_LAYER_GZIP,
+    MT_DOCKER_MANIFEST,
+    MT_OCI_MANIFEST)
+from pallet.distribution.platforms import Platform, chain_ids
 
 
 def sha(data: bytes) -> str:
@@ -265,14 +269,14 @@ def test_invalid_references(bad):
 
 def test_builtin_command_line(tmp_path):
     out = tmp_path / "cli.tar"
-    proc = subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin",
+    proc = subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image",
                            str(out), "--name", "busybox:latest", "--name", "test/bb:1"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == builtin.build_image().image_id
     with read_archive(str(out)) as archive:
         assert sorted(i.name for i in archive.images()) == [
             "docker.io/library/busybox:latest", "docker.io/test/bb:1"]
-    proc = subprocess.run([sys.executable, "-m", "pallet.plugins.store_overlay.builtin",
+    proc = subprocess.run([sys.executable, "-m", "pallet.distribution.busybox_image",
                            str(out), "--busybox", str(tmp_path / "nope")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "no such file" in proc.stderr

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from pallet.plugins.store_overlay.content import ContentStore, parse_digest
+from pallet.imagestore.content import ContentStore, parse_digest
 
 
 def dg(data: bytes) -> str:

@@ -2,7 +2,7 @@
 what they refer to; everything else goes."""
 from __future__ import annotations
 
-from pallet.plugins.store_overlay.metadata import LeaseResource
+from pallet.imagestore.metadata import LeaseResource
 from store_helpers import needs_root
 
 pytestmark = needs_root

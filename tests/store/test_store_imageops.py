@@ -12,11 +12,10 @@ import tarfile
 import pytest
 
 from pallet.core.errors import InvalidArgument
-from pallet.plugins.store_overlay import imageops
-from pallet.plugins.store_overlay.gc import lease_ended
-from pallet.plugins.store_overlay.metadata import LeaseResource
-from pallet.plugins.store_overlay.targets import (LABEL_GC_EXPIRE, LABEL_LEASE_OWNER,
-                                                  owner_label)
+from pallet.imagestore import imageops
+from pallet.imagestore.gc import lease_ended
+from pallet.imagestore.metadata import LeaseResource
+from pallet.distribution.targets import LABEL_GC_EXPIRE, LABEL_LEASE_OWNER, owner_label
 from store_helpers import needs_overlay, needs_root
 
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from pallet.plugins.store_overlay import builtin
-from pallet.plugins.store_overlay.archive import read_archive
+from pallet.distribution import busybox_image as builtin
+from pallet.distribution.archive import read_archive
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("containerd") or not shutil.which("ctr"),

@@ -8,8 +8,8 @@ import pytest
 
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.core.models import Descriptor
-from pallet.plugins.store_overlay import filters
-from pallet.plugins.store_overlay.metadata import (ImageRecord, LeaseResource, MetadataStore)
+from pallet.imagestore import filters
+from pallet.imagestore.metadata import ImageRecord, LeaseResource, MetadataStore
 
 MT = "application/vnd.docker.distribution.manifest.v2+json"
 D1 = Descriptor(MT, "sha256:" + "1" * 64, 100)

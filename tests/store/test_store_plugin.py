@@ -1,4 +1,4 @@
-"""The plugin's wiring: role, paths from docs/CONTRACTS.md, lazy construction."""
+"""The plugin's wiring: role, paths from docs/ARCHITECTURE.md, lazy construction."""
 from __future__ import annotations
 
 import subprocess
@@ -50,8 +50,8 @@ def test_default_snapshotter_from_config(tmp_path):
 
 def test_plugin_import_is_light():
     code = ("import sys; import pallet.plugins.store_overlay.plugin as p; "
-            "heavy = [m for m in ('sqlite3', 'tarfile', 'pallet.plugins.store_overlay.content',"
-            " 'pallet.plugins.store_overlay.store') if m in sys.modules]; print(heavy)")
+            "heavy = [m for m in ('sqlite3', 'tarfile', 'pallet.imagestore.content',"
+            " 'pallet.imagestore.store') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"

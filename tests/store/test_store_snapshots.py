@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pallet.plugins.store_overlay.snapshots import NativeSnapshotter, OverlaySnapshotter
+from pallet.imagestore.snapshots import NativeSnapshotter, OverlaySnapshotter
 from store_helpers import needs_overlay, needs_root, overlay_available
 
 KINDS = {"overlayfs": OverlaySnapshotter, "native": NativeSnapshotter}

@@ -11,8 +11,8 @@ import pytest
 
 from pallet.core.errors import InvalidArgument
 from pallet.core.models import Descriptor
-from pallet.plugins.store_overlay.images import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST
-from pallet.plugins.store_overlay.archive import docker_manifest, manifest_bytes
+from pallet.distribution.mediatypes import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST
+from pallet.distribution.archive import docker_manifest, manifest_bytes
 from store_helpers import needs_root, overlay_available
 
 pytestmark = needs_root

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from pallet.core.proto.containerd.services.containers.v1 import containers_pb2 as pb
-from pallet.core.proto.containerd.services.containers.v1 import containers_pb2_grpc
+from pallet.proto.containerd.services.containers.v1 import containers_pb2 as pb
+from pallet.proto.containerd.services.containers.v1 import containers_pb2_grpc
 
-from ..rpc import namespace_of, stream, unary
+from pallet.plugins.api_grpc.rpc import namespace_of, stream, unary
 
 
 class ContainersService(containers_pb2_grpc.ContainersServicer):

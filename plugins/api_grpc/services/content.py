@@ -9,12 +9,13 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from pallet.core import errors
-from pallet.core.proto.containerd.events import content_pb2 as ev
-from pallet.core.proto.containerd.services.content.v1 import content_pb2 as pb
-from pallet.core.proto.containerd.services.content.v1 import content_pb2_grpc
+from pallet.proto.containerd.events import content_pb2 as ev
+from pallet.proto.containerd.services.content.v1 import content_pb2 as pb
+from pallet.proto.containerd.services.content.v1 import content_pb2_grpc
 
-from .. import convert, filters
-from ..rpc import lease_of, namespace_of, stream, unary
+from pallet.containerd_services import convert
+from pallet.containerd import filters
+from pallet.plugins.api_grpc.rpc import lease_of, namespace_of, stream, unary
 
 READ_CHUNK = 1 << 20
 
@@ -170,7 +171,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
                     return
                 yield resp
         except Exception as exc:  # noqa: BLE001 - mapped to a status like every call
-            from ..rpc import status_of
+            from pallet.plugins.api_grpc.rpc import status_of
 
             code, message = status_of(exc)
             context.abort(code, message)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pallet.core import errors
-from pallet.core.proto.containerd.services.diff.v1 import diff_pb2 as pb
-from pallet.core.proto.containerd.services.diff.v1 import diff_pb2_grpc
+from pallet.proto.containerd.services.diff.v1 import diff_pb2 as pb
+from pallet.proto.containerd.services.diff.v1 import diff_pb2_grpc
 
-from .. import convert
-from ..rpc import namespace_of, unary
+from pallet.containerd_services import convert
+from pallet.plugins.api_grpc.rpc import namespace_of, unary
 
 
 class DiffService(diff_pb2_grpc.DiffServicer):

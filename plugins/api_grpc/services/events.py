@@ -4,10 +4,9 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from pallet.core import errors
-from pallet.core.proto.containerd.services.events.v1 import events_pb2 as pb
-from pallet.core.proto.containerd.services.events.v1 import events_pb2_grpc
+from pallet.proto.containerd.services.events.v1 import events_pb2_grpc
 
-from ..rpc import namespace_of, stream, unary
+from pallet.plugins.api_grpc.rpc import namespace_of, stream, unary
 
 
 class EventsService(events_pb2_grpc.EventsServicer):
@@ -35,16 +34,3 @@ class EventsService(events_pb2_grpc.EventsServicer):
 
 def register(server, backend) -> None:
     events_pb2_grpc.add_EventsServicer_to_server(EventsService(backend), server)
-
-
-def ttrpc_services(backend) -> dict:
-    """``containerd.services.events.ttrpc.v1.Events/Forward`` for shims, on ``<socket>.ttrpc``."""
-    from pallet.core.proto.containerd.services.ttrpc.events.v1 import events_pb2 as tpb
-
-    def forward(req):
-        # the ttrpc Envelope has the fields and numbers of the gRPC one
-        backend.exchange.forward(pb.Envelope.FromString(req.envelope.SerializeToString()))
-        return empty_pb2.Empty()
-
-    return {"containerd.services.events.ttrpc.v1.Events": {"Forward": (tpb.ForwardRequest,
-                                                                        forward)}}

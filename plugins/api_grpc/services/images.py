@@ -5,11 +5,11 @@ import threading
 
 from google.protobuf import empty_pb2
 
-from pallet.core.proto.containerd.services.images.v1 import images_pb2 as pb
-from pallet.core.proto.containerd.services.images.v1 import images_pb2_grpc
+from pallet.proto.containerd.services.images.v1 import images_pb2 as pb
+from pallet.proto.containerd.services.images.v1 import images_pb2_grpc
 
-from .. import convert
-from ..rpc import namespace_of, unary
+from pallet.containerd_services import convert
+from pallet.plugins.api_grpc.rpc import namespace_of, unary
 
 _GC_LOCK = threading.Lock()
 

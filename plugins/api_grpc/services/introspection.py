@@ -1,12 +1,12 @@
 """containerd.services.introspection.v1.Introspection."""
 from __future__ import annotations
 
-from pallet.core.proto.containerd.services.introspection.v1 import introspection_pb2 as pb
-from pallet.core.proto.containerd.services.introspection.v1 import introspection_pb2_grpc
-from pallet.core.proto.containerd.types import platform_pb2
+from pallet.proto.containerd.services.introspection.v1 import introspection_pb2 as pb
+from pallet.proto.containerd.services.introspection.v1 import introspection_pb2_grpc
+from pallet.proto.containerd.types import platform_pb2
 
-from .. import filters
-from ..rpc import unary
+from pallet.containerd import filters
+from pallet.plugins.api_grpc.rpc import unary
 
 
 def _adapt(p, path):

@@ -9,11 +9,12 @@ import secrets
 
 from google.protobuf import empty_pb2
 
-from pallet.core.proto.containerd.services.leases.v1 import leases_pb2 as pb
-from pallet.core.proto.containerd.services.leases.v1 import leases_pb2_grpc
+from pallet.proto.containerd.services.leases.v1 import leases_pb2 as pb
+from pallet.proto.containerd.services.leases.v1 import leases_pb2_grpc
 
-from .. import convert, filters
-from ..rpc import namespace_of, unary
+from pallet.containerd_services import convert
+from pallet.containerd import filters
+from pallet.plugins.api_grpc.rpc import namespace_of, unary
 
 
 def lease_pb(lease) -> pb.Lease:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from pallet.core.proto.containerd.services.namespaces.v1 import namespace_pb2 as pb
-from pallet.core.proto.containerd.services.namespaces.v1 import namespace_pb2_grpc
+from pallet.proto.containerd.services.namespaces.v1 import namespace_pb2 as pb
+from pallet.proto.containerd.services.namespaces.v1 import namespace_pb2_grpc
 
-from ..rpc import unary
+from pallet.plugins.api_grpc.rpc import unary
 
 
 def _ns(n) -> pb.Namespace:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from pallet.core.proto.containerd.events import snapshot_pb2 as ev
-from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2 as pb
-from pallet.core.proto.containerd.services.snapshots.v1 import snapshots_pb2_grpc
+from pallet.proto.containerd.events import snapshot_pb2 as ev
+from pallet.proto.containerd.services.snapshots.v1 import snapshots_pb2 as pb
+from pallet.proto.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 
-from .. import convert
-from ..rpc import lease_of, namespace_of, stream, unary
+from pallet.containerd_services import convert
+from pallet.plugins.api_grpc.rpc import lease_of, namespace_of, stream, unary
 
 _KINDS = {"view": pb.VIEW, "active": pb.ACTIVE, "committed": pb.COMMITTED}
 

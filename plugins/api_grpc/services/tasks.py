@@ -4,11 +4,11 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from pallet.core import errors
-from pallet.core.proto.containerd.services.tasks.v1 import tasks_pb2 as pb
-from pallet.core.proto.containerd.services.tasks.v1 import tasks_pb2_grpc
+from pallet.proto.containerd.services.tasks.v1 import tasks_pb2 as pb
+from pallet.proto.containerd.services.tasks.v1 import tasks_pb2_grpc
 
-from .. import filters
-from ..rpc import namespace_of, unary
+from pallet.containerd import filters
+from pallet.plugins.api_grpc.rpc import namespace_of, unary
 
 
 def _adapt(p, path):

@@ -1,9 +1,9 @@
 """containerd.services.version.v1.Version."""
 from __future__ import annotations
 
-from pallet.core.proto.containerd.services.version.v1 import version_pb2, version_pb2_grpc
+from pallet.proto.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 
-from ..rpc import unary
+from pallet.plugins.api_grpc.rpc import unary
 
 
 class VersionService(version_pb2_grpc.VersionServicer):

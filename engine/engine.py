@@ -1,0 +1,82 @@
+"""The Docker engine as a library: what dockerd does behind its API, over a
+containerd, for any client protocol (``kernel.provide("client_protocol")``
+serves it; moby's ``daemon/`` under ``api/server/router/``)."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("pallet.engine")
+
+NAMESPACE = "moby"
+
+
+class Engine:
+    """dockerd's engine over a containerd: the services every client protocol
+    serves (containers, images, volumes, execs, system).
+
+    Build it with the kernel of palletd (or of a program that embeds the
+    engine), :meth:`start` it before serving and :meth:`close` it after.
+    The roles it needs (network, port proxy) come from ``kernel.provide``.
+    """
+
+    def __init__(self, kernel, *, containerd_address: str, runtime: str,
+                 cgroup_parent: str = "/pallet", debug: bool = False,
+                 live_restore: bool = False, volume_plugin_dirs=None):
+        from pallet.core.errors import ConfigError
+
+        if volume_plugin_dirs is not None and (
+                not isinstance(volume_plugin_dirs, list)
+                or not all(isinstance(d, str) for d in volume_plugin_dirs)):
+            raise ConfigError("configuration: [engine] volume-plugin-dirs must be a "
+                              "list of directories")
+        self.volume_plugin_dirs = volume_plugin_dirs
+        self.kernel = kernel
+        self.live_restore = live_restore
+        self.containerd_address = containerd_address
+        self.runtime = runtime
+        self.cgroup_parent = cgroup_parent
+        self.debug = debug
+        self.ctrd = None
+        self.containers = self.images = self.system = self.volumes = self.execs = None
+
+    @classmethod
+    def from_kernel(cls, kernel) -> "Engine":
+        """The engine as the kernel's options and the ``[engine]`` section configure it."""
+        cfg = kernel.config.section("engine")
+        opts = kernel.options
+        return cls(kernel, containerd_address=opts.containerd_address
+                   or kernel.paths.containerd_socket,
+                   runtime=cfg.get("runtime") or "io.containerd.runc.v2",
+                   cgroup_parent=cfg.get("cgroup-parent") or "/pallet",
+                   debug=opts.debug, live_restore=opts.live_restore,
+                   volume_plugin_dirs=cfg.get("volume-plugin-dirs"))
+
+    async def start(self) -> "Engine":
+        """Connect to containerd and load every container (before serving)."""
+        from pallet.containerd.client import Containerd
+        from pallet.engine.containers import ContainerService
+        from pallet.engine.exec import ExecService
+        from pallet.engine.images import ImageService
+        from pallet.engine.system import SystemService
+        from pallet.engine.volumes import VolumeService
+
+        self.ctrd = ctrd = Containerd(self.containerd_address, NAMESPACE)
+        self.images = ImageService(self.kernel, ctrd)
+        self.volumes = VolumeService(self.kernel, plugin_dirs=self.volume_plugin_dirs)
+        self.containers = ContainerService(self.kernel, ctrd, self.images, runtime=self.runtime,
+                                           cgroup_parent=self.cgroup_parent,
+                                           volumes=self.volumes, live_restore=self.live_restore)
+        self.execs = ExecService(self.kernel, ctrd, self.containers)
+        self.system = SystemService(self.kernel, ctrd, self.containers, self.images,
+                                    debug=self.debug, volumes=self.volumes)
+        await self.containers.restore()
+        return self
+
+    async def close(self) -> None:
+        """Stop the engine's background work; containers keep running."""
+        if self.containers is not None:
+            await self.containers.shutdown()
+        if self.volumes is not None:
+            await self.volumes.close()
+        if self.ctrd is not None:
+            await self.ctrd.close()

@@ -56,6 +56,7 @@ class Engine:
         from pallet.containerd.client import Containerd
         from pallet.engine.containers import ContainerService
         from pallet.engine.exec import ExecService
+        from pallet.engine.health import HealthMonitor
         from pallet.engine.images import ImageService
         from pallet.engine.system import SystemService
         from pallet.engine.volumes import VolumeService
@@ -67,6 +68,7 @@ class Engine:
                                            cgroup_parent=self.cgroup_parent,
                                            volumes=self.volumes, live_restore=self.live_restore)
         self.execs = ExecService(self.kernel, ctrd, self.containers)
+        self.containers.health = HealthMonitor(self.containers, self.execs)
         self.system = SystemService(self.kernel, ctrd, self.containers, self.images,
                                     debug=self.debug, volumes=self.volumes)
         await self.containers.restore()

@@ -90,7 +90,8 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
     def log_of(self, c: Container) -> ContainerLog:
         """The live log of a container, made on demand so that attach-before-start works."""
         if c.log is None:
-            c.log = ContainerLog.for_config(c.log_path, c.data["HostConfig"].get("LogConfig"))
+            c.log = ContainerLog.for_config(c.log_path, c.data["HostConfig"].get("LogConfig"),
+                                            container=c)
         return c.log
 
     def emit(self, c: Container, action: str, **attrs) -> None:

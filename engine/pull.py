@@ -185,6 +185,11 @@ class Distribution:
 
         ref = parse_pull_reference(image, tag)
         plat = parse_platform(platform) if platform else None
+        from pallet.engine import metrics as metricsmod
+
+        m = metricsmod.of(self.kernel)
+        if m is not None:
+            progress = metricsmod.PullCounter(m, progress)
         target = naming_target(self.images)
         async with self.registry(creds) as registry:
             if ref.tag is None and ref.digest is None:

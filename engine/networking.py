@@ -25,7 +25,8 @@ def info(c) -> dict:
             "exposed_ports": cfg.get("ExposedPorts") or {},
             "hosts_path": c.data.get("HostsPath", ""),
             "hostname_path": c.data.get("HostnamePath", ""),
-            "resolv_conf_path": c.data.get("ResolvConfPath", "")}
+            "resolv_conf_path": c.data.get("ResolvConfPath", ""),
+            "mac_address": cfg.get("MacAddress") or ""}
 
 
 def _roles(kernel):

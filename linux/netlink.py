@@ -263,6 +263,11 @@ def _set_ipv6(ifname: str, on: bool) -> None:
 IFA_F_NODAD = 0x02
 
 
+def _broadcast(ip: str, prefixlen: int) -> str:
+    """The broadcast address libnetwork gives an endpoint's IPv4 address."""
+    return str(ipaddress.ip_network(f"{ip}/{prefixlen}", strict=False).broadcast_address)
+
+
 def netlink_socket():
     """A route netlink socket; opened inside a sandbox, it stays bound to that
     namespace, so the worker thread can configure the sandbox through it
@@ -301,7 +306,8 @@ class SandboxLinks:
                 idx = index_of(ipr, ep["ifname"])
                 if idx is None:
                     raise PalletError(f"sandbox: {step}: no such device")
-                ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"])
+                ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"],
+                         broadcast=_broadcast(ep["ip"], ep["prefixlen"]))
                 if ep.get("ip6"):
                     # no duplicate address detection: the address is usable at
                     # once (the IPAM made sure it is unique), as libnetwork sets it

@@ -19,9 +19,11 @@ nat
 
 The whole set is recomputed from the network records and synced (see
 ``xtables.sync``): idempotent, reconciled at start, never duplicated.  The
-networks with IPv6 get the same chains and rules in ip6tables (their IPv6
-subnets masqueraded as with ``--ip6tables``); the chains exist in ip6tables
-only while such a network does.
+networks with IPv6 get the same filter chains and rules in ip6tables; their
+IPv6 subnets are routed, not masqueraded, as by dockerd 20.10 (whose IPv6
+NAT is the experimental ``--ip6tables``; python-iptables also cannot load
+the MASQUERADE target for both families in one process).  The chains exist
+in ip6tables only while such a network does.
 """
 from __future__ import annotations
 
@@ -73,11 +75,9 @@ def apply(prefix: str, networks) -> None:
     xtables.sync("nat", nat, jumps=[("POSTROUTING", ("-j", f"{prefix}-POSTROUTING"))])
     v6 = [n for n in networks if getattr(n, "ipv6", False)]
     if v6:
-        filt, nat = rules(prefix, v6, family=6)
+        filt, _ = rules(prefix, v6, family=6)
         xtables.sync("filter", filt, jumps=[("FORWARD", ("-j", f"{prefix}-FORWARD"))],
                      ensure=(prefix,), family=6)
-        xtables.sync("nat", nat, jumps=[("POSTROUTING", ("-j", f"{prefix}-POSTROUTING"))],
-                     family=6)
     else:
         remove(prefix, families=(6,))
 
@@ -87,7 +87,8 @@ def remove(prefix: str, families=(4, 6)) -> None:
     names = chains(prefix)
     for family in families:
         xtables.remove_chains("filter", names["filter"], family)
-        xtables.remove_chains("nat", names["nat"], family)
+        if family == 4:
+            xtables.remove_chains("nat", names["nat"], family)
 
 
 def enable_forwarding(ipv6: bool = False) -> None:

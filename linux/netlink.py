@@ -308,6 +308,10 @@ class SandboxLinks:
                     raise PalletError(f"sandbox: {step}: no such device")
                 ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"],
                          broadcast=_broadcast(ep["ip"], ep["prefixlen"]))
+                for extra in ep.get("linklocal") or ():
+                    # --link-local-ip: one more address, on the link only
+                    ipr.addr("add", index=idx, address=extra,
+                             prefixlen=64 if ":" in extra else 16)
                 if ep.get("ip6"):
                     # no duplicate address detection: the address is usable at
                     # once (the IPAM made sure it is unique), as libnetwork sets it

@@ -134,8 +134,7 @@ class Network:
             if aux:
                 entry["AuxiliaryAddresses"] = dict(aux)
             ipam_config.append(entry)
-        ipam_options = self.ipam_options if self.ipam_options is not None else (
-            None if self.default else {})
+        ipam_options = self.ipam_options
         return {
             "Name": self.name, "Id": self.id, "Created": self.created, "Scope": "local",
             "Driver": self.driver, "EnableIPv6": self.enable_ipv6,
@@ -235,11 +234,12 @@ def parse_create(body, *, nid: str, created: str) -> Network:
                    masquerade=_bool_opt(options.get(OPT_MASQ), True), host_ip=host_ip,
                    default=False, user_subnet=bool(subnet), aux=v4.get("aux") or {},
                    user_range=bool(v4.get("ip_range")), enable_ipv6=enable_ipv6,
-                   subnet6=v6.get("subnet", "") if enable_ipv6 else "",
-                   gateway6=v6.get("gateway", "") if enable_ipv6 else "",
-                   ip_range6=(v6.get("ip_range") or v6.get("subnet", "")) if enable_ipv6 else "",
-                   aux6=v6.get("aux") or {} if enable_ipv6 else {},
-                   ipam_options=dict(ipam_options) if ipam_options is not None else {})
+                   # an IPv6 pool without EnableIPv6 is kept and shown (as dockerd
+                   # does) but hands out no address
+                   subnet6=v6.get("subnet", ""), gateway6=v6.get("gateway", ""),
+                   ip_range6=v6.get("ip_range") or v6.get("subnet", ""),
+                   aux6=v6.get("aux") or {},
+                   ipam_options=dict(ipam_options) if ipam_options is not None else None)
 
 
 def _ipam_entry(c: dict, family: int) -> dict:

@@ -17,6 +17,7 @@ the runtime joins it through the ``path`` of the spec's network namespace.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -166,11 +167,9 @@ class SandboxMixin:
             if aliases:
                 raise InvalidArgument("network-scoped alias is supported only for containers "
                                       "in user defined networks")
-        elif (want and not n.user_subnet) or (want6 and not n.ipv6):
+        elif (want and not n.user_subnet) or (want6 and not n.subnet6):
             raise InvalidArgument("user specified IP address is supported only when connecting "
                                   "to networks with user configured subnets")
-        import ipaddress
-
         from pallet.plugins.net_bridge.ipam import parse_address
         for text, subnet, family in ((want, n.subnet, 4), (want6, n.subnet6, 6)):
             if text and parse_address(text, f"IPv{family} address", family) not in \
@@ -181,8 +180,16 @@ class SandboxMixin:
             name, _, alias = link.partition(":")
             if not name or (":" in alias):
                 raise InvalidArgument(f"invalid link {link!r}: NAME[:ALIAS] expected")
+        linklocal = [str(x) for x in (ipam.get("LinkLocalIPs") or [])]
+        for text in linklocal:
+            if not _is_ip(text):
+                raise InvalidArgument(f"invalid link-local IP address: {text}")
+        opts = ep.get("DriverOpts") or None
+        if opts is not None and not isinstance(opts, dict):
+            raise InvalidArgument("invalid DriverOpts: a map of strings is expected")
         return {"network": n.id, "aliases": aliases, "ipv4": want, "ipv6": want6, "mac": mac,
-                "links": links}
+                "links": links, "linklocal": linklocal,
+                "driver_opts": {str(k): str(v) for k, v in opts.items()} if opts else None}
 
     def _endpoint_links(self, rec: dict, nid: str) -> list[dict]:
         """The ``Links`` of the container's endpoint on network ``nid``
@@ -356,6 +363,7 @@ class SandboxMixin:
         return {"network": n.id, "id": new_id(), "ifname": ifname,
                 "host_ifname": links.veth_name(), "ip": ip, "prefixlen": n.prefixlen,
                 "mac": mac.lower(), "mtu": n.mtu, "gateway": n.gateway, "ip6": ip6,
+                "linklocal": list(req.get("linklocal") or ()),
                 "prefixlen6": n.prefixlen6 if ip6 else 0,
                 "gateway6": n.gateway6 if ip6 else ""}
 
@@ -739,6 +747,14 @@ def _empty_settings() -> dict:
             "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "", "Networks": {}}
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def check_mac(mac: str) -> None:
     import re
 
@@ -751,7 +767,8 @@ def _endpoint_view(n, req, ep, endpoint_id: str = "", cid: str = "") -> dict:
     aliases = None
     if req is not None and n.user_defined:
         aliases = list(req.get("aliases") or []) + ([cid[:12]] if cid else [])
-    ipam = {k: req[v] for k, v in (("IPv4Address", "ipv4"), ("IPv6Address", "ipv6"))
+    ipam = {k: req[v] for k, v in (("IPv4Address", "ipv4"), ("IPv6Address", "ipv6"),
+                                   ("LinkLocalIPs", "linklocal"))
             if req and req.get(v)} or None
     ep = ep or {}
     return {"IPAMConfig": ipam, "Links": list(req.get("links") or ()) or None if req else None,
@@ -761,4 +778,5 @@ def _endpoint_view(n, req, ep, endpoint_id: str = "", cid: str = "") -> dict:
             "IPPrefixLen": ep.get("prefixlen", 0), "IPv6Gateway": ep.get("gateway6", ""),
             "GlobalIPv6Address": ep.get("ip6", ""),
             "GlobalIPv6PrefixLen": ep.get("prefixlen6", 0),
-            "MacAddress": ep.get("mac", ""), "DriverOpts": None}
+            "MacAddress": ep.get("mac") or (req.get("mac") if req else "") or "",
+            "DriverOpts": req.get("driver_opts") if req else None}

@@ -202,25 +202,9 @@ class ContainerLog:
             q.put_nowait(LogEntry(stream, line, now))
 
     def _rotate(self) -> None:
-        """``path`` -> ``path.1`` -> ... -> ``path.<max_file-1>``; the oldest goes."""
         os.close(self._fd)
         self._fd = None
-        suffix = ".gz" if self.compress else ""
-        if self.max_file <= 1:
-            os.truncate(self.path, 0)
-        else:
-            for i in range(self.max_file - 1, 0, -1):
-                for sfx in ("", ".gz"):
-                    src = f"{self.path}.{i}{sfx}"
-                    if not os.path.exists(src):
-                        continue
-                    if i == self.max_file - 1:
-                        os.unlink(src)
-                    else:
-                        os.replace(src, f"{self.path}.{i + 1}{sfx}")
-            os.replace(self.path, f"{self.path}.1")
-            if suffix:
-                _gzip_file(f"{self.path}.1")
+        rotate(self.path, self.max_file, self.compress)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            0o640)
         self._size = 0
@@ -242,6 +226,26 @@ class ContainerLog:
 
     def unsubscribe_lines(self, q: asyncio.Queue) -> None:
         self._line_subscribers.discard(q)
+
+
+def rotate(path: str, max_file: int, compress: bool) -> None:
+    """``path`` -> ``path.1`` -> ... -> ``path.<max_file-1>`` (``.gz`` with
+    ``compress``); the oldest goes (dockerd's rotation, json-file and local)."""
+    if max_file <= 1:
+        os.truncate(path, 0)
+        return
+    for i in range(max_file - 1, 0, -1):
+        for sfx in ("", ".gz"):
+            src = f"{path}.{i}{sfx}"
+            if not os.path.exists(src):
+                continue
+            if i == max_file - 1:
+                os.unlink(src)
+            else:
+                os.replace(src, f"{path}.{i + 1}{sfx}")
+    os.replace(path, f"{path}.1")
+    if compress:
+        _gzip_file(f"{path}.1")
 
 
 def _gzip_file(path: str) -> None:
@@ -304,12 +308,15 @@ def open_files(path: str) -> list[tuple]:
 BLOCK = 1 << 20  # bytes of log file parsed at a time when streaming
 
 
-def read_blocks(files: list[tuple]):
+def read_blocks(files: list[tuple], parse=None):
     """The entries of files from :func:`open_files`, a list per block of about
     :data:`BLOCK` bytes, so that the first ones can be sent while the rest is
-    read.  The caller closes the files."""
+    read.  ``parse(data, out)`` appends the whole records of ``data`` to
+    ``out`` and returns what is left of a record cut at the block's end
+    (default: json-file lines).  The caller closes the files."""
     import gzip
 
+    parse = parse or _parse_json_block
     for f, gz, size in files:
         try:
             reader = gzip.open(f, "rb") if gz else f
@@ -319,20 +326,25 @@ def read_blocks(files: list[tuple]):
                 if left is not None:
                     block = block[:left]
                     left -= len(block)
-                head, sep, carry = (carry + block).rpartition(b"\n")
                 out: list[LogEntry] = []
-                _parse_lines(head + sep, out)
+                carry = parse(carry + block, out)
                 if out:
                     yield out
                 if left == 0:
                     break
-            if carry:
+            if carry and parse is _parse_json_block:
                 out = []
                 _parse_lines(carry, out)
                 if out:
                     yield out
         except (OSError, EOFError, ValueError):  # ValueError: closed by the caller
             continue
+
+
+def _parse_json_block(data: bytes, out: list) -> bytes:
+    head, sep, carry = data.rpartition(b"\n")
+    _parse_lines(head + sep, out)
+    return carry
 
 
 def read_open_files(files: list[tuple], blocks=None) -> list[LogEntry]:

@@ -112,27 +112,19 @@ def json_file_settings(opts: dict) -> dict:
 
 def local_settings(opts: dict, prefix: str = "") -> dict:
     """The local driver's values (``prefix`` "cache-" for the dual-logging cache)."""
-    size, files, compress = LOCAL_MAX_SIZE, LOCAL_MAX_FILE, True
-    key = prefix + "max-size"
-    if opts.get(key):
+    def value(key, parse, default, why):
+        if not opts.get(prefix + key):
+            return default
         try:
-            size = go_size(opts[key])
+            return parse(opts[prefix + key])
         except ValueError as e:
-            raise _fail(f"invalid value for {key}: {opts[key]}: {e}") from None
-    key = prefix + "max-file"
-    if opts.get(key):
-        try:
-            files = go_int(opts[key])
-        except ValueError as e:
-            raise _fail(f"invalid value for {key}: {opts[key]}: {e}") from None
-        if files < 1:
-            raise _fail(f"{key} cannot be less than 1")
-    key = prefix + "compress"
-    if opts.get(key):
-        try:
-            compress = go_bool(opts[key])
-        except ValueError as e:
-            raise _fail(f"error reading compress log option: {e}") from None
+            raise _fail(why.format(key=prefix + key, value=opts[prefix + key], e=e)) from None
+
+    size = value("max-size", go_size, LOCAL_MAX_SIZE, "invalid value for {key}: {value}: {e}")
+    files = value("max-file", go_int, LOCAL_MAX_FILE, "invalid value for {key}: {value}: {e}")
+    if files < 1:
+        raise _fail(f"{prefix}max-file cannot be less than 1")
+    compress = value("compress", go_bool, True, "error reading compress log option: {e}")
     return {"max_size": size, "max_file": files, "compress": compress}
 
 

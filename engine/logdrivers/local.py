@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import struct
 
-from pallet.engine.logs import LogEntry, _gzip_file
+from pallet.engine.logs import LogEntry, rotate
 
 _SOURCE, _TIME, _LINE, _PARTIAL = 0x0A, 0x10, 0x1A, 0x20
 
@@ -87,28 +87,10 @@ def parse_block(data: bytes, out: list) -> bytes:
 
 def read_blocks(files: list[tuple]):
     """The entries of files from :func:`pallet.engine.logs.open_files`, a
-    list per block (the same contract as the json-file reader)."""
-    import gzip
+    list per block (the json-file reader's, with this format's records)."""
+    from pallet.engine.logs import read_blocks as blocks
 
-    from pallet.engine.logs import BLOCK
-
-    for f, gz, size in files:
-        try:
-            reader = gzip.open(f, "rb") if gz else f
-            left = None if gz else size
-            carry = b""
-            for block in iter(lambda: reader.read(BLOCK), b""):
-                if left is not None:
-                    block = block[:left]
-                    left -= len(block)
-                out: list[LogEntry] = []
-                carry = parse_block(carry + block, out)
-                if out:
-                    yield out
-                if left == 0:
-                    break
-        except (OSError, EOFError, ValueError):
-            continue
+    return blocks(files, parse_block)
 
 
 class LocalWriter:
@@ -140,21 +122,7 @@ class LocalWriter:
 
     def _rotate(self) -> None:
         os.close(self._fd)
-        if self.max_file <= 1:
-            os.truncate(self.path, 0)
-        else:
-            for i in range(self.max_file - 1, 0, -1):
-                for sfx in ("", ".gz"):
-                    src = f"{self.path}.{i}{sfx}"
-                    if not os.path.exists(src):
-                        continue
-                    if i == self.max_file - 1:
-                        os.unlink(src)
-                    else:
-                        os.replace(src, f"{self.path}.{i + 1}{sfx}")
-            os.replace(self.path, f"{self.path}.1")
-            if self.compress:
-                _gzip_file(f"{self.path}.1")
+        rotate(self.path, self.max_file, self.compress)
         self._fd = self._open()
         self._size = 0
 

@@ -3,9 +3,9 @@ palletd side is tests/api's ``Palletd``, which has the same methods)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 
+from api_harness import Palletd
 from engines import DOCKER_CLI, Docker
 
 
@@ -21,10 +21,7 @@ class RealDocker(Docker):
                                  f"{r.stderr.decode(errors='replace')}")
         return r
 
-    def api(self, method: str, path: str, body=None, *, raw: bytes | None = None,
-            headers: dict | None = None, timeout: float = 30):
-        return raw_request(self.sock, method, path, body, raw=raw, headers=headers,
-                           timeout=timeout)
+    api = Palletd.api  # a raw request on this engine's socket, the same way
 
     def client(self):
         import docker
@@ -37,28 +34,6 @@ class RealDocker(Docker):
             if ids:
                 self.docker("rm", "-f", *ids, check=False)
         self.stop()
-
-
-def raw_request(sock_path: str, method: str, path: str, body=None, *, raw: bytes | None = None,
-                headers: dict | None = None, timeout: float = 30):
-    """One HTTP request on a unix socket: ``(status, headers, body bytes)``."""
-    import http.client
-
-    class Conn(http.client.HTTPConnection):
-        def connect(conn):
-            conn.sock = socket.socket(socket.AF_UNIX)
-            conn.sock.settimeout(timeout)
-            conn.sock.connect(sock_path)
-
-    c = Conn("localhost")
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    hdrs = {"Content-Type": "application/json"} if data is not None else {}
-    hdrs.update(headers or {})
-    c.request(method, path, body=data, headers=hdrs)
-    r = c.getresponse()
-    out = (r.status, dict(r.getheaders()), r.read())
-    c.close()
-    return out
 
 
 def message(body: bytes) -> str:

@@ -116,7 +116,13 @@ class ImageStore(Protocol):
 
     @property
     def metadata(self) -> Any:
-        """Namespaces, images, leases and container records per namespace."""
+        """containerd's metadata per namespace, one owner for all of it:
+        namespaces, images, leases (and their resources), containers
+        (``create/get/list/update/delete_container``: ``id``, ``runtime``,
+        ``spec``, ``image``, ``snapshotter``, ``snapshot_key``, ``labels``...)
+        and which namespace holds which blob (``get/list/add/update/
+        delete_content_ref``, ``claimed_digests``).  :meth:`gc` keeps what
+        containers hold."""
 
     @property
     def applier(self) -> Any:
@@ -143,7 +149,8 @@ class ImageStore(Protocol):
         """Where a pull writes and a push reads, next to the store."""
 
     def gc(self, dry_run: bool = False) -> Any:
-        """Remove content and snapshots nothing refers to."""
+        """Remove content and snapshots nothing refers to: roots are images,
+        containers, live leases and ``containerd.io/gc.root`` labels."""
 
     def close(self) -> None: ...
 

@@ -23,6 +23,7 @@ deterministic: sorted entries, fixed owners and times.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ import os
 import posixpath
 import re
 import tarfile
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import AsyncIterator, BinaryIO, Callable, Iterator, Sequence
 
 import attrs
 
@@ -48,7 +49,7 @@ from pallet.distribution.mediatypes import (
     MT_OCI_LAYER_ZSTD,
     INDEX_TYPES,
     MANIFEST_TYPES)
-from pallet.distribution.manifests import resolve
+from pallet.distribution.manifests import gc_labels, resolve
 
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
@@ -68,6 +69,37 @@ class ArchiveBlob:
     size: int
     media_type: str
     open: Callable[[], BinaryIO] = attrs.field(eq=False, repr=False)
+
+    async def chunks(self, on_bytes=None) -> AsyncIterator[bytes]:
+        """The blob's bytes in 1 MiB chunks, read in a worker thread so that an
+        event loop goes on meanwhile; ``on_bytes(bytes so far)`` is awaited
+        after each chunk."""
+        loop = asyncio.get_running_loop()
+        f = await loop.run_in_executor(None, self.open)
+        done = 0
+        try:
+            while True:
+                chunk = await loop.run_in_executor(None, f.read, _CHUNK)
+                if not chunk:
+                    return
+                done += len(chunk)
+                yield chunk
+                if on_bytes is not None:
+                    await on_bytes(done)
+        finally:
+            f.close()
+
+    def gc_labels(self) -> dict[str, str]:
+        """The GC labels a manifest or index blob is stored with, so that
+        containerd keeps its children (:func:`.manifests.gc_labels`); none
+        for other blobs."""
+        if self.media_type not in INDEX_TYPES + MANIFEST_TYPES or self.size > 4 << 20:
+            return {}
+        with self.open() as f:
+            try:
+                return gc_labels(json.loads(f.read()))
+            except ValueError:
+                return {}
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ import pytest
 
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.core.models import Descriptor
-from pallet.imagestore import filters
+from pallet.containerd import filters
 from pallet.imagestore.metadata import ImageRecord, LeaseResource, MetadataStore
 
 MT = "application/vnd.docker.distribution.manifest.v2+json"

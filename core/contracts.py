@@ -63,7 +63,8 @@ class Snapshotter(Protocol):
 
     Keys are per namespace once :meth:`namespaced`; ``prepare`` and ``view``
     return the mounts that assemble the snapshot (``NotFound`` for a parent
-    that is not committed, ``AlreadyExists`` for a key in use)."""
+    that does not exist, ``InvalidArgument`` for one that is not committed,
+    ``AlreadyExists`` for a key in use)."""
 
     name: str
 
@@ -73,9 +74,12 @@ class Snapshotter(Protocol):
     def view(self, key: str, parent: str | None = None,
              labels: Mapping[str, str] | None = None) -> list[Mount]: ...
 
-    def mounts(self, key: str) -> list[Mount]: ...
+    def mounts(self, key: str) -> list[Mount]:
+        """Of an active snapshot or a view (``FailedPrecondition`` if committed)."""
 
-    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None: ...
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """The active ``key`` becomes the committed ``name`` (``FailedPrecondition``
+        unless active)."""
 
     def remove(self, key: str) -> None:
         """``FailedPrecondition`` while a child snapshot exists."""

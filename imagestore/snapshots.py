@@ -409,3 +409,7 @@ class NamespacedSnapshotter:
 
     def cleanup(self):
         return self.backend.cleanup()
+
+    def namespaced(self, namespace: str) -> "NamespacedSnapshotter":
+        """The same snapshotter seen from another namespace."""
+        return self.backend.namespaced(namespace)

@@ -17,8 +17,7 @@ def container(cid: str, **kw) -> ContainerRecord:
 
 def test_gc_keeps_referenced_and_removes_the_rest(store, busybox_tar):
     (rec,) = store.import_archive(busybox_tar, "default")
-    top = store.unpack(rec.target, "native", namespace="default")
-    snap = store.snapshotter("native").namespaced("default")
+    store.unpack(rec.target, "native", namespace="default")
     assert store.gc() == store.gc(dry_run=True)
     result = store.gc()
     assert result.content == () and result.snapshots == ()

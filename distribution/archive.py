@@ -24,7 +24,6 @@ deterministic: sorted entries, fixed owners and times.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import os
@@ -39,7 +38,8 @@ from pallet.core.errors import InvalidArgument, NotFound
 from pallet.core.models import Descriptor
 from pallet.distribution.reference import Reference
 
-from pallet.distribution.compression import detect_compression
+from pallet.distribution.compression import HashingReader, detect_compression
+from pallet.distribution.digests import sha256_digest
 from pallet.distribution.mediatypes import (
     MT_DOCKER_CONFIG,
     MT_DOCKER_LAYER,
@@ -215,11 +215,10 @@ def _read_json(source, name: str):
 
 
 def _hash_file(source, name: str) -> str:
-    h = hashlib.sha256()
     with source.open(name) as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+        reader = HashingReader(f)
+        reader.drain()
+    return "sha256:" + reader.hash.hexdigest()
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -322,7 +321,7 @@ class ImageArchive:
             manifest = manifest_bytes(docker_manifest(
                 Descriptor(config.media_type, config.digest, config.size),
                 [Descriptor(b.media_type, b.digest, b.size) for b in layers]))
-            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            digest = sha256_digest(manifest)
             self._blobs.setdefault(digest, ArchiveBlob(
                 digest, len(manifest), MT_DOCKER_MANIFEST, lambda data=manifest: io.BytesIO(data)))
             target = Descriptor(MT_DOCKER_MANIFEST, digest, len(manifest))

@@ -2,13 +2,13 @@
 manifest for one of them, and the chain IDs of a layer stack."""
 from __future__ import annotations
 
-import hashlib
 import platform as _platform
 from typing import Mapping, Sequence
 
 import attrs
 
 from pallet.core.errors import InvalidArgument, NotFound
+from pallet.distribution.digests import sha256_digest
 from pallet.distribution.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 
 _GOARCH = {"x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", "v8"),
@@ -125,6 +125,5 @@ def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
     """OCI chain IDs: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
     out: list[str] = []
     for d in diff_ids:
-        out.append(d if not out else
-                   "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+        out.append(d if not out else sha256_digest(f"{out[-1]} {d}".encode()))
     return tuple(out)

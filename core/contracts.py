@@ -248,7 +248,9 @@ class Network(Protocol):
     def shutdown(self) -> None: ...
 
     def register(self, container: dict) -> None:
-        """At create: check network mode, networks, aliases, ``--ip``."""
+        """At create: check network mode, networks, aliases, ``--ip``
+        (``InvalidArgument``, also for an unknown network: a 404 would make
+        the docker CLI pull the image)."""
 
     def setup(self, container: dict) -> dict:
         """At start, before the spec is built: make the sandbox (network

@@ -4,8 +4,9 @@ bind-mounted read-only at ``/sbin/docker-init``, and ``process.args``
 becoming ``/sbin/docker-init -- ARGS...``).
 
 It works with any runtime, since the spec asks for nothing but a bind
-mount.  The binary must be static: it runs inside the container's root,
-where the host's libraries are not.
+mount (``pallet.engine.spec.with_init_binary``, dockerd's way).  The
+binary must be static: it runs inside the container's root, where the
+host's libraries are not.
 """
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import os
 from pallet.core import errors
 
 DEFAULT_BINARY = "/usr/bin/tini-static"
-#: where dockerd mounts its docker-init
-TARGET = "/sbin/docker-init"
 
 
 class ExecInit:
@@ -27,31 +26,23 @@ class ExecInit:
         self.binary = binary
 
     def host_path(self) -> str:
-        """The binary on the host (looked up on PATH for a bare name, as
-        dockerd looks up docker-init); ``ConfigError`` if it is not there."""
-        if "/" not in self.binary:
-            for d in (os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin").split(":"):
-                path = os.path.join(d or ".", self.binary)
-                if os.path.isfile(path) and os.access(path, os.X_OK):
-                    return path
-        elif os.path.isfile(self.binary) and os.access(self.binary, os.X_OK):
-            return os.path.abspath(self.binary)
-        raise errors.ConfigError(
-            f"init_exec: init binary {self.binary}: no such executable file (install Debian's "
-            "tini for /usr/bin/tini-static, or set [plugins.init_exec] binary)")
+        """The binary on the host (a bare name is looked up on PATH, as dockerd
+        looks up docker-init); ``ConfigError`` if it is not there."""
+        import shutil
+
+        path = shutil.which(self.binary)
+        if path is None:
+            raise errors.ConfigError(
+                f"init_exec: init binary {self.binary}: no such executable file (install "
+                "Debian's tini for /usr/bin/tini-static, or set [plugins.init_exec] binary)")
+        return os.path.abspath(path)
 
     def prepare_spec(self, spec: dict) -> None:
         """Bind-mount the binary at /sbin/docker-init and run the process under
         it (``docker-init -- ARGS``); a second call changes nothing."""
-        source = self.host_path()
-        mounts = spec.setdefault("mounts", [])
-        if not any(m.get("destination") == TARGET for m in mounts):
-            mounts.append({"destination": TARGET, "type": "bind", "source": source,
-                           "options": ["bind", "ro"]})
-        process = spec.setdefault("process", {})
-        args = list(process.get("args") or [])
-        if args[:1] != [TARGET]:
-            process["args"] = [TARGET, "--"] + args
+        from pallet.engine.spec import with_init_binary
+
+        with_init_binary(spec, self.host_path())
 
     def run(self, argv, env):
         """Not an in-process init: the runtime execs the binary."""

@@ -31,29 +31,27 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 #: the binary's message -> the core error class it means (runc's, crun's and
 #: pallet-runc's wording; the first match wins)
 _KINDS = (
-    (errors.AlreadyExists, ("already exists",)),
+    (errors.AlreadyExists, ("already exists", "container with id exists")),
     (errors.NotFound, ("does not exist", "container not found")),
     (errors.InvalidArgument, ("invalid container id", "invalid id format",
                               "args must not be empty", "invalid signal", "unknown signal")),
     (errors.FailedPrecondition, ("not running", "not paused", "not stopped", "already running",
                                  "has stopped", "cannot exec in", "cannot start",
-                                 "cannot delete", "cannot pause", "cannot resume")),
+                                 "cannot delete", "cannot pause", "cannot resume",
+                                 "a stopped container")),
     (errors.NotImplementedYet, ("unknown command", "no help topic")),
 )
 
 
 def find_binary(name: str) -> str:
-    """The executable ``name`` (searched on PATH unless it holds a slash)."""
-    if "/" in name:
-        if os.path.isfile(name) and os.access(name, os.X_OK):
-            return os.path.abspath(name)
-        raise errors.NotFound(f"runtime binary {name}: no such executable file")
-    for d in (os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-              "/sbin:/bin").split(":"):
-        path = os.path.join(d or ".", name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return os.path.abspath(path)
-    raise errors.NotFound(f"runtime binary {name!r}: executable file not found in $PATH")
+    """The executable ``name`` (searched on PATH unless it holds a slash), absolute."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise errors.NotFound(f"runtime binary {name}: executable file not found"
+                              + ("" if "/" in name else " in $PATH"))
+    return os.path.abspath(path)
 
 
 def memfd(name: str, data: bytes = b"") -> int:
@@ -71,13 +69,8 @@ def fd_path(fd: int) -> str:
 
 
 def read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+    """What a memfd holds."""
+    return os.pread(fd, os.fstat(fd).st_size, 0)
 
 
 class Result:

@@ -17,7 +17,7 @@ def pallet_provide_runtime(kernel):
     from pallet.plugins.runtime_oci.runtime import OciRuntime
 
     cfg = kernel.plugin_config("runtime_oci")
-    return OciRuntime(str(cfg.get("binary") or "runc"),
-                      cfg.get("root") or kernel.paths.runtime_root,
-                      systemd_cgroup=bool(cfg.get("systemd_cgroup")),
-                      timeout=float(cfg.get("timeout") or 60.0))
+    return OciRuntime.for_binary(str(cfg.get("binary") or "runc"),
+                                 cfg.get("root") or kernel.paths.runtime_root,
+                                 systemd_cgroup=bool(cfg.get("systemd_cgroup")),
+                                 timeout=float(cfg.get("timeout") or 60.0))

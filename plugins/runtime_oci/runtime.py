@@ -30,18 +30,25 @@ INIT_ANNOTATION = "org.pallet.init"
 class OciRuntime:
     """An OCI runtime binary on the state root ``root`` (its ``--root``).
 
-    ``binary`` is a name on PATH or a path; ``systemd_cgroup`` passes
-    ``--systemd-cgroup``; ``timeout`` bounds each run of the binary.
+    ``binary`` is the binary's path (:meth:`for_binary` finds it by name);
+    ``systemd_cgroup`` passes ``--systemd-cgroup``; ``timeout`` bounds each
+    run of the binary.
     """
 
     name = "runtime_oci"
 
-    def __init__(self, binary: str = "runc", root: str = "/run/pallet/containerd/runtime", *,
-                 systemd_cgroup: bool = False, timeout: float = 60.0):
-        self.binary = command.find_binary(binary)
+    def __init__(self, binary: str, root: str, *, systemd_cgroup: bool = False,
+                 timeout: float = 60.0):
+        self.binary = binary
         self.root = os.path.abspath(root)
         self.systemd_cgroup = bool(systemd_cgroup)
         self.timeout = float(timeout)
+
+    @classmethod
+    def for_binary(cls, name: str, root: str, **kw) -> "OciRuntime":
+        """The runtime of the binary ``name`` (on PATH, or a path); ``NotFound``
+        if there is no such executable."""
+        return cls(command.find_binary(name), root, **kw)
 
     def __repr__(self) -> str:
         return f"OciRuntime({self.binary!r}, root={self.root!r})"

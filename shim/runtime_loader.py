@@ -11,9 +11,9 @@ a shim started on its own (by Debian's containerd) once at its start.
 
 A task whose runc options name a binary (containerd's ``BinaryName``, as
 dockerd sets it) runs on the runtime role filled by :data:`BINARY_PLUGIN`
-with that binary: the same kernel, configured for it.  The binaries of
-:data:`PREPARED_BINARIES` are provided along with the configured runtime,
-so that shims forked from the zygote find them ready.
+with that binary: the same kernel, configured for it.  The zygote has the
+runtimes of :data:`PREPARED_BINARIES` provided along with the configured
+one, so that the shims forked from it find them ready.
 
 Results (and errors, with their class) are kept per process: a shim forked
 from the zygote inherits what the zygote loaded.  A runtime object that
@@ -157,26 +157,24 @@ def _settle(key):
     raise kind(entry[2])
 
 
-def load_runtime(binary: str | None = None, systemd_cgroup: bool = False):
+def load_runtime(binary: str | None = None, systemd_cgroup: bool = False, *,
+                 prepare: tuple[str, ...] = ()):
     """The runtime role's object, provided by a kernel loaded in a child process.
 
     With ``binary`` (runc's ``BinaryName``): the runtime of
-    :data:`BINARY_PLUGIN` driving that binary.  The configured runtime is
-    loaded together with those of :data:`PREPARED_BINARIES`.
+    :data:`BINARY_PLUGIN` driving that binary.  ``prepare`` names binaries
+    whose runtimes the same child provides too (the zygote passes
+    :data:`PREPARED_BINARIES`), for later calls of this process and of the
+    shims forked from it; each costs the child a second kernel load.
     """
     key = None if binary is None else (binary, bool(systemd_cgroup))
     if key not in _loaded:
-        keys = [key]
-        if key is None:
-            keys += [(name, False) for name in PREPARED_BINARIES
-                     if (name, False) not in _loaded]
+        keys = [key] + [(name, False) for name in prepare
+                        if (name, False) not in _loaded and (name, False) != key]
+        # the others stay pickled until a task asks for them: a shim forked
+        # from the zygote unpickles the one it needs, and the zygote imports
+        # nothing that most shims do not use
         _loaded.update(_load_in_child(keys))
-        for other in keys[1:]:
-            if _loaded[other][0] == "pickled":
-                try:  # now, so that every shim forked from here shares the modules
-                    _settle(other)
-                except errors.PalletError:
-                    pass
     return _settle(key)
 
 

@@ -14,7 +14,8 @@ import uuid
 import pytest
 
 from contract_helpers import (bundle_spec, create_to_pipe, delete_all, implementations,
-                              kernel_for, runtime_variants, write_bundle)
+                              kernel_for, read_to_eof, runtime_variants, wait_exit, write_bundle)
+from pallet.core import errors
 
 #: each init with each runtime; runtime_oci on one binary is enough here (its
 #: runtime contract runs on every binary)
@@ -41,8 +42,35 @@ class Setup:
         pid, r = create_to_pipe(self.runtime, cid, bundle)
         return cid, pid, r
 
+    def run(self, args) -> tuple[int, bytes]:
+        """(exit code, output) of ``args`` run to its end under the init."""
+        cid, pid, r = self.create(args)
+        try:
+            self.runtime.start(cid)
+            code = wait_exit(pid)
+            out = read_to_eof(r)
+        finally:
+            os.close(r)
+        self.runtime.delete(cid)
+        return code, out
+
+    def refusal(self):
+        """The runtime's error if it refuses to run this init, else None
+        (tried once per combination)."""
+        key = (self.init.name, self.runtime.name, getattr(self.runtime, "binary", ""))
+        if key not in _REFUSALS:
+            try:
+                self.run(["true"])
+                _REFUSALS[key] = None
+            except errors.PalletError as e:
+                _REFUSALS[key] = e
+        return _REFUSALS[key]
+
     def cleanup(self) -> None:
         delete_all(self.runtime)
+
+
+_REFUSALS: dict = {}
 
 
 @pytest.fixture(params=COMBINATIONS, ids=[f"{i}+{r[0]}" for i, r in COMBINATIONS])
@@ -61,6 +89,16 @@ def setup(request, busybox_root):
     finally:
         s.cleanup()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def running(setup):
+    """A combination whose runtime runs the init (the others are skipped here:
+    test_the_init_runs_or_is_refused_clearly checks their refusal)."""
+    refusal = setup.refusal()
+    if refusal is not None:
+        pytest.skip(f"{setup.runtime.name} refuses {setup.init.name}: {refusal}")
+    return setup
 
 
 @pytest.fixture(params=implementations("init"))

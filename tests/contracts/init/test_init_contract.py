@@ -11,41 +11,13 @@ import signal
 
 import pytest
 
-from contract_helpers import bundle_spec, kernel_for, read_to_eof, wait_exit
+from contract_helpers import bundle_spec, kernel_for, wait_exit
 from pallet.core import contracts, errors
 
 pytestmark = pytest.mark.root
 
 #: per init: a configuration under which it cannot work (prepare_spec must say so)
 BROKEN = {"init_exec": {"binary": "/no/such/init"}, "init_tini": {"init_path": "/no/such/init"}}
-
-
-def _started(setup, args):
-    """(id, pid, output fd) of a started container under the init, or None
-    when the runtime refused it, after checking that the refusal is clear."""
-    try:
-        cid, pid, r = setup.create(args)
-    except errors.PalletError as e:
-        assert isinstance(e, errors.InvalidArgument), e
-        assert "init" in e.message and "[roles] init" in e.message, e.message
-        assert setup.runtime.list() == []
-        return None
-    setup.runtime.start(cid)
-    return cid, pid, r
-
-
-def _finish(setup, cid: str, pid: int, r: int) -> tuple[int, bytes]:
-    code = wait_exit(pid)
-    out = read_to_eof(r)
-    os.close(r)
-    setup.runtime.delete(cid)
-    return code, out
-
-
-def _run(setup, args):
-    """(exit code, output) of ``args`` run under the init; None if refused."""
-    started = _started(setup, args)
-    return None if started is None else _finish(setup, *started)
 
 
 def test_fills_the_contract(init):
@@ -88,32 +60,35 @@ def test_a_configuration_it_cannot_use_is_a_config_error(init, tmp_path):
         kernel.provide("init").prepare_spec(bundle_spec("/rootfs", ["true"]))
 
 
-def test_pid_1_is_the_init_and_the_status_is_the_commands(setup):
-    outcome = _run(setup, ["sh", "-c", "echo $$; exit 3"])
-    if outcome is None:
+def test_the_init_runs_or_is_refused_clearly(setup):
+    """PID 1 is the init and the exit status the command's; or create fails,
+    naming the role to configure, and leaves nothing behind."""
+    refusal = setup.refusal()
+    if refusal is not None:
+        assert isinstance(refusal, errors.InvalidArgument), refusal
+        assert "[roles] init" in refusal.message, refusal.message
+        assert setup.runtime.list() == []
         return
-    code, out = outcome
+    code, out = setup.run(["sh", "-c", "echo $$; exit 3"])
     assert code == 3
     assert out.strip() != b"1", "the command is PID 1: it runs without the init"
 
 
-def test_signals_are_forwarded_to_the_command(setup):
+def test_signals_are_forwarded_to_the_command(running):
     # sleep has no handler: as PID 1 it would ignore SIGTERM (pid_namespaces(7))
-    started = _started(setup, ["sh", "-c", "echo up; exec sleep 1000"])
-    if started is None:
-        return
-    cid, pid, r = started
-    assert os.read(r, 100) == b"up\n"
-    setup.runtime.kill(cid, signal.SIGTERM)
-    code, _out = _finish(setup, cid, pid, r)
-    assert code == 128 + signal.SIGTERM
+    cid, pid, r = running.create(["sh", "-c", "echo up; exec sleep 1000"])
+    try:
+        running.runtime.start(cid)
+        assert os.read(r, 100) == b"up\n"
+        running.runtime.kill(cid, signal.SIGTERM)
+        assert wait_exit(pid) == 128 + signal.SIGTERM
+    finally:
+        os.close(r)
+    running.runtime.delete(cid)
 
 
-def test_orphans_are_reaped(setup):
-    outcome = _run(setup, ["sh", "-c", "(sleep 0.1 &); sleep 0.8; cat /proc/[0-9]*/stat"])
-    if outcome is None:
-        return
-    code, out = outcome
+def test_orphans_are_reaped(running):
+    code, out = running.run(["sh", "-c", "(sleep 0.1 &); sleep 0.8; cat /proc/[0-9]*/stat"])
     assert code == 0
     states = [line.rpartition(b")")[2].split()[0] for line in out.splitlines() if b")" in line]
     assert states and b"Z" not in states, out

@@ -64,11 +64,6 @@ class ImageStore:
                    registry_options)
 
     @property
-    def snapshotter_roots(self) -> dict[str, str]:
-        """Snapshotter name -> its root directory."""
-        return {name: root for name, (_, root) in self._snapshotter_classes.items()}
-
-    @property
     def content(self):
         """The :class:`~.content.ContentStore`."""
         with self._lock:

@@ -22,7 +22,7 @@ class Engine:
     def __init__(self, kernel, *, containerd_address: str, runtime: str,
                  cgroup_parent: str = "/pallet", debug: bool = False,
                  live_restore: bool = False, volume_plugin_dirs=None,
-                 metrics_addr: str | None = None):
+                 snapshotter: str | None = None, metrics_addr: str | None = None):
         from pallet.core.errors import ConfigError
 
         if volume_plugin_dirs is not None and (
@@ -37,6 +37,8 @@ class Engine:
         self.runtime = runtime
         self.cgroup_parent = cgroup_parent
         self.debug = debug
+        #: containerd's snapshotter of images and containers (None: chosen at start)
+        self.snapshotter = snapshotter
         self.metrics_addr = metrics_addr
         self.metrics = None
         self.ctrd = None
@@ -58,7 +60,8 @@ class Engine:
                    runtime=cfg.get("runtime") or "io.containerd.runc.v2",
                    cgroup_parent=cfg.get("cgroup-parent") or "/pallet",
                    debug=opts.debug, live_restore=opts.live_restore,
-                   volume_plugin_dirs=cfg.get("volume-plugin-dirs"), metrics_addr=addr)
+                   volume_plugin_dirs=cfg.get("volume-plugin-dirs"),
+                   snapshotter=cfg.get("snapshotter"), metrics_addr=addr)
 
     async def start(self) -> "Engine":
         """Connect to containerd and load every container (before serving)."""
@@ -79,11 +82,14 @@ class Engine:
         self.ctrd = ctrd = Containerd(self.containerd_address, NAMESPACE)
         if self.metrics is not None:
             ctrd.metrics = self.metrics
-        self.images = ImageService(self.kernel, ctrd)
+        if self.snapshotter is None:
+            self.snapshotter = await default_snapshotter(ctrd)
+        self.images = ImageService(self.kernel, ctrd, self.snapshotter)
         self.volumes = VolumeService(self.kernel, plugin_dirs=self.volume_plugin_dirs)
         self.containers = ContainerService(self.kernel, ctrd, self.images, runtime=self.runtime,
                                            cgroup_parent=self.cgroup_parent,
-                                           volumes=self.volumes, live_restore=self.live_restore)
+                                           volumes=self.volumes, live_restore=self.live_restore,
+                                           snapshotter=self.snapshotter)
         self.execs = ExecService(self.kernel, ctrd, self.containers)
         self.containers.health = HealthMonitor(
             self.containers, self.execs,
@@ -116,3 +122,18 @@ class Engine:
             await self.volumes.close()
         if self.ctrd is not None:
             await self.ctrd.close()
+
+
+async def default_snapshotter(ctrd) -> str:
+    """The snapshotter to use when ``[engine] snapshotter`` names none:
+    ``overlayfs`` when containerd has it working, else the first snapshotter
+    it loaded (``native`` under store_native)."""
+    from pallet.core.errors import PalletError
+
+    try:
+        found = await ctrd.plugins(["type==io.containerd.snapshotter.v1"])
+    except PalletError as e:
+        log.warning("snapshotters of containerd: %s; using overlayfs", e)
+        return "overlayfs"
+    loaded = [p.id for p in found if not p.init_err.code]
+    return "overlayfs" if "overlayfs" in loaded or not loaded else loaded[0]

@@ -48,8 +48,9 @@ async def stream_job(request: web.Request, jobs: Jobs, work, *, hold: int = 0,
     first, "Pulling from", so that an unknown image is a plain HTTP error as
     with dockerd); a failure after that is the stream's last message
     (``errorDetail``).  ``start``: the answer starts at once, so that any
-    failure is in the stream (dockerd's load).  ``quiet(msg)`` drops messages.  When the client goes
-    away the job goes on; its messages are then dropped.
+    failure is in the stream (dockerd's load).  ``quiet(msg)`` drops
+    messages.  When the client goes away the job goes on; its messages are
+    then dropped.
     """
     queue: asyncio.Queue = asyncio.Queue()
     listening = True
@@ -139,27 +140,6 @@ def naming_target(images):
     class NamingTarget(ContainerdTarget):
         async def put_image(self, name, target, labels=None):
             await images.repoint(name, target.to_oci(), dict(labels or {}))
-
-        async def ingest(self, ref, chunks, media_type, labels=None):
-            # a blob of unknown digest that turns out to be there already (the
-            # same tarball imported twice) is containerd's ALREADY_EXISTS at commit
-            import hashlib
-
-            from pallet.core.models import Descriptor
-            h = hashlib.sha256()
-            size = 0
-
-            async def data():
-                nonlocal size
-                async for chunk in chunks:
-                    h.update(chunk)
-                    size += len(chunk)
-                    yield chunk
-            try:
-                await self._c.content_write(ref, data(), labels=dict(labels or {}))
-            except errors.AlreadyExists:
-                pass
-            return Descriptor(media_type, "sha256:" + h.hexdigest(), size)
 
     return NamingTarget(images.ctrd, snapshotter=images.snapshotter)
 

@@ -27,7 +27,23 @@ def container_flags(run):
         Flag("env", "e", LIST, help="Set environment variables", metavar="list"),
         Flag("env-file", kind=LIST, help="Read in a file of environment variables", metavar="list"),
         Flag("expose", kind=LIST, help="Expose a port or a range of ports", metavar="list"),
+        Flag("health-cmd", kind=STR, help="Command to run to check health"),
+        Flag("health-interval", kind=STR, help="Time between running the check (ms|s|m|h) "
+             "(default 0s)", metavar="duration"),
+        Flag("health-retries", kind=INT, default=0,
+             help="Consecutive failures needed to report unhealthy", metavar="int"),
+        Flag("health-start-period", kind=STR, help="Start period for the container to "
+             "initialize before starting health-retries countdown (ms|s|m|h) (default 0s)",
+             metavar="duration"),
+        Flag("health-timeout", kind=STR, help="Maximum time to allow one check to run "
+             "(ms|s|m|h) (default 0s)", metavar="duration"),
         Flag("hostname", "h", STR, help="Container host name"),
+        Flag("ip", kind=STR, help="IPv4 address (e.g., 172.30.100.104)"),
+        Flag("ip6", kind=STR, help="IPv6 address (e.g., 2001:db8::33)"),
+        Flag("log-driver", kind=STR, help="Logging driver for the container"),
+        Flag("log-opt", kind=LIST, help="Log driver options", metavar="list"),
+        Flag("mac-address", kind=STR, help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
+        Flag("no-healthcheck", kind=BOOL, help="Disable any container-specified HEALTHCHECK"),
         Flag("init", kind=BOOL, help="Run an init inside the container that forwards signals and reaps processes"),
         Flag("interactive", "i", BOOL, help="Keep STDIN open even if not attached"),
         Flag("ipc", kind=STR, help="IPC mode to use"),
@@ -201,6 +217,51 @@ def parse_publish(specs, exposes):
     return exposed, bindings
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+            "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration(text, flag):
+    """Go's time.ParseDuration (``1m30s``, ``500ms``) in nanoseconds."""
+    if text in ("0", ""):
+        return 0
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not pos:
+        raise FlagValueError('invalid argument "%s" for "%s" flag: time: invalid duration "%s"'
+                             % (text, flag, text))
+    return int(total)
+
+
+def parse_healthcheck(opts):
+    """The --health-* and --no-healthcheck flags as Config.Healthcheck (None: none given)."""
+    given = [f for f in ("health_cmd", "health_interval", "health_timeout",
+                         "health_start_period") if getattr(opts, f)] + \
+        (["health_retries"] if opts.health_retries else [])
+    if opts.no_healthcheck:
+        if given:
+            raise BadFlag("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not given:
+        return None
+    hc = {"Test": ["CMD-SHELL", opts.health_cmd] if opts.health_cmd else None}
+    for flag, key in (("health_interval", "Interval"), ("health_timeout", "Timeout"),
+                      ("health_start_period", "StartPeriod")):
+        value = parse_duration(getattr(opts, flag) or "0", "--" + flag.replace("_", "-"))
+        if value < 0:
+            raise BadFlag("--%s cannot be negative" % flag.replace("_", "-"))
+        hc[key] = value
+    if opts.health_retries < 0:
+        raise BadFlag("--health-retries cannot be negative")
+    hc["Retries"] = opts.health_retries
+    return hc
+
+
 def parse_restart(value):
     if not value or value == "no":
         return {"Name": "no", "MaximumRetryCount": 0}
@@ -268,6 +329,11 @@ def build_create_body(opts, args, run, detach):
         config["StopSignal"] = opts.stop_signal
     if opts.stop_timeout is not None:
         config["StopTimeout"] = opts.stop_timeout
+    healthcheck = parse_healthcheck(opts)
+    if healthcheck is not None:
+        config["Healthcheck"] = healthcheck
+    if opts.mac_address:
+        config["MacAddress"] = opts.mac_address
     host = {
         "Binds": binds or None,
         "NetworkMode": opts.network or "default",
@@ -290,6 +356,14 @@ def build_create_body(opts, args, run, detach):
         "UTSMode": opts.uts,
         "CgroupParent": opts.cgroup_parent,
     }
+    if opts.log_driver or opts.log_opt:
+        log_opts = {}
+        for item in opts.log_opt:
+            k, eq, v = item.partition("=")
+            if not eq:
+                raise BadFlag("invalid key/value pair format in logging opts: %s" % item)
+            log_opts[k] = v
+        host["LogConfig"] = {"Type": opts.log_driver or "", "Config": log_opts}
     if opts.tmpfs:
         tmpfs = {}
         for t in opts.tmpfs:
@@ -308,8 +382,14 @@ def build_create_body(opts, args, run, detach):
     body = dict(config)
     body["HostConfig"] = host
     net = opts.network
+    endpoint = {}
+    if opts.ip or opts.ip6:
+        endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", opts.ip),
+                                                    ("IPv6Address", opts.ip6)) if v}
     if net and net not in ("default", "bridge", "host", "none") and not net.startswith("container:"):
-        body["NetworkingConfig"] = {"EndpointsConfig": {net: {}}}
+        body["NetworkingConfig"] = {"EndpointsConfig": {net: endpoint}}
+    elif endpoint:
+        body["NetworkingConfig"] = {"EndpointsConfig": {net or "bridge": endpoint}}
     else:
         body["NetworkingConfig"] = {"EndpointsConfig": {}}
     return body

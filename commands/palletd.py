@@ -51,6 +51,9 @@ def _parser():
     p.add_argument("-p", "--pidfile", help="pid file (default <exec-root>/palletd.pid)")
     p.add_argument("--list-plugins", action="store_true",
                    help="list the installed plugins and their roles, then exit")
+    p.add_argument("--metrics-addr", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (off by "
+                        "default; also [daemon] metrics-addr)")
     p.add_argument("--live-restore", action="store_true", default=None,
                    help="keep containers running while palletd is down (also "
                         "[daemon] live-restore in the configuration)")
@@ -259,7 +262,7 @@ async def _run(kernel, args, listeners) -> int:
         from pallet.engine.engine import Engine
 
         protocol = kernel.provide("client_protocol")
-        engine = await Engine.from_kernel(kernel).start()
+        engine = await Engine.from_kernel(kernel, metrics_addr=args.metrics_addr).start()
         kernel.hook.pallet_startup(kernel=kernel)
         if stopping.is_set():
             protocol.stop()

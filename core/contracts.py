@@ -248,9 +248,16 @@ class Network(Protocol):
 
     ``container`` is the dict the engine builds: ``id``, ``name``,
     ``hostname``, ``domainname``, ``host_config``, ``exposed_ports``,
-    ``hosts_path``, ``hostname_path``, ``resolv_conf_path``;
+    ``hosts_path``, ``hostname_path``, ``resolv_conf_path``,
+    ``mac_address`` (``Config.MacAddress``, for its first network);
     ``networking_config`` at create; ``links`` at start (running
     containers it links to: ``id``, ``name``, ``alias``, ``hostname``).
+    Endpoint configurations are docker's ``EndpointSettings`` (``IPAMConfig``
+    with ``IPv4Address``, ``IPv6Address``, ``LinkLocalIPs``; ``Aliases``,
+    ``Links``, ``MacAddress``, ``DriverOpts``); network bodies docker's
+    create request (IPv4 and IPv6 ``IPAM.Config``, ``EnableIPv6``...), and
+    ``settings`` reports both families (``GlobalIPv6Address``,
+    ``IPv6Gateway``...).
     """
 
     def start(self, loop: Any) -> None:

@@ -141,6 +141,8 @@ class ContainerOps:
                 raise errors.Conflict(f"Container {c.id} is already paused")
             await self.ctrd.task_pause(c.id)
             c.set_paused(True)
+            if self.health is not None:  # no health checks while paused
+                self.health.stop(c)
             c.save()
         self.emit(c, "pause")
 
@@ -151,6 +153,8 @@ class ContainerOps:
                 raise errors.Conflict(f"Container {c.id} is not paused")
             await self.ctrd.task_resume(c.id)
             c.set_paused(False)
+            if self.health is not None:
+                self.health.resume(c)
             c.save()
         self.emit(c, "unpause")
 

@@ -99,6 +99,8 @@ class StartOps:
                 raise
             c.io = io
             c.set_running(pid)
+            if self.health is not None:  # health checks begin (engine/health.py)
+                self.health.start(c)
             c.cgroups = _cgroups(pid)
             c.data["NetworkSettings"] = net_settings
             c.data["HasBeenStartedBefore"] = True
@@ -216,6 +218,8 @@ class StartOps:
         await self._exited(c, code)
 
     async def _exited(self, c: Container, code: int) -> None:
+        if self.health is not None:  # no more health checks (engine/health.py)
+            self.health.stop(c)
         io = c.io
         if io is not None:
             io.release_writers()

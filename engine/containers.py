@@ -20,6 +20,7 @@ import re
 
 from pallet.core import errors
 from pallet.engine import events as eventsmod
+from pallet.engine import health as healthmod
 from pallet.engine import links as linksmod
 from pallet.engine import networking
 from pallet.engine.container_create import CreateOps
@@ -56,6 +57,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         self.store = ContainerStore(self.paths)
         self.events = eventsmod.bus_of(kernel)
         self._background: set[asyncio.Task] = set()
+        self.health = None         # health.HealthMonitor, set by the engine
         images.in_use = self._users_of
         if volumes is not None:
             volumes.users = self.volume_users
@@ -88,7 +90,8 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
     def log_of(self, c: Container) -> ContainerLog:
         """The live log of a container, made on demand so that attach-before-start works."""
         if c.log is None:
-            c.log = ContainerLog.for_config(c.log_path, c.data["HostConfig"].get("LogConfig"))
+            c.log = ContainerLog.for_config(c.log_path, c.data["HostConfig"].get("LogConfig"),
+                                            container=c)
         return c.log
 
     def emit(self, c: Container, action: str, **attrs) -> None:
@@ -210,6 +213,8 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         c.cgroups = _cgroups_of(proc.pid)
         await self._mount_volumes(c, remount=True)
         c.wait_task = self._spawn(self._watch(c))
+        if self.health is not None:  # health checks go on where they were
+            self.health.resume(c)
         log.info("container %s: reattached to running task (pid %s)", c.id[:12], proc.pid)
         return True
 
@@ -234,6 +239,8 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
                 for v in values:
                     if v not in _STATUSES:
                         raise errors.InvalidArgument(f"invalid filter 'status={v}'")
+            if key == "health":
+                healthmod.check_filter(values)
             if key == "exited":
                 for v in values:
                     if not v.lstrip("-").isdigit():
@@ -325,6 +332,8 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         them) and palletd only stops reading; without, they are stopped first, as
         dockerd does."""
         self.shutting_down = True
+        if self.health is not None:
+            self.health.close()
         for c in self.store.all():
             if c.restart_task is not None:
                 c.restart_task.cancel()
@@ -379,6 +388,8 @@ def _matches(c: Container, filters: dict, ancestors: set[str], entry: dict) -> b
                                                c.name) for v in values):
             return False
         if key == "id" and not any(c.id.startswith(v) for v in values):
+            return False
+        if key == "health" and healthmod.status_of(c.state) not in values:
             return False
         if key == "exited":
             if c.state.get("Status") != "exited" or str(c.state.get("ExitCode")) not in values:

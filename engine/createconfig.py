@@ -51,6 +51,11 @@ def merge_config(cfg: dict, image_cfg: dict) -> dict:
         merged = dict(image_cfg.get(key) or {})
         merged.update(cfg.get(key) or {})
         cfg[key] = merged or None
+    from pallet.engine import health
+
+    hc = health.merge(cfg.get("Healthcheck"), image_cfg.get("Healthcheck"))
+    if hc is not None:
+        cfg["Healthcheck"] = hc
     return cfg
 
 
@@ -139,6 +144,9 @@ def check_create(body: dict) -> None:
         raise errors.InvalidArgument(f"invalid hostname format: {hostname}")
     if body.get("StopSignal"):
         parse_signal(body["StopSignal"])
+    from pallet.engine import health
+
+    health.check(body.get("Healthcheck"))
     host = body.get("HostConfig") or {}
     for key in ("AutoRemove", "Privileged", "ReadonlyRootfs", "Init", "PublishAllPorts"):
         want(host, key, bool, "HostConfig.")

@@ -22,7 +22,7 @@ class Engine:
     def __init__(self, kernel, *, containerd_address: str, runtime: str,
                  cgroup_parent: str = "/pallet", debug: bool = False,
                  live_restore: bool = False, volume_plugin_dirs=None,
-                 snapshotter: str | None = None):
+                 snapshotter: str | None = None, metrics_addr: str | None = None):
         from pallet.core.errors import ConfigError
 
         if volume_plugin_dirs is not None and (
@@ -39,13 +39,21 @@ class Engine:
         self.debug = debug
         #: containerd's snapshotter of images and containers (None: chosen at start)
         self.snapshotter = snapshotter
+        self.metrics_addr = metrics_addr
+        self.metrics = None
         self.ctrd = None
         self.containers = self.images = self.system = self.volumes = self.execs = None
 
     @classmethod
-    def from_kernel(cls, kernel) -> "Engine":
-        """The engine as the kernel's options and the ``[engine]`` section configure it."""
+    def from_kernel(cls, kernel, *, metrics_addr: str | None = None) -> "Engine":
+        """The engine as the kernel's options and the ``[engine]`` section configure it
+        (``metrics_addr``: palletd's ``--metrics-addr``, else ``[daemon] metrics-addr``)."""
+        from pallet.core.errors import ConfigError
+
         cfg = kernel.config.section("engine")
+        addr = metrics_addr or kernel.config.section("daemon").get("metrics-addr") or None
+        if addr is not None and not isinstance(addr, str):
+            raise ConfigError("configuration: [daemon] metrics-addr must be \"HOST:PORT\"")
         opts = kernel.options
         return cls(kernel, containerd_address=opts.containerd_address
                    or kernel.paths.containerd_socket,
@@ -53,18 +61,27 @@ class Engine:
                    cgroup_parent=cfg.get("cgroup-parent") or "/pallet",
                    debug=opts.debug, live_restore=opts.live_restore,
                    volume_plugin_dirs=cfg.get("volume-plugin-dirs"),
-                   snapshotter=cfg.get("snapshotter"))
+                   snapshotter=cfg.get("snapshotter"), metrics_addr=addr)
 
     async def start(self) -> "Engine":
         """Connect to containerd and load every container (before serving)."""
         from pallet.containerd.client import Containerd
         from pallet.engine.containers import ContainerService
         from pallet.engine.exec import ExecService
+        from pallet.engine.health import HealthMonitor
         from pallet.engine.images import ImageService
         from pallet.engine.system import SystemService
         from pallet.engine.volumes import VolumeService
 
+        if self.metrics_addr:
+            from pallet.engine import metrics as metricsmod
+
+            self.metrics = metricsmod.Metrics()
+            metricsmod.parse_addr(self.metrics_addr)  # a bad address stops the start
+            Containerd = metricsmod.measured_client(Containerd)  # noqa: N806
         self.ctrd = ctrd = Containerd(self.containerd_address, NAMESPACE)
+        if self.metrics is not None:
+            ctrd.metrics = self.metrics
         if self.snapshotter is None:
             self.snapshotter = await default_snapshotter(ctrd)
         self.images = ImageService(self.kernel, ctrd, self.snapshotter)
@@ -74,13 +91,31 @@ class Engine:
                                            volumes=self.volumes, live_restore=self.live_restore,
                                            snapshotter=self.snapshotter)
         self.execs = ExecService(self.kernel, ctrd, self.containers)
+        self.containers.health = HealthMonitor(
+            self.containers, self.execs,
+            on_result=self.metrics.health_result if self.metrics is not None else None)
+        if self.metrics is not None:
+            self._start_metrics()
         self.system = SystemService(self.kernel, ctrd, self.containers, self.images,
                                     debug=self.debug, volumes=self.volumes)
         await self.containers.restore()
         return self
 
+    def _start_metrics(self) -> None:
+        from pallet.engine import events as eventsmod
+        from pallet.engine import metrics as metricsmod
+
+        m = self.metrics
+        metricsmod.instrument_containers(self.containers, m)
+        metricsmod.count_events(eventsmod.bus_of(self.kernel), m)
+        m.bind(self)
+        metricsmod._BY_KERNEL[self.kernel] = m
+        m.serve(self.metrics_addr)
+
     async def close(self) -> None:
         """Stop the engine's background work; containers keep running."""
+        if self.metrics is not None:
+            self.metrics.close()
         if self.containers is not None:
             await self.containers.shutdown()
         if self.volumes is not None:

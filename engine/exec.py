@@ -21,6 +21,14 @@ from pallet.engine.fifos import ContainerIO
 log = logging.getLogger("pallet.api_rest.exec")
 
 _BOOL_FIELDS = ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "Privileged")
+#: ExecConfig's fields: dockerd's JSON decoding matches them whatever their case
+#: (docker-py sends ``detachKeys``)
+_FIELDS = _BOOL_FIELDS + ("Cmd", "Env", "User", "WorkingDir", "DetachKeys", "ConsoleSize")
+
+
+def _canonical(body: dict) -> dict:
+    by_lower = {f.lower(): f for f in _FIELDS}
+    return {by_lower.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in body.items()}
 
 
 class ExecRecord:
@@ -89,6 +97,7 @@ class ExecService:
         c = self.containers.get(ref)
         if not isinstance(body, dict):
             raise errors.InvalidArgument("invalid exec config: JSON object expected")
+        body = _canonical(body)
         cmd = body.get("Cmd")
         if isinstance(cmd, str):
             cmd = [cmd]
@@ -168,8 +177,9 @@ class ExecService:
         c = rec.container
         self.check_start(rec.id)
         rec.started = True
-        tty = rec.tty if tty is None else bool(tty)
-        rec.cfg["Tty"] = tty
+        # the process gets a terminal if the exec was created with one (dockerd);
+        # the start's Tty only chooses how its output is framed
+        tty = rec.tty
         try:
             process = await self._process(rec, tty)
         except errors.PalletError:

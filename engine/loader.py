@@ -37,6 +37,16 @@ def _loading(p, sid: str, total: int):
     return on_bytes
 
 
+def not_an_archive(path: str) -> str:
+    """dockerd's message for a load of something that is no tar stream (its
+    untar runs in a child process, hence the exit status; Go's archive/tar
+    says why: a header that does not parse, or fewer bytes than one)."""
+    import os
+
+    why = "unexpected EOF" if 0 < os.path.getsize(path) < 512 else "archive/tar: invalid tar header"
+    return f"Error processing tar file(exit status 1): {why}"
+
+
 async def load_archive(images, path: str, progress) -> None:
     """Load the archive at ``path`` through ``images`` (an ImageService);
     ``progress`` gets ``Loading layer`` byte counts and the ``Loaded image``
@@ -45,7 +55,12 @@ async def load_archive(images, path: str, progress) -> None:
     from pallet.distribution.progress import Progress, short_id
 
     loop = asyncio.get_running_loop()
-    archive = await loop.run_in_executor(None, read_archive, path)
+    try:
+        archive = await loop.run_in_executor(None, read_archive, path)
+    except errors.InvalidArgument as e:
+        if not e.message.startswith("archive: not a tar file"):
+            raise
+        raise errors.InvalidArgument(not_an_archive(path)) from None
     ctrd = images.ctrd
     p = Progress(progress)
     lease = None

@@ -58,11 +58,6 @@ class LogEntry:
         self.time_ns = time_ns
 
 
-LOG_DRIVERS = ("json-file", "none")
-_JSON_FILE_OPTS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env",
-                   "env-regex", "tag")
-
-
 def parse_size(text: str) -> int:
     """go-units' RAMInBytes: ``10m``, ``1k``, ``2g``, ``100`` (binary multiples)."""
     import re
@@ -75,59 +70,11 @@ def parse_size(text: str) -> int:
 
 
 def check_log_config(log_config: dict) -> dict:
-    """Check ``HostConfig.LogConfig`` as dockerd does at create; returns it completed."""
-    from pallet.core.errors import InvalidArgument
+    """Check ``HostConfig.LogConfig`` as dockerd does at create (the driver
+    and the option names; values wait for the start); returns it completed."""
+    from pallet.engine import logdrivers
 
-    driver = log_config.get("Type") or "json-file"
-    opts = log_config.get("Config") or {}
-    if not isinstance(opts, dict) or not all(isinstance(v, str) for v in opts.values()):
-        raise InvalidArgument("invalid LogConfig.Config: a map of strings is expected")
-    if driver not in LOG_DRIVERS:
-        raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
-    allowed = _JSON_FILE_OPTS if driver == "json-file" else ()
-    for key in opts:
-        if key not in allowed:
-            raise InvalidArgument(f"unknown log opt '{key}' for {driver} log driver")
-    if driver == "json-file":
-        size = 0
-        if opts.get("max-size"):
-            try:
-                size = parse_size(opts["max-size"])
-            except ValueError as e:
-                raise InvalidArgument(str(e)) from None
-            if size <= 0:
-                raise InvalidArgument("max-size must be a positive number")
-        if opts.get("max-file"):
-            try:
-                n = int(opts["max-file"])
-            except ValueError:
-                raise InvalidArgument(f"invalid value for max-file: {opts['max-file']}") \
-                    from None
-            if n < 1:
-                raise InvalidArgument("max-file cannot be less than 1")
-            if n > 1 and not size:
-                raise InvalidArgument("max-file cannot be greater than 1 when max-size is "
-                                      "not set")
-        if opts.get("compress") and opts["compress"].lower() not in ("true", "false", "1", "0"):
-            raise InvalidArgument(f"invalid value for compress: {opts['compress']}")
-    return {"Type": driver, "Config": dict(opts)}
-
-
-def log_settings(log_config: dict | None) -> dict:
-    """The driver and rotation settings of a container's LogConfig."""
-    log_config = log_config or {}
-    opts = log_config.get("Config") or {}
-    try:
-        size = parse_size(opts["max-size"]) if opts.get("max-size") else 0
-    except ValueError:
-        size = 0
-    try:
-        files = max(1, int(opts.get("max-file") or 1))
-    except ValueError:
-        files = 1
-    return {"driver": log_config.get("Type") or "json-file", "max_size": size,
-            "max_file": files if size else 1,
-            "compress": (opts.get("compress") or "").lower() in ("true", "1")}
+    return logdrivers.validate(log_config)
 
 
 def rotated_files(path: str) -> list[str]:
@@ -158,12 +105,16 @@ class ContainerLog:
     file, only the live fan-out."""
 
     def __init__(self, path: str, *, driver: str = "json-file", max_size: int = 0,
-                 max_file: int = 1, compress: bool = False):
+                 max_file: int = 1, compress: bool = False, log_config: dict | None = None,
+                 container=None):
         self.path = path
         self.driver = driver
         self.max_size = max_size
         self.max_file = max_file
         self.compress = compress
+        self.log_config = log_config
+        self.container = container
+        self._writers: list = []   # the other drivers' writers (engine/logdrivers)
         self._fd: int | None = None
         self._size = 0
         self._partial = {"stdout": b"", "stderr": b""}
@@ -171,16 +122,31 @@ class ContainerLog:
         self._line_subscribers: set[asyncio.Queue] = set()
 
     @classmethod
-    def for_config(cls, path: str, log_config: dict | None) -> "ContainerLog":
-        s = log_settings(log_config)
-        return cls(path, driver=s["driver"], max_size=s["max_size"], max_file=s["max_file"],
-                   compress=s["compress"])
+    def for_config(cls, path: str, log_config: dict | None, container=None) -> "ContainerLog":
+        """The log of a container (``container`` gives the other drivers its
+        directory and the fields of their templates); the driver's options
+        are read at :meth:`open`, the container's start."""
+        return cls(path, driver=(log_config or {}).get("Type") or "json-file",
+                   log_config=log_config, container=container)
 
     def open(self) -> None:
+        """Start the driver: "failed to initialize logging driver" errors here."""
+        from pallet.engine import logdrivers
+
+        opts = (self.log_config or {}).get("Config") or {}
         if self._fd is None and self.driver == "json-file":
+            if self.log_config is not None:
+                s = logdrivers.json_file_settings(opts)
+                self.max_size, self.max_file, self.compress = \
+                    s["max_size"], s["max_file"], s["compress"]
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                0o640)
             self._size = os.fstat(self._fd).st_size
+        elif not self._writers and self.container is not None:
+            c = self.container
+            self._writers = logdrivers.open_writers(self.log_config, c.dir, {
+                "id": c.id, "name": c.name, "image": c.data["Config"].get("Image", ""),
+                "image_id": c.data.get("Image", "")})
 
     def close(self) -> None:
         for stream in ("stdout", "stderr"):
@@ -188,6 +154,9 @@ class ContainerLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        writers, self._writers = self._writers, []
+        for w in writers:
+            w.close()
         for q in list(self._raw_subscribers) + list(self._line_subscribers):
             q.put_nowait(None)
 
@@ -227,29 +196,15 @@ class ContainerLog:
                 self._size += len(data)
             except OSError:
                 pass  # a full disk must not stop the container's output
+        for w in self._writers:
+            w.write(stream, line, now)
         for q in self._line_subscribers:
             q.put_nowait(LogEntry(stream, line, now))
 
     def _rotate(self) -> None:
-        """``path`` -> ``path.1`` -> ... -> ``path.<max_file-1>``; the oldest goes."""
         os.close(self._fd)
         self._fd = None
-        suffix = ".gz" if self.compress else ""
-        if self.max_file <= 1:
-            os.truncate(self.path, 0)
-        else:
-            for i in range(self.max_file - 1, 0, -1):
-                for sfx in ("", ".gz"):
-                    src = f"{self.path}.{i}{sfx}"
-                    if not os.path.exists(src):
-                        continue
-                    if i == self.max_file - 1:
-                        os.unlink(src)
-                    else:
-                        os.replace(src, f"{self.path}.{i + 1}{sfx}")
-            os.replace(self.path, f"{self.path}.1")
-            if suffix:
-                _gzip_file(f"{self.path}.1")
+        rotate(self.path, self.max_file, self.compress)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            0o640)
         self._size = 0
@@ -271,6 +226,26 @@ class ContainerLog:
 
     def unsubscribe_lines(self, q: asyncio.Queue) -> None:
         self._line_subscribers.discard(q)
+
+
+def rotate(path: str, max_file: int, compress: bool) -> None:
+    """``path`` -> ``path.1`` -> ... -> ``path.<max_file-1>`` (``.gz`` with
+    ``compress``); the oldest goes (dockerd's rotation, json-file and local)."""
+    if max_file <= 1:
+        os.truncate(path, 0)
+        return
+    for i in range(max_file - 1, 0, -1):
+        for sfx in ("", ".gz"):
+            src = f"{path}.{i}{sfx}"
+            if not os.path.exists(src):
+                continue
+            if i == max_file - 1:
+                os.unlink(src)
+            else:
+                os.replace(src, f"{path}.{i + 1}{sfx}")
+    os.replace(path, f"{path}.1")
+    if compress:
+        _gzip_file(f"{path}.1")
 
 
 def _gzip_file(path: str) -> None:
@@ -333,12 +308,15 @@ def open_files(path: str) -> list[tuple]:
 BLOCK = 1 << 20  # bytes of log file parsed at a time when streaming
 
 
-def read_blocks(files: list[tuple]):
+def read_blocks(files: list[tuple], parse=None):
     """The entries of files from :func:`open_files`, a list per block of about
     :data:`BLOCK` bytes, so that the first ones can be sent while the rest is
-    read.  The caller closes the files."""
+    read.  ``parse(data, out)`` appends the whole records of ``data`` to
+    ``out`` and returns what is left of a record cut at the block's end
+    (default: json-file lines).  The caller closes the files."""
     import gzip
 
+    parse = parse or _parse_json_block
     for f, gz, size in files:
         try:
             reader = gzip.open(f, "rb") if gz else f
@@ -348,14 +326,13 @@ def read_blocks(files: list[tuple]):
                 if left is not None:
                     block = block[:left]
                     left -= len(block)
-                head, sep, carry = (carry + block).rpartition(b"\n")
                 out: list[LogEntry] = []
-                _parse_lines(head + sep, out)
+                carry = parse(carry + block, out)
                 if out:
                     yield out
                 if left == 0:
                     break
-            if carry:
+            if carry and parse is _parse_json_block:
                 out = []
                 _parse_lines(carry, out)
                 if out:
@@ -364,11 +341,18 @@ def read_blocks(files: list[tuple]):
             continue
 
 
-def read_open_files(files: list[tuple]) -> list[LogEntry]:
-    """The entries of files from :func:`open_files` (which it closes)."""
+def _parse_json_block(data: bytes, out: list) -> bytes:
+    head, sep, carry = data.rpartition(b"\n")
+    _parse_lines(head + sep, out)
+    return carry
+
+
+def read_open_files(files: list[tuple], blocks=None) -> list[LogEntry]:
+    """The entries of files from :func:`open_files` (which it closes);
+    ``blocks`` reads another driver's format (default json-file's)."""
     out: list[LogEntry] = []
     try:
-        for block in read_blocks(files):
+        for block in (blocks or read_blocks)(files):
             out += block
     finally:
         for f, _, _ in files:
@@ -386,10 +370,16 @@ BATCH = 4096  # entries per batch read back from the file
 
 async def follow(log: ContainerLog | None, path: str, *, streams: set[str], tail: int | None,
                  since_ns: int = 0, until_ns: int | None = None,
-                 follow: bool = False, running=lambda: False) -> AsyncIterator[list[LogEntry]]:
+                 follow: bool = False, running=lambda: False,
+                 kind: str = "json") -> AsyncIterator[list[LogEntry]]:
     """The entries ``docker logs`` shows, in batches (one write each): the
     file's (last ``tail``), then, with ``follow``, the live ones until the
-    container stops, each batch what had arrived by then."""
+    container stops, each batch what had arrived by then.  ``kind``: the
+    file's format, ``json`` (json-file) or ``local`` (local, dual logging)."""
+    if kind == "local":
+        from pallet.engine.logdrivers.local import read_blocks as reader
+    else:
+        reader = read_blocks
     queue = None
     if follow and log is not None and running():
         queue = log.subscribe_lines()
@@ -403,7 +393,7 @@ async def follow(log: ContainerLog | None, path: str, *, streams: set[str], tail
 
         if tail is None:
             # streamed: a block is sent while the next one is parsed
-            blocks = read_blocks(files)
+            blocks = reader(files)
             try:
                 while (block := await loop.run_in_executor(None, next, blocks, None)) is not None:
                     batch = [e for e in block if keep(e)]
@@ -413,7 +403,7 @@ async def follow(log: ContainerLog | None, path: str, *, streams: set[str], tail
                 for f, _, _ in files:
                     f.close()
         else:
-            entries = await loop.run_in_executor(None, read_open_files, files)
+            entries = await loop.run_in_executor(None, read_open_files, files, reader)
             entries = [e for e in entries if keep(e)]
             entries = entries[-tail:] if tail > 0 else []
             for i in range(0, len(entries), BATCH):

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from pallet.core import errors
+from pallet.engine.metrics import network_timer
 
 log = logging.getLogger("pallet.api_rest.networking")
 
@@ -24,7 +25,8 @@ def info(c) -> dict:
             "exposed_ports": cfg.get("ExposedPorts") or {},
             "hosts_path": c.data.get("HostsPath", ""),
             "hostname_path": c.data.get("HostnamePath", ""),
-            "resolv_conf_path": c.data.get("ResolvConfPath", "")}
+            "resolv_conf_path": c.data.get("ResolvConfPath", ""),
+            "mac_address": cfg.get("MacAddress") or ""}
 
 
 def _roles(kernel):
@@ -112,11 +114,30 @@ async def connect(kernel, c, network: str, endpoint_config) -> None:
     net, _ = _roles(kernel)
     if net is None:
         raise errors.NotImplementedYet("no network plugin is loaded")
-    await asyncio.to_thread(net.connect, network, info(c), endpoint_config or {})
+    with network_timer(kernel, "connect"):
+        await asyncio.to_thread(net.connect, network, info(c), endpoint_config or {})
 
 
 async def disconnect(kernel, c, network: str, force: bool) -> None:
     net, _ = _roles(kernel)
     if net is None:
         raise errors.NotImplementedYet("no network plugin is loaded")
-    await asyncio.to_thread(net.disconnect, network, c.id, force)
+    with network_timer(kernel, "disconnect"):
+        await asyncio.to_thread(net.disconnect, network, c.id, force)
+
+
+async def create_network(kernel, body) -> dict:
+    """``POST /networks/create`` through the network role."""
+    net, _ = _roles(kernel)
+    if net is None:
+        raise errors.NotImplementedYet("no network plugin is loaded")
+    with network_timer(kernel, "create"):
+        return await asyncio.to_thread(net.create_network, body)
+
+
+async def remove_network(kernel, ref: str) -> None:
+    net, _ = _roles(kernel)
+    if net is None:
+        raise errors.NotImplementedYet("no network plugin is loaded")
+    with network_timer(kernel, "delete"):
+        await asyncio.to_thread(net.remove_network, ref)

@@ -41,14 +41,16 @@ class Jobs:
 
 
 async def stream_job(request: web.Request, jobs: Jobs, work, *, hold: int = 0,
-                     quiet=None) -> web.StreamResponse:
+                     quiet=None, start: bool = False) -> web.StreamResponse:
     """Run ``work(progress)`` as a daemon job and stream its messages as JSON lines.
 
     The answer starts once more than ``hold`` messages came (pull holds its
     first, "Pulling from", so that an unknown image is a plain HTTP error as
     with dockerd); a failure after that is the stream's last message
-    (``errorDetail``).  ``quiet(msg)`` drops messages.  When the client goes
-    away the job goes on; its messages are then dropped.
+    (``errorDetail``).  ``start``: the answer starts at once, so that any
+    failure is in the stream (dockerd's load).  ``quiet(msg)`` drops
+    messages.  When the client goes away the job goes on; its messages are
+    then dropped.
     """
     queue: asyncio.Queue = asyncio.Queue()
     listening = True
@@ -70,6 +72,8 @@ async def stream_job(request: web.Request, jobs: Jobs, work, *, hold: int = 0,
         if not resp.prepared:
             await resp.prepare(request)
         await resp.write(b"".join(json.dumps(m).encode() + b"\n" for m in msgs))
+    if start:
+        await resp.prepare(request)
     try:
         while True:
             msg = await queue.get()
@@ -161,6 +165,11 @@ class Distribution:
 
         ref = parse_pull_reference(image, tag)
         plat = parse_platform(platform) if platform else None
+        from pallet.engine import metrics as metricsmod
+
+        m = metricsmod.of(self.kernel)
+        if m is not None:
+            progress = metricsmod.PullCounter(m, progress)
         target = naming_target(self.images)
         async with self.registry(creds) as registry:
             if ref.tag is None and ref.digest is None:

@@ -45,6 +45,7 @@ class Container:
         self.exit_on_next = False  # kill/stop asked: no restart at this exit
         self.cgroups: dict = {}    # controller -> cgroup dir while the task runs
         self.volumes: list = []    # volumes mounted for the running task
+        self.health_task = None    # the health check loop while it runs (health.py)
 
     @property
     def id(self) -> str:
@@ -134,7 +135,11 @@ def status_text(state: dict) -> str:
 
     status = state.get("Status", "created")
     if status == "running":
-        return "Up " + human_duration(_since(state.get("StartedAt"), parse_time))
+        up = "Up " + human_duration(_since(state.get("StartedAt"), parse_time))
+        health = (state.get("Health") or {}).get("Status")
+        if health:
+            return f"{up} (health: starting)" if health == "starting" else f"{up} ({health})"
+        return up
     if status == "paused":
         return "Up " + human_duration(_since(state.get("StartedAt"), parse_time)) + " (Paused)"
     if status == "restarting":

@@ -263,21 +263,26 @@ async def stats(c, *, stream: bool, one_shot: bool, interval: float = 1.0):
 async def top(pids: list[int], ps_args: str) -> dict:
     """``ps <ps_args>`` on the host, keeping the header and the container's rows."""
     import shlex
+    import subprocess
 
     try:
         args = shlex.split(ps_args or "-ef")
     except ValueError as e:
         raise errors.InvalidArgument(f"invalid ps_args: {e}") from None
+    # Not asyncio.create_subprocess_exec: under uvloop that is libuv's fork(),
+    # which runs every pthread_atfork handler (grpc's, uvloop's own, which takes
+    # the GIL in the child) in a copy of this multi-threaded process; now and
+    # then the child dies of SIGSEGV before it reaches exec, and ps "fails"
+    # with no output.  subprocess uses vfork + exec, which runs none of them.
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "ps", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        r = await asyncio.to_thread(subprocess.run, ["ps", *args], capture_output=True,
+                                    timeout=30, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise errors.PalletError("ps: command not found on the host") from None
-    except asyncio.TimeoutError:
-        proc.kill()
+    except subprocess.TimeoutExpired:
         raise errors.PalletError("ps did not answer in 30 seconds") from None
-    if proc.returncode != 0:
+    out, err = r.stdout, r.stderr
+    if r.returncode != 0:
         raise errors.InvalidArgument(f"Error running ps: {err.decode(errors='replace').strip()}")
     lines = out.decode(errors="replace").splitlines()
     if not lines:

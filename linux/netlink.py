@@ -92,6 +92,27 @@ class HostLinks:
         except nle as e:
             raise PalletError(f"set up bridge {name}: {os.strerror(e.code).lower()}") from None
 
+    def ensure_address(self, name: str, address: str, prefixlen: int) -> None:
+        """Another address (an IPv6 gateway) on the link ``name``, IPv6 switched
+        on for it first (a bridge made while ``disable_ipv6`` is set has none)."""
+        nle = _netlink_error()
+        idx = self.index(name)
+        if idx is None:
+            raise PalletError(f"add address {address} to {name}: no such device")
+        if ":" in address:
+            _set_ipv6(name, True)
+        family = 10 if ":" in address else 2
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                for a in self.ipr.get_addr(index=idx, family=family)}
+        if (address, prefixlen) in have:
+            return
+        try:
+            self.ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        except nle as e:
+            if e.code != errno.EEXIST:
+                raise PalletError(f"add address {address}/{prefixlen} to {name}: "
+                                  f"{os.strerror(e.code).lower()}") from None
+
     def bridge_addresses(self, name: str) -> list[tuple[str, int]]:
         idx = self.index(name)
         if idx is None:
@@ -230,6 +251,23 @@ def set_route_localnet(ifname: str, on: bool = True) -> None:
             from None
 
 
+def _set_ipv6(ifname: str, on: bool) -> None:
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+    try:
+        with open(path, "w") as f:
+            f.write("0" if on else "1")
+    except OSError:
+        pass  # IPv6 is off in this kernel: the address add says so
+
+
+IFA_F_NODAD = 0x02
+
+
+def _broadcast(ip: str, prefixlen: int) -> str:
+    """The broadcast address libnetwork gives an endpoint's IPv4 address."""
+    return str(ipaddress.ip_network(f"{ip}/{prefixlen}", strict=False).broadcast_address)
+
+
 def netlink_socket():
     """A route netlink socket; opened inside a sandbox, it stays bound to that
     namespace, so the worker thread can configure the sandbox through it
@@ -253,9 +291,10 @@ class SandboxLinks:
         self.ipr.close()
 
     def configure(self, endpoints: list[dict], gateway: str | None,
-                  loopback: bool = True) -> None:
+                  loopback: bool = True, gateway6: str | None = None) -> None:
         """Loopback up; each endpoint's interface (made by ``add_veth``) gets its
-        address and goes up; the default route via ``gateway``."""
+        addresses (``ip``, and ``ip6`` when it has one) and goes up; the default
+        routes via ``gateway`` and ``gateway6``."""
         nle = _netlink_error()
         ipr = self.ipr
         step = "bring loopback up"
@@ -267,11 +306,24 @@ class SandboxLinks:
                 idx = index_of(ipr, ep["ifname"])
                 if idx is None:
                     raise PalletError(f"sandbox: {step}: no such device")
-                ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"])
+                ipr.addr("add", index=idx, address=ep["ip"], prefixlen=ep["prefixlen"],
+                         broadcast=_broadcast(ep["ip"], ep["prefixlen"]))
+                for extra in ep.get("linklocal") or ():
+                    # --link-local-ip: one more address, on the link only
+                    ipr.addr("add", index=idx, address=extra,
+                             prefixlen=64 if ":" in extra else 16)
+                if ep.get("ip6"):
+                    # no duplicate address detection: the address is usable at
+                    # once (the IPAM made sure it is unique), as libnetwork sets it
+                    ipr.addr("add", index=idx, address=ep["ip6"], prefixlen=ep["prefixlen6"],
+                             flags=IFA_F_NODAD)
                 ipr.link("set", index=idx, state="up")
             if gateway:
                 step = f"add default route via {gateway}"
                 ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+            if gateway6:
+                step = f"add default route via {gateway6}"
+                ipr.route("add", dst="::/0", gateway=gateway6, family=10)
         except nle as e:
             raise PalletError(f"sandbox: {step}: {os.strerror(e.code).lower()}") from None
 

@@ -78,10 +78,10 @@ _ADDR = {"-s": "src", "-d": "dst", "-i": "in_interface", "-o": "out_interface",
          "-p": "protocol"}
 
 
-def build(spec: tuple):
-    """An ``iptc.Rule`` from an iptables argument tuple."""
+def build(spec: tuple, family: int = 4):
+    """An ``iptc.Rule`` (``Rule6`` for ip6tables) from an iptables argument tuple."""
     mod = iptc()
-    rule = mod.Rule()
+    rule = mod.Rule6() if family == 6 else mod.Rule()
     args = list(spec)
     i, negate, current = 0, False, None
     while i < len(args):
@@ -120,9 +120,9 @@ def _key(rule) -> tuple:
             rule.target.name if rule.target else "")
 
 
-def _table(name: str):
+def _table(name: str, family: int = 4):
     mod = iptc()
-    table = mod.Table(name)
+    table = mod.Table6(name) if family == 6 else mod.Table(name)
     table.autocommit = False
     table.refresh()
     return table
@@ -136,14 +136,15 @@ def _chain(table, name: str):
 
 
 def sync(table_name: str, chains: dict[str, list[tuple]], *,
-         jumps: list[tuple[str, tuple]] = (), ensure: tuple[str, ...] = ()) -> None:
+         jumps: list[tuple[str, tuple]] = (), ensure: tuple[str, ...] = (),
+         family: int = 4) -> None:
     """Make ``chains`` (name -> rules, in order) hold exactly those rules, each
     jump ``(built-in chain, rule)`` be present exactly once at the top of its
     chain, and the chains of ``ensure`` exist (their rules left alone) — in
-    one commit."""
+    one commit (``family`` 6: the ip6tables table)."""
     mod = iptc()
     with locked():
-        table = _table(table_name)
+        table = _table(table_name, family)
         try:
             for name in (*ensure, *chains):
                 _chain(table, name)
@@ -151,9 +152,9 @@ def sync(table_name: str, chains: dict[str, list[tuple]], *,
                 chain = mod.Chain(table, name)
                 chain.flush()
                 for spec in rules:
-                    chain.append_rule(build(spec))
+                    chain.append_rule(build(spec, family))
             for builtin, spec in jumps:
-                want = build(spec)
+                want = build(spec, family)
                 chain = mod.Chain(table, builtin)
                 target = want.target.name
                 present = [r for r in chain.rules if r.target and r.target.name == target]
@@ -172,12 +173,12 @@ def sync(table_name: str, chains: dict[str, list[tuple]], *,
             raise PalletError(f"iptables {table_name}: {e}") from None
 
 
-def remove_chains(table_name: str, names: list[str]) -> None:
+def remove_chains(table_name: str, names: list[str], family: int = 4) -> None:
     """Delete the chains ``names`` and every rule of the table that jumps to
     them (missing ones are fine)."""
     mod = iptc()
     with locked():
-        table = _table(table_name)
+        table = _table(table_name, family)
         try:
             present = [n for n in names if table.is_chain(n)]
             if not present:
@@ -198,10 +199,10 @@ def remove_chains(table_name: str, names: list[str]) -> None:
             raise PalletError(f"iptables {table_name}: remove chains: {e}") from None
 
 
-def chain_names(table_name: str) -> list[str]:
+def chain_names(table_name: str, family: int = 4) -> list[str]:
     """The chains of a table (for checks and clean-up)."""
     with locked():
-        table = _table(table_name)
+        table = _table(table_name, family)
         return [c.name for c in table.chains]
 
 

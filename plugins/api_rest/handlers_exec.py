@@ -48,7 +48,7 @@ async def start(request: web.Request):
     if detach:
         await svc.start(rec, detach=True, tty=tty, console_size=size)
         return web.Response(status=200, headers={"Content-Type": "application/json"})
-    use_tty = rec.tty if tty is None else tty
+    use_tty = rec.tty if tty is None else tty  # framing; the process keeps the create's
     conn = streams.Hijacked(request, streams.RAW if use_tty else streams.MULTIPLEXED)
     await conn.start()
     stdin_task = None

@@ -143,7 +143,8 @@ async def load(request: web.Request):
 
     def drop(msg: dict) -> bool:
         return quiet and "stream" not in msg
-    return await pull.stream_job(request, pull.distribution(request).jobs, work, quiet=drop)
+    return await pull.stream_job(request, pull.distribution(request).jobs, work, quiet=drop,
+                                 start=True)
 
 
 async def save(request: web.Request):

@@ -29,12 +29,12 @@ async def inspect(request: web.Request):
 
 async def create(request: web.Request):
     body = await json_body(request)
-    return json_response(await asyncio.to_thread(_net(request).create_network, body),
+    return json_response(await networking.create_network(request.app["kernel"], body),
                          status=201)
 
 
 async def remove(request: web.Request):
-    await asyncio.to_thread(_net(request).remove_network, request.match_info["id"])
+    await networking.remove_network(request.app["kernel"], request.match_info["id"])
     return web.Response(status=204)
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from pallet.core import errors
 from pallet.plugins.api_rest import streams
+from pallet.engine import logdrivers
 from pallet.engine.detach import EscapeFilter, parse_keys
 from pallet.engine.logs import follow as follow_log, parse_time, rfc3339nano
 from pallet.plugins.api_rest.server import qbool
@@ -41,8 +42,7 @@ async def logs(request: web.Request):
     want = {s for s in ("stdout", "stderr") if qbool(request, s)}
     if not want:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
-    if (c.data["HostConfig"].get("LogConfig") or {}).get("Type") == "none":
-        raise errors.NotImplementedYet("configured logging driver does not support reading")
+    path, kind = logdrivers.read_source(c)  # 501 for a driver that keeps nothing
     tail = request.query.get("tail", "all")
     if tail in ("all", ""):
         ntail = None
@@ -57,9 +57,9 @@ async def logs(request: web.Request):
     follow = qbool(request, "follow")
     since = time_param(request, "since") or 0
     until = time_param(request, "until")
-    entries = follow_log(svc.log_of(c) if follow else c.log, c.log_path, streams=want,
+    entries = follow_log(svc.log_of(c) if follow else c.log, path, streams=want,
                          tail=ntail, since_ns=since, until_ns=until, follow=follow,
-                         running=lambda: c.running)
+                         running=lambda: c.running, kind=kind)
     tty = c.tty
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": streams.RAW if tty else streams.MULTIPLEXED})

@@ -50,6 +50,8 @@ def error_response(exc: BaseException) -> web.Response:
         status, message = 400, f"invalid JSON: {exc.msg}"
     elif isinstance(exc, (ValueError, TypeError, KeyError)):
         status, message = 400, f"invalid request: {exc}"
+    elif isinstance(exc, RecursionError):  # input nested deeper than any client sends
+        status, message = 400, "invalid request: nested too deep"
     else:
         status, message = 500, f"{type(exc).__name__}: {exc}"
     if status == 304:
@@ -132,6 +134,32 @@ async def json_body(request: web.Request, *, optional: bool = False):
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise errors.InvalidArgument(too_deep(raw)) from None
+
+
+def too_deep(raw: bytes, limit: int = 512) -> str:
+    """Go's encoding/json message for a body nested past what it decodes
+    (no client nests this deep; Python's decoder stops at its recursion
+    limit, and the request gets dockerd's 400 rather than a 500)."""
+    depth, in_str, escaped = 0, False, False
+    for b in raw:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:
+                escaped = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return f"invalid character '{chr(b)}' exceeded max depth"
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return "invalid JSON: nested too deep"
 
 
 def qbool(request: web.Request, name: str, default: bool = False) -> bool:
@@ -224,27 +252,13 @@ class VersionedRouter(web.UrlDispatcher):
 # Families of the Engine API that pallet does not serve yet: they answer 501
 # with docker's JSON error rather than a bare 404.
 UNIMPLEMENTED = (
-    "/build{tail:.*}", "/commit", "/images/search",
-    "/swarm{tail:.*}", "/services{tail:.*}",
-    "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
-    "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}",
+    "/build{tail:.*}", "/commit", "/plugins{tail:.*}", "/session",
 )
 
 
 async def not_implemented(request: web.Request):
     path = re.sub(r"^/v[0-9.]+", "", request.path)
     raise errors.NotImplementedYet(f"pallet does not implement {request.method} {path} yet")
-
-
-def _no_such(kind: str):
-    """Lookups of object kinds pallet has none of yet: 404, so that ``docker
-    inspect NAME`` goes on to say "no such object" as with dockerd."""
-    messages = {"network": "network {} not found", "volume": "get {}: no such volume",
-                "plugin": "plugin \"{}\" not found"}
-
-    async def handler(request: web.Request):
-        raise errors.NotFound(messages[kind].format(request.match_info["name"]))
-    return handler
 
 
 def make_app(kernel, service) -> web.Application:
@@ -268,8 +282,9 @@ def make_app(kernel, service) -> web.Application:
     handlers_images.register(routes)
     from pallet.plugins.api_rest import handlers_networks  # network role (net_bridge)
     handlers_networks.register(routes)
+    from pallet.plugins.api_rest import handlers_swarm  # swarm, plugins, registry look-ups
+    handlers_swarm.register(routes)
     kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
-    routes.add("GET", "/plugins/{name:.+}/json", _no_such("plugin"))
     for path in UNIMPLEMENTED:
         routes.add("*", path, not_implemented)
     return app

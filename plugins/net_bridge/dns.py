@@ -4,8 +4,9 @@ One UDP socket per sandbox, opened *inside* the sandbox's namespace on
 127.0.0.11:53 (a socket keeps the namespace it was created in), served from
 the daemon's asyncio loop.  A query is answered from the names of the
 containers on the asking container's networks (name, aliases, short id,
-``name.network``; A and PTR records, AAAA answered empty so that resolvers
-do not go elsewhere); any other name is forwarded, from the host's
+``name.network``; A, AAAA and PTR records, an empty answer for a known
+name without an address of the family asked, so that resolvers do not go
+elsewhere); any other name is forwarded, from the host's
 namespace, to the upstream servers the sandbox was given (``--dns`` or the
 host's), and the answer relayed as is.  RFC 1035 sections 4.1.1-4.1.3 give
 the message layout used here.
@@ -73,9 +74,19 @@ def response(query: bytes, qend: int, rcode: int = 0, answers=()) -> bytes:
 
 
 def ptr_address(qname: str) -> str | None:
-    """``2.0.18.172.in-addr.arpa`` -> ``172.18.0.2``."""
+    """``2.0.18.172.in-addr.arpa`` -> ``172.18.0.2`` (and ``ip6.arpa`` nibbles
+    -> an IPv6 address)."""
     suffix = ".in-addr.arpa"
     name = qname.lower().rstrip(".")
+    if name.endswith(".ip6.arpa"):
+        nibbles = name[:-len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or not all(len(x) == 1 for x in nibbles):
+            return None
+        digits = "".join(reversed(nibbles))
+        try:
+            return str(ipaddress.IPv6Address(int(digits, 16)))
+        except ValueError:
+            return None
     if not name.endswith(suffix):
         return None
     parts = name[:-len(suffix)].split(".")
@@ -212,8 +223,10 @@ class DNSServer:
             elif qtype in (TYPE_A, TYPE_AAAA):
                 ips = self.resolve(listener.key, qname, TYPE_A)
                 if ips is not None:
-                    rr = [(TYPE_A, ipaddress.IPv4Address(ip).packed) for ip in ips] \
-                        if qtype == TYPE_A else []
+                    # a name with no address of the family asked is answered
+                    # empty, not forwarded (a container of an IPv4-only network)
+                    rr = [(qtype, ipaddress.ip_address(ip).packed) for ip in ips
+                          if (":" in ip) == (qtype == TYPE_AAAA)]
                     answer = response(data, qend, 0, rr)
         if answer is not None:
             listener.transport.sendto(answer, addr)

@@ -47,6 +47,8 @@ DEFAULTS = {
     "iptables": True,             # --iptables
     "chain-prefix": "PALLET",
     "resolv-conf": "/etc/resolv.conf",
+    "ipv6": False,                # --ipv6 (the default bridge gets fixed-cidr-v6)
+    "fixed-cidr-v6": "",          # --fixed-cidr-v6
 }
 
 
@@ -90,9 +92,21 @@ def check_config(cfg: dict) -> dict:
         out["mtu"] = int(out["mtu"])
     except (TypeError, ValueError):
         raise ConfigError(f"[plugins.net_bridge] mtu: invalid {out['mtu']!r}") from None
-    for key in ("icc", "ip-masq", "iptables"):
+    for key in ("icc", "ip-masq", "iptables", "ipv6"):
         if not isinstance(out[key], bool):
             raise ConfigError(f"[plugins.net_bridge] {key}: true or false expected")
+    if out["fixed-cidr-v6"]:
+        try:
+            net6 = ipaddress.ip_network(out["fixed-cidr-v6"], strict=False)
+            if net6.version != 6 or net6.prefixlen > 126:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("[plugins.net_bridge] fixed-cidr-v6: invalid IPv6 network "
+                              f"{out['fixed-cidr-v6']!r}") from None
+        out["fixed-cidr-v6"] = str(net6)
+    if out["ipv6"] and not out["fixed-cidr-v6"]:
+        # as dockerd: --ipv6 on the default bridge needs its range
+        raise ConfigError("[plugins.net_bridge] ipv6 needs fixed-cidr-v6")
     return out
 
 
@@ -108,6 +122,7 @@ class BridgeDriver(SandboxMixin):
         self.dns = DNSServer(self._resolve)
         self.networks: dict[str, nets.Network] = {}
         self.pools: dict[str, Pool] = {}
+        self.pools6: dict[str, Pool] = {}
         self.records: dict[str, dict] = {}
         self._loaded = False
         self._reconciled = False
@@ -172,6 +187,7 @@ class BridgeDriver(SandboxMixin):
         for n in self.networks.values():
             if n.is_bridge and n.subnet:
                 self._pool(n)
+                self._pool6(n)
         self._loaded = True
         self._rebuild_dns()
 
@@ -194,7 +210,8 @@ class BridgeDriver(SandboxMixin):
             old.id if old else nets.new_id(), old.created if old else now,
             bridge=self.cfg["bridge"], subnet=subnet, gateway=gateway,
             ip_range=ip_range or subnet, icc=self.cfg["icc"], mtu=self.cfg["mtu"],
-            masquerade=self.cfg["ip-masq"])
+            masquerade=self.cfg["ip-masq"],
+            subnet6=self.cfg["fixed-cidr-v6"] if self.cfg["ipv6"] else "")
         n.materialized = bool(old and old.materialized)
         if old is None or old.to_json() != n.to_json():
             if old is not None and old.bridge != n.bridge and old.materialized:
@@ -209,8 +226,20 @@ class BridgeDriver(SandboxMixin):
         pool = self.pools.get(n.id)
         if pool is None or str(pool.subnet) != n.subnet:
             pool = Pool(self.state.ipam_file(n.id), n.subnet, n.gateway, n.ip_range or None,
-                        label=f"{n.name} ({n.id[:12]})")
+                        label=f"{n.name} ({n.id[:12]})", reserved=n.aux.values())
             self.pools[n.id] = pool
+        return pool
+
+    def _pool6(self, n: nets.Network) -> Pool | None:
+        """The network's IPv6 pool (None without IPv6)."""
+        if not n.ipv6:
+            return None
+        pool = self.pools6.get(n.id)
+        if pool is None or str(pool.subnet) != n.subnet6:
+            pool = Pool(self.state.ipam_file(n.id + "-v6"), n.subnet6, n.gateway6,
+                        n.ip_range6 or None, label=f"{n.name} ({n.id[:12]})",
+                        reserved=n.aux6.values())
+            self.pools6[n.id] = pool
         return pool
 
     @property
@@ -236,7 +265,7 @@ class BridgeDriver(SandboxMixin):
                 self._release(rec)
             except PalletError as e:
                 log.warning("container %s: release network: %s", cid[:12], e)
-        for pool in self.pools.values():
+        for pool in list(self.pools.values()) + list(self.pools6.values()):
             stale = pool.keep_only(live)
             if stale:
                 log.info("freed stale addresses %s", ", ".join(stale))
@@ -301,6 +330,8 @@ class BridgeDriver(SandboxMixin):
         if not n.subnet:
             self._choose_default_subnet(n)
         self.links.ensure_bridge(n.bridge, n.gateway, n.prefixlen, n.mtu)
+        if n.ipv6:
+            self.links.ensure_address(n.bridge, n.gateway6, n.prefixlen6)
         self._bridges_up.add(n.id)
 
     def _materialize(self, n: nets.Network) -> None:
@@ -317,9 +348,9 @@ class BridgeDriver(SandboxMixin):
                 self._sync_firewall()
 
     def _sync_firewall(self) -> None:
-        firewall.enable_forwarding()
-        firewall.apply(self.prefix, [n for n in self.networks.values()
-                                     if n.is_bridge and n.materialized])
+        live = [n for n in self.networks.values() if n.is_bridge and n.materialized]
+        firewall.enable_forwarding(ipv6=any(n.ipv6 for n in live))
+        firewall.apply(self.prefix, live)
 
     # --- lookups ----------------------------------------------------------------------
     def _network(self, ref: str) -> nets.Network:
@@ -373,6 +404,11 @@ class BridgeDriver(SandboxMixin):
                                   "pool among the defaults to assign to the network")
             n.subnet, n.gateway, n.ip_range = str(subnet), str(subnet.network_address + 1), \
                 str(subnet)
+        if n.subnet6:
+            new6 = ipaddress.ip_network(n.subnet6)
+            for o in self.networks.values():
+                if o.subnet6 and ipaddress.ip_network(o.subnet6).overlaps(new6):
+                    raise Conflict("Pool overlaps with other one on this address space")
         self._save_network(n)
         try:
             self._materialize(n)
@@ -406,7 +442,8 @@ class BridgeDriver(SandboxMixin):
         for rec, ep in self._endpoints_on(n.id):
             containers[rec["id"]] = {
                 "Name": rec.get("name", ""), "EndpointID": ep["id"], "MacAddress": ep["mac"],
-                "IPv4Address": f"{ep['ip']}/{ep['prefixlen']}", "IPv6Address": ""}
+                "IPv4Address": f"{ep['ip']}/{ep['prefixlen']}",
+                "IPv6Address": f"{ep['ip6']}/{ep['prefixlen6']}" if ep.get("ip6") else ""}
         for rec in self.records.values():
             sb = rec.get("sandbox") or {}
             if n.name in ("host", "none") and sb and rec.get("mode") == n.name:
@@ -438,6 +475,11 @@ class BridgeDriver(SandboxMixin):
             pool.destroy()
         else:
             remove(self.state.ipam_file(n.id))
+        pool6 = self.pools6.pop(n.id, None)
+        if pool6 is not None:
+            pool6.destroy()
+        else:
+            remove(self.state.ipam_file(n.id + "-v6"))
         remove(self.state.network_file(n.id))
         self.networks.pop(n.id, None)
         if was and self.cfg["iptables"]:
@@ -491,14 +533,15 @@ class BridgeDriver(SandboxMixin):
                     continue
                 table = by_net.setdefault(n.id, {})
                 names = [rec.get("name", "")] + list(self._aliases(rec, n.id)) + [rec["id"][:12]]
+                addrs = [ep["ip"]] + ([ep["ip6"]] if ep.get("ip6") else [])
                 for name in names:
                     if not name:
                         continue
                     for key in (name.lower(), f"{name}.{n.name}".lower()):
                         ips = table.setdefault(key, [])
-                        if ep["ip"] not in ips:
-                            ips.append(ep["ip"])
-                ptr_net.setdefault(n.id, {})[ep["ip"]] = [f"{rec.get('name', '')}.{n.name}"]
+                        ips.extend(ip for ip in addrs if ip not in ips)
+                for ip in addrs:
+                    ptr_net.setdefault(n.id, {})[ip] = [f"{rec.get('name', '')}.{n.name}"]
         tables = {}
         for rec in self.records.values():
             sb = rec.get("sandbox") or {}
@@ -512,7 +555,10 @@ class BridgeDriver(SandboxMixin):
                     merged.extend(ip for ip in ips if ip not in merged)
                 ptrs.update(ptr_net.get(ep["network"], {}))
                 n = self.networks.get(ep["network"])
-                for link in (rec.get("links") or ()) if n is not None and n.user_defined else ():
+                links = list((rec.get("links") or ()) if n is not None and n.user_defined
+                             else ())
+                links += self._endpoint_links(rec, ep["network"])
+                for link in links:
                     # --link on a user-defined network: the alias, for this container only
                     ip = self._link_ip(link, n.id)
                     if ip:

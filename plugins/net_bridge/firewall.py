@@ -18,7 +18,12 @@ nat
     P-POSTROUTING    per masquerading network: -s SUBNET ! -o B MASQUERADE
 
 The whole set is recomputed from the network records and synced (see
-``xtables.sync``): idempotent, reconciled at start, never duplicated.
+``xtables.sync``): idempotent, reconciled at start, never duplicated.  The
+networks with IPv6 get the same filter chains and rules in ip6tables; their
+IPv6 subnets are routed, not masqueraded, as by dockerd 20.10 (whose IPv6
+NAT is the experimental ``--ip6tables``; python-iptables also cannot load
+the MASQUERADE target for both families in one process).  The chains exist
+in ip6tables only while such a network does.
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ def chains(prefix: str) -> dict[str, list[str]]:
             "nat": [f"{prefix}-POSTROUTING"]}
 
 
-def rules(prefix: str, networks) -> tuple[dict, dict]:
-    """(filter chains, nat chains) for the materialized bridge networks."""
+def rules(prefix: str, networks, family: int = 4) -> tuple[dict, dict]:
+    """(filter chains, nat chains) for the materialized bridge networks (their
+    IPv6 side with ``family`` 6)."""
     fwd, iso1, iso2, post = [("-j", f"{prefix}-ISOLATION-1")], [], [], []
     for n in networks:
         b = n.bridge
@@ -49,8 +55,9 @@ def rules(prefix: str, networks) -> tuple[dict, dict]:
         else:
             fwd.append(("-i", b, "!", "-o", b, "-j", "ACCEPT"))
         fwd.append(("-i", b, "-o", b, "-j", "ACCEPT" if n.icc else "DROP"))
-        if n.masquerade and not n.internal:
-            post.append(("-s", n.subnet, "!", "-o", b, "-j", "MASQUERADE"))
+        subnet = n.subnet6 if family == 6 else n.subnet
+        if n.masquerade and not n.internal and subnet:
+            post.append(("-s", subnet, "!", "-o", b, "-j", "MASQUERADE"))
     iso1.append(("-j", "RETURN"))
     iso2.append(("-j", "RETURN"))
     return ({f"{prefix}-FORWARD": fwd, f"{prefix}-ISOLATION-1": iso1,
@@ -59,24 +66,38 @@ def rules(prefix: str, networks) -> tuple[dict, dict]:
 
 
 def apply(prefix: str, networks) -> None:
-    """Sync the rules of ``networks`` (every materialized bridge network)."""
+    """Sync the rules of ``networks`` (every materialized bridge network), in
+    iptables and, for those with IPv6, in ip6tables."""
+    networks = list(networks)
     filt, nat = rules(prefix, networks)
     xtables.sync("filter", filt, jumps=[("FORWARD", ("-j", f"{prefix}-FORWARD"))],
                  ensure=(prefix,))
     xtables.sync("nat", nat, jumps=[("POSTROUTING", ("-j", f"{prefix}-POSTROUTING"))])
+    v6 = [n for n in networks if getattr(n, "ipv6", False)]
+    if v6:
+        filt, _ = rules(prefix, v6, family=6)
+        xtables.sync("filter", filt, jumps=[("FORWARD", ("-j", f"{prefix}-FORWARD"))],
+                     ensure=(prefix,), family=6)
+    else:
+        remove(prefix, families=(6,))
 
 
-def remove(prefix: str) -> None:
+def remove(prefix: str, families=(4, 6)) -> None:
     """Delete every chain of the bridge driver and the jumps to them."""
     names = chains(prefix)
-    xtables.remove_chains("filter", names["filter"])
-    xtables.remove_chains("nat", names["nat"])
+    for family in families:
+        xtables.remove_chains("filter", names["filter"], family)
+        if family == 4:
+            xtables.remove_chains("nat", names["nat"], family)
 
 
-def enable_forwarding() -> None:
+def enable_forwarding(ipv6: bool = False) -> None:
     """IPv4 forwarding on, and bridged traffic through iptables (dockerd does both:
-    without br_netfilter's switch, ICC=false would not see bridged frames)."""
+    without br_netfilter's switch, ICC=false would not see bridged frames);
+    with IPv6 networks, IPv6 forwarding too."""
     xtables.set_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    if ipv6:
+        xtables.set_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
     path = "/proc/sys/net/bridge/bridge-nf-call-iptables"
     try:
         xtables.set_sysctl(path, "1")

@@ -1,8 +1,11 @@
-"""IPv4 address management for one network, persisted under the data root.
+"""Address management for one network, persisted under the data root.
 
-Each network has a pool: its subnet, the gateway, and optionally a smaller
-range addresses are handed out from (``--ip-range``, dockerd's
-``--fixed-cidr``).  Allocation rolls forward from the last address handed
+Each network has a pool per address family: its subnet, the gateway, and
+optionally a smaller range addresses are handed out from (``--ip-range``,
+dockerd's ``--fixed-cidr``, ``--fixed-cidr-v6``), less the auxiliary
+addresses (``--aux-address``), which are never handed out.  As in
+libnetwork, a range's own first and last addresses are usable; only the
+subnet's network and broadcast addresses and the gateway are not.  Allocation rolls forward from the last address handed
 out, as libnetwork's default IPAM does, so an address just released is not
 reused at once; an address is never handed out while an owner holds it, and
 the allocations survive daemon restarts (one file per network, written
@@ -21,23 +24,24 @@ class Exhausted(PalletError):
     """No address left in the pool."""
 
 
-def parse_subnet(text: str, what: str = "subnet") -> ipaddress.IPv4Network:
+def parse_subnet(text: str, what: str = "subnet", version: int | None = 4):
+    """A network (``version`` 4, 6, or None for either)."""
     try:
         net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
+    except (ValueError, TypeError):
         raise InvalidArgument(f"invalid {what} {text!r}") from None
-    if net.version != 4:
-        raise InvalidArgument(f"invalid {what} {text}: only IPv4 is supported")
+    if version is not None and net.version != version:
+        raise InvalidArgument(f"invalid {what} {text}: an IPv{version} network is expected")
     return net
 
 
-def parse_address(text: str, what: str = "address") -> ipaddress.IPv4Address:
+def parse_address(text: str, what: str = "address", version: int | None = 4):
     try:
         addr = ipaddress.ip_address(text)
-    except ValueError:
+    except (ValueError, TypeError):
         raise InvalidArgument(f"invalid {what} {text!r}") from None
-    if addr.version != 4:
-        raise InvalidArgument(f"invalid {what} {text}: only IPv4 is supported")
+    if version is not None and addr.version != version:
+        raise InvalidArgument(f"invalid {what} {text}: an IPv{version} address is expected")
     return addr
 
 
@@ -45,11 +49,13 @@ class Pool:
     """The allocations of one network (thread-safe)."""
 
     def __init__(self, path: str, subnet: str, gateway: str, ip_range: str | None = None,
-                 label: str = ""):
+                 label: str = "", reserved=()):
         self.path = path
-        self.subnet = parse_subnet(subnet)
-        self.gateway = parse_address(gateway, "gateway")
-        self.range = parse_subnet(ip_range, "ip range") if ip_range else self.subnet
+        self.subnet = parse_subnet(subnet, version=None)
+        v = self.subnet.version
+        self.gateway = parse_address(gateway, "gateway", v)
+        self.range = parse_subnet(ip_range, "ip range", v) if ip_range else self.subnet
+        self.reserved = {int(parse_address(a, "auxiliary address", v)) for a in reserved}
         self.label = label
         self._lock = threading.Lock()
         self.allocated: dict[str, str] = {}
@@ -72,7 +78,11 @@ class Pool:
         write_json(self.path, {
             "subnet": str(self.subnet), "gateway": str(self.gateway),
             "allocated": self.allocated,
-            "last": str(ipaddress.ip_address(self.last)) if self.last is not None else None})
+            "last": str(self._address(self.last)) if self.last is not None else None})
+
+    def _address(self, value: int):
+        return ipaddress.IPv6Address(value) if self.subnet.version == 6 \
+            else ipaddress.IPv4Address(value)
 
     def destroy(self) -> None:
         """Forget the pool (its network is removed)."""
@@ -86,8 +96,12 @@ class Pool:
 
     # --- allocation ---------------------------------------------------------------
     def _usable(self, value: int) -> bool:
-        return value not in (int(self.subnet.network_address), int(self.subnet.broadcast_address),
-                             int(self.gateway)) \
+        if value == int(self.gateway) or value in self.reserved:
+            return False
+        if self.subnet.version == 6:
+            return value != int(self.subnet.network_address)  # the subnet-router anycast
+        return value not in (int(self.subnet.network_address),
+                             int(self.subnet.broadcast_address)) \
             or self.subnet.prefixlen >= 31
 
     def allocate(self, owner: str, want: str | None = None) -> str:
@@ -95,7 +109,7 @@ class Pool:
         next free one after the last handed out."""
         with self._lock:
             if want:
-                addr = parse_address(want, "IP address")
+                addr = parse_address(want, "IP address", self.subnet.version)
                 if addr not in self.subnet:
                     raise InvalidArgument(f"invalid address {want}: it does not belong to any "
                                           f"of this network's subnets")
@@ -109,21 +123,19 @@ class Pool:
                 self._save()
                 return str(addr)
             first, last = int(self.range.network_address), int(self.range.broadcast_address)
-            if self.range.prefixlen < 31:
-                first, last = first + 1, last - 1
             size = last - first + 1
             start = self.last + 1 if self.last is not None and first <= self.last < last else first
             for i in range(size):
                 value = first + (start - first + i) % size
-                ip = str(ipaddress.ip_address(value))
+                ip = str(self._address(value))
                 if ip in self.allocated or not self._usable(value):
                     continue
                 self.allocated[ip] = owner
                 self.last = value
                 self._save()
                 return ip
-            raise Exhausted(f"no available IPv4 addresses on this network's address pools: "
-                            f"{self.label}")
+            raise Exhausted(f"no available IPv{self.subnet.version} addresses on this "
+                            f"network's address pools: {self.label}")
 
     def release(self, ip: str, owner: str | None = None) -> None:
         """Give ``ip`` back (only if ``owner`` holds it, when given)."""

@@ -17,6 +17,7 @@ the runtime joins it through the ``path`` of the spec's network namespace.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -92,6 +93,7 @@ class SandboxMixin:
                "dns_options": list(host.get("DnsOptions") or []),
                "extra_hosts": list(host.get("ExtraHosts") or []),
                "links": [dict(link) for link in info.get("links") or ()],
+               "mac_address": info.get("mac_address") or "",
                "paths": {"hosts": info.get("hosts_path", ""),
                          "hostname": info.get("hostname_path", ""),
                          "resolv": info.get("resolv_conf_path", "")},
@@ -105,6 +107,8 @@ class SandboxMixin:
                 raise InvalidArgument("conflicting options: port publishing and the container "
                                       "type network mode")
         etcfiles.parse_extra_hosts(rec["extra_hosts"], "0.0.0.0")  # format check only
+        if rec["mac_address"]:
+            check_mac(rec["mac_address"])
         for ip in rec["dns"]:
             etcfiles.resolv("", dns=[ip])
         if old is not None and not fresh:
@@ -150,27 +154,56 @@ class SandboxMixin:
             raise InvalidArgument("invalid endpoint configuration")
         ipam = ep.get("IPAMConfig") or {}
         want = ipam.get("IPv4Address") or ""
+        want6 = ipam.get("IPv6Address") or ""
         aliases = [a for a in (ep.get("Aliases") or []) if a]
-        if ipam.get("IPv6Address"):
-            raise InvalidArgument("IPv6 addresses are not supported yet")
+        links = [str(x) for x in (ep.get("Links") or []) if x]
+        mac = ep.get("MacAddress") or ""
+        if mac:
+            check_mac(mac)
         if n.default:
-            if want:
+            if want or want6:
                 raise InvalidArgument("user specified IP address is supported on user defined "
                                       "networks only")
             if aliases:
                 raise InvalidArgument("network-scoped alias is supported only for containers "
                                       "in user defined networks")
-        elif want and not n.user_subnet:
+        elif (want and not n.user_subnet) or (want6 and not n.subnet6):
             raise InvalidArgument("user specified IP address is supported only when connecting "
                                   "to networks with user configured subnets")
-        if want:
-            from pallet.plugins.net_bridge.ipam import parse_address
-            import ipaddress
-            addr = parse_address(want, "IPv4 address")
-            if addr not in ipaddress.ip_network(n.subnet):
-                raise InvalidArgument(f"invalid address {want}: it does not belong to any of "
+        from pallet.plugins.net_bridge.ipam import parse_address
+        for text, subnet, family in ((want, n.subnet, 4), (want6, n.subnet6, 6)):
+            if text and parse_address(text, f"IPv{family} address", family) not in \
+                    ipaddress.ip_network(subnet):
+                raise InvalidArgument(f"invalid address {text}: it does not belong to any of "
                                       f"this network's subnets")
-        return {"network": n.id, "aliases": aliases, "ipv4": want}
+        for link in links:
+            name, _, alias = link.partition(":")
+            if not name or (":" in alias):
+                raise InvalidArgument(f"invalid link {link!r}: NAME[:ALIAS] expected")
+        linklocal = [str(x) for x in (ipam.get("LinkLocalIPs") or [])]
+        for text in linklocal:
+            if not _is_ip(text):
+                raise InvalidArgument(f"invalid link-local IP address: {text}")
+        opts = ep.get("DriverOpts") or None
+        if opts is not None and not isinstance(opts, dict):
+            raise InvalidArgument("invalid DriverOpts: a map of strings is expected")
+        return {"network": n.id, "aliases": aliases, "ipv4": want, "ipv6": want6, "mac": mac,
+                "links": links, "linklocal": linklocal,
+                "driver_opts": {str(k): str(v) for k, v in opts.items()} if opts else None}
+
+    def _endpoint_links(self, rec: dict, nid: str) -> list[dict]:
+        """The ``Links`` of the container's endpoint on network ``nid``
+        (``NAME[:ALIAS]``), as link dicts of the containers they name now."""
+        out = []
+        for req in rec.get("networks") or ():
+            if req["network"] != nid:
+                continue
+            for link in req.get("links") or ():
+                name, _, alias = link.partition(":")
+                target = self._find_record(name)
+                if target is not None:
+                    out.append({"id": target["id"], "alias": alias or name})
+        return out
 
     def unregister(self, cid: str) -> None:
         """The container is removed: release anything left and forget it."""
@@ -267,12 +300,11 @@ class SandboxMixin:
         try:
             for i, (n, req) in enumerate(requested):
                 self._materialize(n)
-                ip = self._pool(n).allocate(cid, req.get("ipv4") or None)
-                endpoints.append({"network": n.id, "id": new_id(), "ifname": f"eth{i}",
-                                  "host_ifname": links.veth_name(), "ip": ip,
-                                  "prefixlen": n.prefixlen, "mac": links.mac_for(ip),
-                                  "mtu": n.mtu, "gateway": n.gateway})
+                endpoints.append(self._new_endpoint(rec, n, req, f"eth{i}",
+                                                    first=not endpoints))
             gateway = next((n.gateway for n, _ in requested if not n.internal), None)
+            gateway6 = next((n.gateway6 for n, _ in requested if not n.internal and n.ipv6),
+                            None)
             embedded = any(n.user_defined for n, _ in requested)
             if not self._netns_dir_ready:
                 netns.prepare_dir(self.netns_dir)
@@ -284,7 +316,7 @@ class SandboxMixin:
             for ep, (n, _) in zip(endpoints, requested):
                 self.links.add_veth(ep, n.bridge, path)
             with links.SandboxLinks(nl) as sl:
-                sl.configure(endpoints, gateway)
+                sl.configure(endpoints, gateway, gateway6=gateway6)
             if embedded:
                 # bound once loopback is up: a socket bound to 127.0.0.11 before
                 # that (IP_FREEBIND) gets queries but its answers never arrive
@@ -304,15 +336,44 @@ class SandboxMixin:
                     self.links.delete(ep["host_ifname"])
                 except PalletError:
                     pass
-                pool = self.pools.get(ep["network"])
-                if pool is not None:
-                    pool.release(ep["ip"], cid)
+                self._free_addresses(ep, cid)
             nl = self._netlink.pop(sid, None)
             if nl is not None:
                 nl.close()
             if created:
                 netns.remove(path)
             raise
+
+    def _new_endpoint(self, rec: dict, n, req: dict, ifname: str, *, first: bool) -> dict:
+        """An endpoint's addresses (IPv4, and IPv6 on a network with it) and MAC:
+        the one asked for, else, on the first network, the container's
+        ``MacAddress``, else one derived from the IPv4 address as dockerd 20.10
+        derives it."""
+        cid = rec["id"]
+        ip = self._pool(n).allocate(cid, req.get("ipv4") or None)
+        ip6 = ""
+        pool6 = self._pool6(n)
+        try:
+            if pool6 is not None:
+                ip6 = pool6.allocate(cid, req.get("ipv6") or None)
+        except BaseException:
+            self._pool(n).release(ip, cid)
+            raise
+        mac = req.get("mac") or (rec.get("mac_address") if first else "") or links.mac_for(ip)
+        return {"network": n.id, "id": new_id(), "ifname": ifname,
+                "host_ifname": links.veth_name(), "ip": ip, "prefixlen": n.prefixlen,
+                "mac": mac.lower(), "mtu": n.mtu, "gateway": n.gateway, "ip6": ip6,
+                "linklocal": list(req.get("linklocal") or ()),
+                "prefixlen6": n.prefixlen6 if ip6 else 0,
+                "gateway6": n.gateway6 if ip6 else ""}
+
+    def _free_addresses(self, ep: dict, cid: str) -> None:
+        pool = self.pools.get(ep["network"])
+        if pool is not None:
+            pool.release(ep["ip"], cid)
+        pool6 = self.pools6.get(ep["network"])
+        if pool6 is not None and ep.get("ip6"):
+            pool6.release(ep["ip6"], cid)
 
     # --- /etc files -------------------------------------------------------------------------
     def _host_gateway(self) -> str | None:
@@ -337,6 +398,7 @@ class SandboxMixin:
         extra = etcfiles.parse_extra_hosts(rec["extra_hosts"], self._host_gateway())
         extra += self._legacy_link_hosts(rec, sandbox)
         ips = [ep["ip"] for ep in sandbox.get("endpoints") or ()]
+        ips += [ep["ip6"] for ep in sandbox.get("endpoints") or () if ep.get("ip6")]
         if paths.get("hosts"):
             etcfiles.write(paths["hosts"], etcfiles.hosts(rec["hostname"], rec["domainname"],
                                                           ips, extra))
@@ -398,9 +460,7 @@ class SandboxMixin:
                 nl.close()
             for ep in sb.get("endpoints") or ():
                 self._reaper().delete(ep["host_ifname"])
-                pool = self.pools.get(ep["network"])
-                if pool is not None:
-                    pool.release(ep["ip"], rec["id"])
+                self._free_addresses(ep, rec["id"])
             try:
                 netns.remove(sb["path"])
             except OSError as e:
@@ -534,7 +594,9 @@ class SandboxMixin:
             if n.default and ep is not None:
                 out.update({"EndpointID": ep["id"], "Gateway": n.gateway,
                             "IPAddress": ep["ip"], "IPPrefixLen": ep["prefixlen"],
-                            "MacAddress": ep["mac"]})
+                            "MacAddress": ep["mac"], "GlobalIPv6Address": ep.get("ip6", ""),
+                            "GlobalIPv6PrefixLen": ep.get("prefixlen6", 0),
+                            "IPv6Gateway": ep.get("gateway6", "")})
         return out
 
     def _named(self, name: str):
@@ -602,11 +664,10 @@ class SandboxMixin:
         self._materialize(n)
         used = {ep["ifname"] for ep in sb["endpoints"]}
         ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
-        ip = self._pool(n).allocate(rec["id"], req.get("ipv4") or None)
-        ep = {"network": n.id, "id": new_id(), "ifname": ifname,
-              "host_ifname": links.veth_name(), "ip": ip, "prefixlen": n.prefixlen,
-              "mac": links.mac_for(ip), "mtu": n.mtu, "gateway": n.gateway}
+        ep = self._new_endpoint(rec, n, req, ifname, first=False)
         gateway = n.gateway if not sb.get("gateway") and not n.internal else None
+        gateway6 = n.gateway6 if n.ipv6 and not n.internal and not any(
+            e.get("gateway6") for e in sb["endpoints"]) else None
         want_dns = n.user_defined and not sb.get("dns")
         sock = None
         try:
@@ -614,7 +675,7 @@ class SandboxMixin:
                 sock = netns.run_in(sb["path"], _dns_socket)
             self.links.add_veth(ep, n.bridge, sb["path"])
             with links.SandboxLinks(self._nl_for(sb)) as sl:
-                sl.configure([ep], gateway, loopback=False)
+                sl.configure([ep], gateway, loopback=False, gateway6=gateway6)
         except BaseException:
             if sock is not None:
                 sock.close()
@@ -622,7 +683,7 @@ class SandboxMixin:
                 self.links.delete(ep["host_ifname"])
             except PalletError:
                 pass
-            self._pool(n).release(ip, rec["id"])
+            self._free_addresses(ep, rec["id"])
             raise
         sb["endpoints"].append(ep)
         if gateway:
@@ -660,7 +721,7 @@ class SandboxMixin:
                     self.links.delete(ep["host_ifname"])
                 except PalletError:
                     pass
-                self._pool(n).release(ep["ip"], cid)
+                self._free_addresses(ep, cid)
                 sb["endpoints"].remove(ep)
                 if sb.get("gateway") == n.gateway:
                     nxt = next((self.networks[e["network"]].gateway for e in sb["endpoints"]
@@ -686,14 +747,36 @@ def _empty_settings() -> dict:
             "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "", "Networks": {}}
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_mac(mac: str) -> None:
+    import re
+
+    if not isinstance(mac, str) or not re.fullmatch(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}",
+                                                     mac):
+        raise InvalidArgument(f"invalid MAC address {mac}")
+
+
 def _endpoint_view(n, req, ep, endpoint_id: str = "", cid: str = "") -> dict:
     aliases = None
     if req is not None and n.user_defined:
         aliases = list(req.get("aliases") or []) + ([cid[:12]] if cid else [])
-    ipam = {"IPv4Address": req["ipv4"]} if req and req.get("ipv4") else None
-    return {"IPAMConfig": ipam, "Links": None, "Aliases": aliases, "NetworkID": n.id,
-            "EndpointID": ep["id"] if ep else endpoint_id,
-            "Gateway": n.gateway if ep else "", "IPAddress": ep["ip"] if ep else "",
-            "IPPrefixLen": ep["prefixlen"] if ep else 0, "IPv6Gateway": "",
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "MacAddress": ep["mac"] if ep else "", "DriverOpts": None}
+    ipam = {k: req[v] for k, v in (("IPv4Address", "ipv4"), ("IPv6Address", "ipv6"),
+                                   ("LinkLocalIPs", "linklocal"))
+            if req and req.get(v)} or None
+    ep = ep or {}
+    return {"IPAMConfig": ipam, "Links": list(req.get("links") or ()) or None if req else None,
+            "Aliases": aliases, "NetworkID": n.id,
+            "EndpointID": ep.get("id") or endpoint_id,
+            "Gateway": n.gateway if ep else "", "IPAddress": ep.get("ip", ""),
+            "IPPrefixLen": ep.get("prefixlen", 0), "IPv6Gateway": ep.get("gateway6", ""),
+            "GlobalIPv6Address": ep.get("ip6", ""),
+            "GlobalIPv6PrefixLen": ep.get("prefixlen6", 0),
+            "MacAddress": ep.get("mac") or (req.get("mac") if req else "") or "",
+            "DriverOpts": req.get("driver_opts") if req else None}

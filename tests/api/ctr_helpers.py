@@ -59,7 +59,7 @@ def _blob(tf: tarfile.TarFile, data: bytes) -> dict:
 
 
 def derived_image(busybox_tar: str, dest: str, name: str, *, files: dict, volumes=(),
-                  cmd=None, user: str = "") -> str:
+                  cmd=None, user: str = "", healthcheck: dict | None = None) -> str:
     """Write an image archive ``name`` = busybox plus a layer holding ``files``
     (path -> (content bytes or None for a directory, uid, mode)), with ``VOLUME``s."""
     with tarfile.open(busybox_tar) as src:
@@ -88,6 +88,8 @@ def derived_image(busybox_tar: str, dest: str, name: str, *, files: dict, volume
         cfg["Cmd"] = list(cmd)
     if user:
         cfg["User"] = user
+    if healthcheck:
+        cfg["Healthcheck"] = dict(healthcheck)
     config["rootfs"]["diff_ids"] = list(config["rootfs"]["diff_ids"]) + [
         "sha256:" + hashlib.sha256(layer).hexdigest()]
     config.setdefault("history", []).append({"created": "2000-01-01T00:00:00Z",

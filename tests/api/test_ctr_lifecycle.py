@@ -144,6 +144,22 @@ def test_top_and_stats(d):
     d.docker("rm", "-f", cid)
 
 
+def test_top_under_load(d):
+    """``top`` forks ps while palletd's gRPC and loop threads run: under uvloop a
+    fork through libuv ran their atfork handlers and the child now and then died
+    of SIGSEGV before exec ("Error running ps: " and nothing else)."""
+    import concurrent.futures
+
+    cid = out(d.docker("run", "-d", "busybox", "sleep", "300"))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(
+                lambda _: d.api("GET", f"/v1.43/containers/{cid}/top")[:3:2], range(120)))
+        assert [a for a in answers if a[0] != 200] == []
+    finally:
+        d.docker("rm", "-f", cid)
+
+
 def test_list_filters_sizes_and_prune(d):
     a = out(d.docker("run", "-d", "--name", "lf-a", "--label", "team=x", "busybox",
                      "sleep", "300"))

@@ -75,12 +75,13 @@ def test_rotation_reads_across_files(d):
     assert inspect(d, cid)["HostConfig"]["LogConfig"] == {
         "Type": "json-file", "Config": {"max-size": "1k", "max-file": "3"}}
     d.docker("rm", cid)
+    # as dockerd 20.10: max-file without max-size is accepted (nothing rotates)
     r = d.docker("run", "--rm", "--log-opt", "max-file=2", "busybox", "true", check=False)
-    assert r.returncode != 0 and b"max-size" in r.stderr
+    assert r.returncode == 0, r.stderr
     r = d.docker("run", "--rm", "--log-opt", "bogus=1", "busybox", "true", check=False)
     assert r.returncode != 0 and b"unknown log opt" in r.stderr
     r = d.docker("run", "--rm", "--log-driver", "syslogx", "busybox", "true", check=False)
-    assert r.returncode != 0 and b"no log driver named" in r.stderr
+    assert r.returncode != 0 and b'plugin "syslogx" not found' in r.stderr
 
 
 def test_none_driver(d):

@@ -77,7 +77,7 @@ def _cases(cid: str):
         ("POST", "/v1.43/containers/create", {"Image": "busybox", "HostConfig": {
             "Devices": [{"PathOnHost": "/nope-dev"}]}}),
         ("POST", "/v1.43/containers/create", {"Image": "busybox", "HostConfig": {
-            "LogConfig": {"Type": "json-file", "Config": {"max-size": "lots"}}}}),
+            "LogConfig": {"Type": "json-file", "Config": {"nope": "lots"}}}}),
         ("POST", "/v1.43/containers/create", {"Image": "busybox", "HostConfig": {
             "NanoCpus": 10 ** 15}}),
         ("POST", "/v1.43/containers/create", {"Image": "busybox", "HostConfig": {

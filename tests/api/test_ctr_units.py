@@ -125,11 +125,14 @@ def test_log_config_and_rotation(tmp_path):
     with pytest.raises(ValueError):
         parse_size("lots")
     assert check_log_config({"Type": "none"}) == {"Type": "none", "Config": {}}
-    for bad in ({"Type": "none", "Config": {"max-size": "1k"}}, {"Type": "gelf"},
-                {"Config": {"max-file": "2"}}, {"Config": {"max-size": "0"}},
-                {"Config": {"max-file": "x", "max-size": "1k"}}):
+    # the create refuses drivers and option names; values wait for the start
+    for bad in ({"Type": "gelf"}, {"Config": {"nope": "1"}}, {"Type": "local",
+                                                               "Config": {"tag": "x"}}):
         with pytest.raises(InvalidArgument):
             check_log_config(bad)
+    for fine in ({"Type": "none", "Config": {"max-size": "1k"}}, {"Config": {"max-file": "2"}},
+                 {"Config": {"max-size": "0"}}, {"Config": {"max-file": "x", "max-size": "1k"}}):
+        check_log_config(fine)
     path = str(tmp_path / "c-json.log")
 
     async def write():

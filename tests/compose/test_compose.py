@@ -3,6 +3,7 @@ named volume comes up, the services see each other's writes in the volume,
 and ``down -v`` removes containers, network and volume."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -95,3 +96,48 @@ def test_two_services_with_a_named_volume(compose, project):
     assert f"{name}_data" not in project.docker("volume", "ls", "-q").stdout.decode().split()
     nets = project.docker("network", "ls", "--format", "{{.Name}}").stdout.decode().split()
     assert f"{name}_default" not in nets
+
+
+HEALTHY_FILE = """\
+version: "2.4"
+services:
+  db:
+    image: busybox
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 600"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/ready"]
+      interval: 500ms
+      timeout: 2s
+      retries: 20
+  app:
+    image: busybox
+    command: ["sleep", "600"]
+    depends_on:
+      db:
+        condition: service_healthy
+"""
+
+
+def test_depends_on_service_healthy(compose, project):
+    """``condition: service_healthy``: compose starts app once db's health
+    check says healthy (it reads State.Health.Status)."""
+    name = project.project
+    with open(os.path.join(project.dir, "docker-compose.yml"), "w") as f:
+        f.write(HEALTHY_FILE)
+    r = _compose(compose, project, "up", "-d")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        health = project.docker("inspect", "-f", "{{.State.Health.Status}}",
+                                f"{name}_db_1").stdout.decode().strip()
+        assert health == "healthy"
+        started = {}
+        for svc in ("db", "app"):
+            started[svc] = project.docker("inspect", "-f", "{{.State.StartedAt}}",
+                                          f"{name}_{svc}_1").stdout.decode().strip()
+        db_log = json.loads(project.docker("inspect", f"{name}_db_1").stdout)[0]["State"][
+            "Health"]["Log"]
+        # app started after db's first healthy probe
+        assert started["app"] > min(e["End"] for e in db_log if e["ExitCode"] == 0)
+    finally:
+        r = _compose(compose, project, "down", "-v")
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -46,11 +46,24 @@ def test_ipam_requested_address(tmp_path):
         p.allocate("b", "10.7.0.7")
     with pytest.raises(InvalidArgument):
         p.allocate("b", "10.6.0.1")
-    assert p.allocate("b").startswith("10.6.0.1")  # from the range: .129 first
-    assert p.allocate("c") == "10.6.0.130"
+    # from the range, its own first address included (libnetwork, dockerd 20.10)
+    assert p.allocate("b") == "10.6.0.128"
+    assert p.allocate("c") == "10.6.0.129"
     p.release_owner("b")
-    assert "10.6.0.129" not in p.allocated
-    assert p.keep_only({"a"}) == ["10.6.0.130"]
+    assert "10.6.0.128" not in p.allocated
+    assert p.keep_only({"a"}) == ["10.6.0.129"]
+
+
+def test_ipam_aux_addresses_and_ipv6(tmp_path):
+    p = Pool(str(tmp_path / "a.json"), "10.6.0.0/24", "10.6.0.254", "10.6.0.64/26",
+             reserved=["10.6.0.65"])
+    assert [p.allocate(x) for x in "abc"] == ["10.6.0.64", "10.6.0.66", "10.6.0.67"]
+    with pytest.raises(InvalidArgument):
+        p.allocate("d", "10.6.0.254")
+    p6 = Pool(str(tmp_path / "b.json"), "fd00:1::/64", "fd00:1::1", reserved=["fd00:1::2"])
+    assert p6.allocate("a") == "fd00:1::3" and p6.allocate("b", "fd00:1::99") == "fd00:1::99"
+    assert Pool(str(tmp_path / "b.json"), "fd00:1::/64", "fd00:1::1").allocate("c") == \
+        "fd00:1::4"
 
 
 def test_ipam_subnet_change_resets(tmp_path):
@@ -232,7 +245,9 @@ def test_network_create_requests():
     view = n.inspect({})
     assert view["IPAM"]["Config"] == [{"Subnet": "10.20.0.0/16", "Gateway": "10.20.0.254",
                                        "IPRange": "10.20.5.0/24"}]
-    for bad in ({"Name": ""}, {"Name": "bridge"}, {"Name": "x y"},
+    # names as dockerd takes them: anything but empty and the predefined ones
+    assert networks.parse_create({"Name": "x y/z"}, nid="a" * 64, created="").name == "x y/z"
+    for bad in ({"Name": ""}, {"Name": "bridge"},
                 {"Name": "a", "IPAM": {"Config": [{"Subnet": "10.0.0.0/8",
                                                     "Gateway": "11.0.0.1"}]}},
                 {"Name": "a", "IPAM": {"Config": [{"Subnet": "10.0.0.0/16",

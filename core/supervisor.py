@@ -1,7 +1,10 @@
 """Start, watch and restart the processes a daemon owns.
 
 palletd starts pallet-containerd unless it is told where one runs
-(``--containerd``).  The child runs in its own session so that a signal meant
+(``--containerd``).  Children are started with :mod:`subprocess` in a thread
+(vfork and exec), never with the event loop's own fork: under uvloop that
+runs every fork handler of a multi-threaded daemon (gRPC's among them) in the
+child, which may crash before it execs.  The child runs in its own session so that a signal meant
 for palletd (a terminal's ^C) does not reach it, and so that it survives
 palletd: a restarted palletd adopts the pallet-containerd it finds alive
 (its pid file and socket) instead of starting a second one.
@@ -13,7 +16,10 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
+
+from pallet.core.files import write_atomic
 
 log = logging.getLogger("pallet.supervisor")
 
@@ -67,7 +73,7 @@ class Supervisor:
         self.on_restart = on_restart
         self.pid: int | None = None
         self.restarts = 0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
 
@@ -118,13 +124,11 @@ class Supervisor:
 
     async def _spawn(self) -> None:
         os.makedirs(os.path.dirname(self.pidfile), exist_ok=True)
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, start_new_session=True, stdin=asyncio.subprocess.DEVNULL)
+        self._proc = await asyncio.to_thread(
+            subprocess.Popen, self.argv, env=self.env, start_new_session=True,
+            stdin=subprocess.DEVNULL)
         self.pid = self._proc.pid
-        tmp = f"{self.pidfile}.tmp"
-        with open(tmp, "w") as f:
-            f.write(str(self.pid))
-        os.replace(tmp, self.pidfile)
+        write_atomic(self.pidfile, str(self.pid), fsync=False)
         log.info("started %s (pid %d)", self.name, self.pid)
 
     async def _wait_ready(self) -> None:
@@ -137,19 +141,17 @@ class Supervisor:
             await asyncio.sleep(0.01)
 
     async def _reap(self, wait: float) -> None:
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
-        else:
+        if self._proc is not None and self._proc.poll() is None:
+            await asyncio.sleep(wait)
+            self._proc.poll()
+        elif self._proc is None:
             await asyncio.sleep(wait)
 
     async def _exited(self) -> None:
-        if self._proc is not None:
-            await self._proc.wait()
-            return
-        while self.pid and _alive(self.pid):  # adopted: not our child, poll
+        # a child of ours is polled too (reaped by poll()): a thread blocked in
+        # wait() could not be cancelled when palletd stops
+        while self.pid and (self._proc.poll() is None if self._proc is not None
+                            else _alive(self.pid)):
             await asyncio.sleep(0.2)
 
     async def _watch(self) -> None:

@@ -10,7 +10,7 @@ import re
 import time
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, NotFound
-from pallet.linux.files import write_json_atomic
+from pallet.core.files import write_json_atomic
 
 log = logging.getLogger("pallet.api_rest.state")
 

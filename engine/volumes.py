@@ -22,7 +22,7 @@ import secrets
 import shutil
 
 from pallet.core import errors
-from pallet.linux.files import write_json_atomic
+from pallet.core.files import write_json_atomic
 from pallet.engine import events as eventsmod
 
 log = logging.getLogger("pallet.api_rest.volumes")

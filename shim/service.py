@@ -19,7 +19,7 @@ import signal
 import time
 
 from pallet.core import errors
-from pallet.linux.files import write_json_atomic
+from pallet.core.files import write_json_atomic
 from pallet.proto.wire import Any, Empty, timestamp
 
 from pallet.shim import cgroups, stdio as stdio_mod

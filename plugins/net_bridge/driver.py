@@ -31,7 +31,7 @@ from pallet.plugins.net_bridge.dns import DNSServer, TYPE_PTR
 from pallet.plugins.net_bridge.ipam import Pool, parse_subnet
 from pallet.linux.netlink import HostLinks
 from pallet.plugins.net_bridge.sandbox import SandboxMixin
-from pallet.linux.files import read_json, remove, write_json
+from pallet.core.files import read_json, remove, write_json
 from pallet.plugins.net_bridge.state import StateDir
 
 log = logging.getLogger("pallet.net_bridge")

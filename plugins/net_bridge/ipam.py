@@ -17,7 +17,7 @@ import ipaddress
 import threading
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, PalletError
-from pallet.linux.files import read_json, remove, write_json
+from pallet.core.files import read_json, remove, write_json
 
 
 class Exhausted(PalletError):

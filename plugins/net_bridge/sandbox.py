@@ -26,7 +26,7 @@ from pallet.core.errors import Conflict, InvalidArgument, NotFound, PalletError
 from pallet.plugins.net_bridge import etcfiles
 from pallet.linux import netlink as links, netns
 from pallet.plugins.net_bridge.networks import new_id
-from pallet.linux.files import remove, write_json
+from pallet.core.files import remove, write_json
 
 log = logging.getLogger("pallet.net_bridge.sandbox")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from pallet.linux.files import read_json, remove
+from pallet.core.files import read_json, remove
 
 
 class StateDir:

@@ -41,7 +41,7 @@ import time
 from pallet.core.errors import InvalidArgument, PalletError
 from pallet.linux import networker as workermod
 from pallet.linux import xtables
-from pallet.linux.files import read_json, remove, write_json
+from pallet.core.files import read_json, remove, write_json
 from pallet.plugins.net_proxy import ports as portsmod
 
 log = logging.getLogger("pallet.net_proxy")

@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform as _platform
 import secrets
 import threading
 import time
@@ -38,6 +37,11 @@ import grpc.aio
 from google.protobuf import any_pb2, empty_pb2, field_mask_pb2
 
 from pallet.core import errors
+from pallet.distribution.mediatypes import (  # noqa: F401 - re-exported for callers
+    INDEX_TYPES, LABEL_UNCOMPRESSED, MANIFEST_TYPES, MT_DOCKER_MANIFEST, MT_OCI_INDEX,
+    MT_OCI_MANIFEST)
+from pallet.distribution.mediatypes import MT_DOCKER_MANIFEST_LIST as MT_DOCKER_LIST  # noqa: F401
+from pallet.distribution.platforms import Platform, chain_ids  # noqa: F401 - re-exported
 from pallet.proto.containerd.events import container_pb2 as ev_container_pb2
 from pallet.proto.containerd.events import content_pb2 as ev_content_pb2
 from pallet.proto.containerd.events import image_pb2 as ev_image_pb2
@@ -63,6 +67,7 @@ NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 DEFAULT_SNAPSHOTTER = "overlayfs"
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 #: containerd's own default (16 MiB) for both directions
@@ -73,14 +78,6 @@ WRITE_CHUNK = 1 << 20
 # GC labels understood by containerd's garbage collector
 LABEL_GC_EXPIRE = "containerd.io/gc.expire"
 LABEL_GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
-LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
-
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
-MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
 
 # containerd events travel as Any whose type_url is the message's full name
 EVENT_TYPES = {
@@ -187,56 +184,31 @@ def event_any(event) -> any_pb2.Any:
     return any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
 
 
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The chain IDs of a layer stack (OCI image spec, config.md "Layer ChainID")."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        if not out:
-            out.append(diff_id)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+def host_platform() -> dict:
+    """This machine's platform as an OCI platform object (os, architecture[, variant])."""
+    p = Platform.host()
+    out = {"os": p.os, "architecture": p.architecture}
+    if p.variant:
+        out["variant"] = p.variant
     return out
 
 
-def host_platform() -> dict:
-    """This machine's platform in OCI terms (os, architecture[, variant])."""
-    machine = _platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-            "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-            "riscv64": "riscv64"}.get(machine)
-    if arch:
-        return {"os": "linux", "architecture": arch}
-    if machine.startswith("armv"):
-        return {"os": "linux", "architecture": "arm", "variant": "v" + machine[4]}
-    return {"os": "linux", "architecture": machine}
-
-
 def select_manifest(index: Mapping, want: Mapping | None = None) -> dict:
-    """Pick the manifest descriptor of an index that fits the platform ``want``.
-
-    Matches os and architecture, and variant when both sides name one; an
-    index whose entries carry no platform gives its first manifest.
-    """
-    want = want or host_platform()
+    """Pick the manifest descriptor of an index that fits the platform ``want``
+    (this machine by default); an index whose entries carry no platform gives
+    its first manifest."""
+    p = Platform(want.get("os", "linux"), want.get("architecture", ""),
+                 want.get("variant", "")) if want else Platform.host()
     manifests = [m for m in index.get("manifests") or ()
                  if m.get("mediaType") in MANIFEST_TYPES + INDEX_TYPES or "mediaType" not in m]
     if not manifests:
         raise errors.NotFound("image index lists no manifest")
-    fallback = None
-    for m in manifests:
-        p = m.get("platform")
-        if not p:
-            fallback = fallback or m
-            continue
-        if p.get("os") != want.get("os") or p.get("architecture") != want.get("architecture"):
-            continue
-        if want.get("variant") and p.get("variant") and p["variant"] != want["variant"]:
-            continue
-        return dict(m)
-    if fallback is not None:
-        return dict(fallback)
-    plat = "/".join(filter(None, (want.get("os"), want.get("architecture"), want.get("variant"))))
-    raise errors.NotFound(f"no manifest for platform {plat} in image index")
+    found = next((m for m in manifests if p.matches(m.get("platform"))), None) or \
+        next((m for m in manifests if not m.get("platform")), None)
+    if found is None:
+        plat = "/".join(filter(None, (p.os, p.architecture, p.variant)))
+        raise errors.NotFound(f"no manifest for platform {plat} in image index")
+    return dict(found)
 
 
 def _address_target(address: str) -> str:
@@ -794,6 +766,14 @@ class Containerd:
         await self._call(self._stub(tasks_pb2_grpc.TasksStub).CloseIO,
                          tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id,
                                                   stdin=stdin))
+
+    async def task_update(self, container_id: str, resources: Mapping) -> None:
+        """Apply OCI ``linux.resources`` to a running task (``docker update``);
+        containerd applies only the fields given."""
+        await self._call(self._stub(tasks_pb2_grpc.TasksStub).Update,
+                         tasks_pb2.UpdateTaskRequest(
+                             container_id=container_id,
+                             resources=spec_any(resources, RESOURCES_TYPE_URL)))
 
     async def task_pause(self, container_id: str) -> None:
         await self._call(self._stub(tasks_pb2_grpc.TasksStub).Pause,

@@ -2,7 +2,13 @@
 
 It owns the container records, the event exchange and the task manager, and
 reaches the image store (content, images, namespaces, leases, snapshotters,
-applier) through :mod:`.storeview`.  Changes publish containerd's events.
+applier) through :mod:`.store`.  Changes publish containerd's events, which
+also drive the container event hooks of pallet's plugins
+(:mod:`.container_hooks`).
+
+Configuration: the ``[containerd]`` section (``shim-debug``: shims log at
+debug level; ``[containerd.runtimes]``: runtime name -> shim, see
+:mod:`.shims`).
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ from pallet.proto.containerd.events import container_pb2 as ev_container
 from pallet.proto.containerd.events import image_pb2 as ev_image
 from pallet.proto.containerd.events import namespace_pb2 as ev_namespace
 
-from pallet.containerd_services import convert, store as storeview
+from pallet.containerd_services import convert, shims, store as storeview
+from pallet.containerd_services.container_hooks import ContainerHooks
 from pallet.containerd_services.exchange import Exchange
 from pallet.containerd_services.containers import ContainerStore
 from pallet.containerd_services.tasks import TaskManager
@@ -63,17 +70,22 @@ def pallet_version() -> tuple[str, str]:
 class Backend:
     """Everything the services call, for one pallet-containerd."""
 
-    def __init__(self, kernel, address: str, *, shim_debug: bool = False):
+    def __init__(self, kernel, address: str):
         self.kernel = kernel
         self.paths = kernel.paths
         self.address = address
         self.version, self.revision = pallet_version()
+        settings = kernel.config.section("containerd")
+        table = shims.ShimTable(settings.get("runtimes"))  # refused here when malformed
         self._store = None
         self._store_lock = threading.Lock()
         self.exchange = Exchange()
         self.containers = ContainerStore(self.paths.metadata_db)
         self.tasks = TaskManager(self.paths, self.containers, self.exchange, address,
-                                 snapshots=self._snapshot_mounts, shim_debug=shim_debug)
+                                 snapshots=self._snapshot_mounts,
+                                 shim_debug=bool(settings.get("shim-debug", False)),
+                                 shim_table=table)
+        self.hooks = ContainerHooks(kernel, self.exchange, self.containers)
         self.uuid = self._load_uuid()
         self._contentns = None
         self._ttrpc = None
@@ -296,6 +308,8 @@ class Backend:
         shims forward their events, reconnect to the shims of running tasks
         (their ids are returned) and start the shims' zygote."""
         self._start_ttrpc(self.address + ".ttrpc")
+        self.tasks.watch_exits = self._ttrpc is None
+        self.hooks.start()
         restored = self.tasks.restore()
         if restored:
             log.info("reconnected to %d running task(s): %s", len(restored), ", ".join(restored))
@@ -308,7 +322,9 @@ class Backend:
         if len(path.encode()) >= 108:
             log.warning("no ttrpc endpoint: %s is longer than 107 bytes", path)
             return
-        self._ttrpc = ttrpc.Server(path, _ttrpc_services(self), mode=0o660)
+        # ordered: a shim's events reach the exchange in the order it sent them
+        # (an OOM before the exit it caused, a start before its exit)
+        self._ttrpc = ttrpc.Server(path, _ttrpc_services(self), mode=0o660, ordered=True)
         self._ttrpc.start()
 
     def _start_zygote(self) -> None:
@@ -328,6 +344,7 @@ class Backend:
         if self._ttrpc is not None:
             self._ttrpc.close()
             self._ttrpc = None
+        self.hooks.close()
         try:
             from pallet.shim import launch
 

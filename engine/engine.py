@@ -8,6 +8,10 @@ import logging
 log = logging.getLogger("pallet.engine")
 
 NAMESPACE = "moby"
+#: the containerd runtime name of new containers: pallet's own, which
+#: pallet-containerd runs with pallet-shim (``io.containerd.runc.v2`` gives
+#: containerd's runc shim, as with dockerd)
+DEFAULT_RUNTIME = "io.containerd.pallet.v2"
 
 
 class Engine:
@@ -46,7 +50,7 @@ class Engine:
         opts = kernel.options
         return cls(kernel, containerd_address=opts.containerd_address
                    or kernel.paths.containerd_socket,
-                   runtime=cfg.get("runtime") or "io.containerd.runc.v2",
+                   runtime=cfg.get("runtime") or DEFAULT_RUNTIME,
                    cgroup_parent=cfg.get("cgroup-parent") or "/pallet",
                    debug=opts.debug, live_restore=opts.live_restore,
                    volume_plugin_dirs=cfg.get("volume-plugin-dirs"))

@@ -45,6 +45,9 @@ class Container:
         self.exit_on_next = False  # kill/stop asked: no restart at this exit
         self.cgroups: dict = {}    # controller -> cgroup dir while the task runs
         self.volumes: list = []    # volumes mounted for the running task
+        self.snapshot_mounts = None  # the rootfs mounts from create, for the first start
+        self.oom_killed = False    # containerd reported an OOM kill in the running task
+        self.task_may_exist = True # a containerd task may be left to delete
 
     @property
     def id(self) -> str:

@@ -219,15 +219,19 @@ class Server:
     Services are registered as ``{service: {method: (request_cls, handler)}}``;
     ``handler(request)`` returns the response message (a protobuf message, or
     bytes already serialised).  Each request runs in its own thread, so a long
-    call (Wait) never holds up the other calls of the connection.
+    call (Wait) never holds up the other calls of the connection; with
+    ``ordered`` the requests of a connection are handled one after the other
+    in its reader thread instead, in the order they were sent (for quick
+    handlers whose order matters, such as the events a shim forwards).
     """
 
     def __init__(self, socket_path: str, services: dict | None = None, *, mode: int = 0o600,
-                 listener: socket.socket | None = None):
+                 listener: socket.socket | None = None, ordered: bool = False):
         """``listener``: a socket already bound to ``socket_path`` and listening
         (a parent process bound it before forking the server's process)."""
         self.socket_path = socket_path
         self.mode = mode
+        self.ordered = ordered
         self.services: dict[str, dict[str, tuple]] = {}
         for name, methods in (services or {}).items():
             self.register(name, methods)
@@ -323,8 +327,11 @@ class Server:
                     self._reply(conn, wlock, stream_id, 3,
                                 "stream id must be odd for client initiated streams", b"")
                     continue
-                threading.Thread(target=self._dispatch, daemon=True, name="ttrpc-call",
-                                 args=(conn, wlock, stream_id, flags, data)).start()
+                if self.ordered:
+                    self._dispatch(conn, wlock, stream_id, flags, data)
+                else:
+                    threading.Thread(target=self._dispatch, daemon=True, name="ttrpc-call",
+                                     args=(conn, wlock, stream_id, flags, data)).start()
         except (OSError, ProtocolError) as e:
             if not self._closed.is_set():
                 log.debug("ttrpc connection ended: %s", e)

@@ -15,6 +15,9 @@ from engines import pids_mentioning, stop_process, umount_below, wait_socket  # 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+#: pallet's runtime name: pallet-containerd runs it with pallet-shim (runc's name,
+#: io.containerd.runc.v2, runs containerd's runc shim, as in containerd)
+PALLET_RUNTIME = "io.containerd.pallet.v2"
 
 
 class Daemon:

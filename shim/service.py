@@ -399,7 +399,7 @@ class TaskService:
             return m.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
                                     exited_at=timestamp(p.exited_at_ns))
         if p.status in (RUNNING, PAUSED):
-            raise errors.FailedPrecondition(f"task {p.id}: cannot delete a running task")
+            raise errors.FailedPrecondition(f"task {p.id}: cannot delete a running process")
         was_created = p.status == CREATED
         d = self.backend.delete(self.id, force=was_created)
         out = Deferred()

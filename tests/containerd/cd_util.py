@@ -2,6 +2,7 @@
 daemons on their own short roots, stopped by pid with everything they started."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -168,6 +169,23 @@ def ctr(address: str, *args, namespace: str = "default", input: bytes | None = N
     """Run Debian's ctr against ``address`` (bytes in, bytes out)."""
     return subprocess.run([CTR, "--address", address, "--namespace", namespace, *args],
                           capture_output=True, input=input, timeout=timeout)
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    """The output of a command that must have succeeded."""
+    assert r.returncode == 0, (r.returncode, r.stderr.decode(errors="replace"))
+    return r.stdout.decode()
+
+
+@contextlib.contextmanager
+def serving(engine, image_tar: str):
+    """A started bench engine (palletd) with the image archive loaded; stopped after."""
+    try:
+        engine.start()
+        engine.docker("load", "-i", image_tar)
+        yield engine
+    finally:
+        engine.stop()
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from cd_util import pallet_ctr, wait_for
+from cd_util import pallet_ctr, serving, wait_for
 from engines import Pallet
 
 pytestmark = pytest.mark.root
@@ -53,12 +53,8 @@ def engine(hello_plugin, busybox_tar, tmp_path_factory):
     record = str(tmp_path_factory.mktemp("hooks") / "hello.log")
     e = Pallet(config=f'\n[plugins.hello]\npath = "{record}"\n')
     e.record = record
-    try:
-        e.start()
-        e.docker("load", "-i", busybox_tar)
+    with serving(e, busybox_tar):
         yield e
-    finally:
-        e.stop()
 
 
 def _calls(engine, cid: str) -> list[tuple[str, dict]]:

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from cd_util import serving
 from engines import Pallet
 
 pytestmark = pytest.mark.root
@@ -40,13 +41,8 @@ _RPC = re.compile(r" pallet\.containerd\.rpc: rpc (/\S+) ")
 
 @pytest.fixture(scope="module")
 def engine(busybox_tar):
-    e = Pallet("--debug")
-    try:
-        e.start()
-        e.docker("load", "-i", busybox_tar)
+    with serving(Pallet("--debug"), busybox_tar) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def _calls_since(engine, offset: int) -> collections.Counter:

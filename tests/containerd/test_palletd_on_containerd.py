@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cd_util import wait_for
+from cd_util import serving, wait_for
 from engines import Pallet, pids_mentioning
 
 pytestmark = pytest.mark.root
@@ -22,13 +22,8 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def palletd(real_containerd, busybox_tar):
-    e = Pallet("--containerd", real_containerd.address)
-    try:
-        e.start()
-        e.docker("load", "-i", busybox_tar)
+    with serving(Pallet("--containerd", real_containerd.address), busybox_tar) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def _shims(containerd, cid: str) -> list[str]:

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from cd_util import PALLET_RUNTIME, VENV_BIN, pallet_ctr, wait_for
+from cd_util import PALLET_RUNTIME, VENV_BIN, ok, pallet_ctr, serving, wait_for
 from engines import Pallet, pids_mentioning
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
@@ -39,14 +39,9 @@ def _shim_names(cid: str) -> set[str]:
     return names
 
 
-def _ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, r.stderr.decode(errors="replace")
-    return r.stdout.decode()
-
-
 @pytest.fixture
 def loaded(pallet_containerd, busybox_tar):
-    _ok(pallet_ctr(pallet_containerd.address, "images", "import", busybox_tar))
+    ok(pallet_ctr(pallet_containerd.address, "images", "import", busybox_tar))
     return pallet_containerd
 
 
@@ -54,7 +49,7 @@ def test_runc_v2_runs_debians_shim_through_pallet_ctr(loaded):
     a = loaded.address
     r = pallet_ctr(a, "run", "--rm", IMAGE, "rs-1", "sh", "-c", "echo via-runc; exit 5")
     assert (r.returncode, r.stdout) == (5, b"via-runc\n"), r.stderr
-    _ok(pallet_ctr(a, "run", "-d", IMAGE, "rs-2", "sleep", "100"))
+    ok(pallet_ctr(a, "run", "-d", IMAGE, "rs-2", "sleep", "100"))
     try:
         assert _shim_names("rs-2") == {"containerd-shim-runc-v2"}
         state = json.loads(subprocess.run(
@@ -67,12 +62,12 @@ def test_runc_v2_runs_debians_shim_through_pallet_ctr(loaded):
         r = pallet_ctr(a, "tasks", "exec", "--exec-id", "e1", "rs-2", "sh", "-c",
                        "echo in-exec; exit 6")
         assert (r.returncode, r.stdout) == (6, b"in-exec\n")
-        ps = _ok(pallet_ctr(a, "tasks", "ps", "rs-2"))
+        ps = ok(pallet_ctr(a, "tasks", "ps", "rs-2"))
         assert len(ps.splitlines()) == 2
-        _ok(pallet_ctr(a, "tasks", "pause", "rs-2"))
-        assert "PAUSED" in _ok(pallet_ctr(a, "tasks", "ls"))
-        _ok(pallet_ctr(a, "tasks", "resume", "rs-2"))
-        metrics = _ok(pallet_ctr(a, "tasks", "metrics", "rs-2"))
+        ok(pallet_ctr(a, "tasks", "pause", "rs-2"))
+        assert "PAUSED" in ok(pallet_ctr(a, "tasks", "ls"))
+        ok(pallet_ctr(a, "tasks", "resume", "rs-2"))
+        metrics = ok(pallet_ctr(a, "tasks", "metrics", "rs-2"))
         assert "pids.current" in metrics
     finally:
         pallet_ctr(a, "tasks", "kill", "-s", "SIGKILL", "rs-2")
@@ -85,7 +80,7 @@ def test_runc_v2_runs_debians_shim_through_pallet_ctr(loaded):
 
 def test_pallet_runtime_runs_pallet_shim(loaded):
     a = loaded.address
-    _ok(pallet_ctr(a, "run", "-d", "--runtime", PALLET_RUNTIME, IMAGE, "ps-1", "sleep", "100"))
+    ok(pallet_ctr(a, "run", "-d", "--runtime", PALLET_RUNTIME, IMAGE, "ps-1", "sleep", "100"))
     try:
         assert _shim_names("ps-1") == {"pallet-shim"}
     finally:
@@ -105,9 +100,9 @@ def test_the_table_puts_runc_v2_on_pallet_shim(pallet_containerd, busybox_tar):
     d.proc.terminate()
     d.proc.wait(30)
     d.restart("--config", config)
-    _ok(pallet_ctr(d.address, "images", "import", busybox_tar))
-    _ok(pallet_ctr(d.address, "run", "-d", IMAGE, "tb-1", "sleep", "100"))
-    _ok(pallet_ctr(d.address, "run", "-d", "--runtime", "io.containerd.elsewhere.v1", IMAGE,
+    ok(pallet_ctr(d.address, "images", "import", busybox_tar))
+    ok(pallet_ctr(d.address, "run", "-d", IMAGE, "tb-1", "sleep", "100"))
+    ok(pallet_ctr(d.address, "run", "-d", "--runtime", "io.containerd.elsewhere.v1", IMAGE,
                    "tb-2", "sleep", "100"))
     try:
         assert _shim_names("tb-1") == {"pallet-shim"}
@@ -136,13 +131,9 @@ def test_a_bad_table_stops_pallet_containerd(pallet_containerd):
 
 @pytest.fixture
 def palletd_on_runc_shim(busybox_tar):
-    e = Pallet(config='\n[engine]\nruntime = "io.containerd.runc.v2"\n')
-    try:
-        e.start()
-        e.docker("load", "-i", busybox_tar)
+    with serving(Pallet(config='\n[engine]\nruntime = "io.containerd.runc.v2"\n'),
+                 busybox_tar) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def test_palletd_containers_on_debians_shim(palletd_on_runc_shim):

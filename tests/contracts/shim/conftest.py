@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "shim"))
 
 from shimtest_util import (EventSink, make_busybox_rootfs, pid_alive,  # noqa: E402
-                           runc_like_spec, umount_below, wait_gone)
+                           remove_cgroups, runc_like_spec, umount_below, wait_gone)
 
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 TASK = "containerd.task.v2.Task"
@@ -170,13 +170,7 @@ class Shims:
         shutil.rmtree(os.path.join(RUNC_ROOT, self.namespace), ignore_errors=True)
         self.events.close()
         umount_below(self.base)
-        for cg in self.cgroups:
-            for ctrl in os.listdir("/sys/fs/cgroup"):
-                for d in (cg, os.path.dirname(cg)):
-                    try:
-                        os.rmdir(f"/sys/fs/cgroup/{ctrl}{d}")
-                    except OSError:
-                        pass
+        remove_cgroups(self.cgroups)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -10,9 +10,7 @@ answers are containerd's runc shim's, which pallet-shim must match.
 from __future__ import annotations
 
 import os
-import select
 import signal
-import time
 
 import pytest
 
@@ -23,7 +21,7 @@ from pallet.proto.containerd.types.task import task_pb2
 from google.protobuf import any_pb2, empty_pb2
 
 from conftest import TASK
-from shimtest_util import pid_alive, wait_for, wait_gone
+from shimtest_util import pid_alive, read_to_eof, wait_for, wait_gone
 
 pytestmark = pytest.mark.root
 PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
@@ -39,21 +37,6 @@ def fifo(shims, name: str) -> tuple[str, int]:
     path = os.path.join(shims.base, name)
     os.mkfifo(path, 0o600)
     return path, os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-
-
-def read_to_eof(fd: int, timeout: float = 20.0) -> bytes:
-    out, deadline = b"", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        select.select([fd], [], [], 0.1)
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            os.close(fd)
-            return out
-        out += chunk
-    raise AssertionError(f"no end of output within {timeout}s (got {out!r})")
 
 
 def started_task(shims, id: str, args, **bundle_kw):

@@ -24,8 +24,8 @@ Arguments accept either those messages or plain dicts where noted.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -34,13 +34,19 @@ from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import grpc
 import grpc.aio
-import logging
 from google.protobuf import any_pb2, empty_pb2, field_mask_pb2
 
 from pallet.core import errors
-from pallet.distribution.mediatypes import INDEX_TYPES, LABEL_GC_SNAPSHOT, MANIFEST_TYPES
-from pallet.distribution.platforms import Platform, chain_ids  # noqa: F401 - re-exported
-from pallet.distribution.targets import LABEL_GC_EXPIRE
+# media types, GC labels, platforms and chain IDs are distribution's (re-exported
+# here for the client's callers)
+from pallet.distribution.mediatypes import (  # noqa: F401
+    INDEX_TYPES,
+    LABEL_GC_EXPIRE,
+    LABEL_GC_REF_SNAPSHOT,
+    MANIFEST_TYPES)
+from pallet.distribution.digests import sha256_digest
+from pallet.distribution.platforms import chain_ids, host_platform, select_manifest  # noqa: F401
+from pallet.distribution.targets import expire_label
 from pallet.proto.containerd.events import container_pb2 as ev_container_pb2
 from pallet.proto.containerd.events import content_pb2 as ev_content_pb2
 from pallet.proto.containerd.events import image_pb2 as ev_image_pb2
@@ -180,33 +186,6 @@ def decode_event(envelope: events_pb2.Envelope):
 def event_any(event) -> any_pb2.Any:
     """Pack an event message as containerd does (type_url = full message name)."""
     return any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
-
-
-def host_platform() -> dict:
-    """This machine's platform as an OCI platform object (os, architecture[, variant])."""
-    p = Platform.host()
-    out = {"os": p.os, "architecture": p.architecture}
-    if p.variant:
-        out["variant"] = p.variant
-    return out
-
-
-def select_manifest(index: Mapping, want: Mapping | None = None) -> dict:
-    """Pick the manifest descriptor of an index that fits the platform ``want``
-    (this machine by default); an index whose entries carry no platform gives
-    its first manifest."""
-    p = Platform(want.get("os", "linux"), want.get("architecture", ""),
-                 want.get("variant", "")) if want else Platform.host()
-    manifests = [m for m in index.get("manifests") or ()
-                 if m.get("mediaType") in MANIFEST_TYPES + INDEX_TYPES or "mediaType" not in m]
-    if not manifests:
-        raise errors.NotFound("image index lists no manifest")
-    found = next((m for m in manifests if p.matches(m.get("platform"))), None) or \
-        next((m for m in manifests if not m.get("platform")), None)
-    if found is None:
-        plat = "/".join(filter(None, (p.os, p.architecture, p.variant)))
-        raise errors.NotFound(f"no manifest for platform {plat} in image index")
-    return dict(found)
 
 
 class CallStats:
@@ -432,8 +411,7 @@ class Containerd:
         """Create a lease (protects what is written under it from GC); returns its id."""
         labels = dict(labels or {})
         if expire:
-            labels[LABEL_GC_EXPIRE] = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expire))
+            labels[LABEL_GC_EXPIRE] = expire_label(expire)
         lease_id = lease_id or f"pallet-{secrets.token_hex(8)}"
         r = await self._call(self._stub(leases_pb2_grpc.LeasesStub).Create,
                              leases_pb2.CreateRequest(id=lease_id, labels=labels))
@@ -567,7 +545,7 @@ class Containerd:
                                  labels: Mapping[str, str] | None = None,
                                  ref: str | None = None) -> Descriptor:
         """Write in-memory bytes, computing the digest; returns a Descriptor."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         await self.content_write(ref or f"pallet-blob-{digest}", data, expected=digest,
                                  size=len(data), labels=labels)
         return descriptor_pb2.Descriptor(media_type=media_type, digest=digest, size=len(data))
@@ -953,7 +931,7 @@ class Containerd:
                 parent = chain_id
             try:
                 await client.content_update(
-                    manifest["config"]["digest"], {LABEL_GC_SNAPSHOT.format(sn): chain[-1]})
+                    manifest["config"]["digest"], {LABEL_GC_REF_SNAPSHOT + sn: chain[-1]})
             except (errors.NotImplementedYet, errors.NotFound):
                 pass
             return chain[-1]

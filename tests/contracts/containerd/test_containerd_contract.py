@@ -21,7 +21,7 @@ from pallet.containerd.client import Containerd, SyncContainerd, decode_event
 from pallet.core import errors
 
 from cd_util import minimal_spec
-from conftest import IMPLEMENTATIONS
+from contract_helpers import implementations
 
 pytestmark = pytest.mark.root
 SPEC = {"ociVersion": "1.0.2", "process": {"args": ["true"], "cwd": "/"},
@@ -50,7 +50,7 @@ def _ns() -> str:
 
 # --- the object -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("plugin", IMPLEMENTATIONS)
+@pytest.mark.parametrize("plugin", implementations("containerd"))
 def test_object_listens_starts_and_stops(plugin, tmp_path):
     from contract_helpers import kernel_for
     from pallet.containerd_services.services import Backend

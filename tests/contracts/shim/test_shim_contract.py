@@ -20,10 +20,10 @@ from pallet.proto.containerd.task.v2 import shim_pb2 as pb
 from pallet.proto.containerd.types.task import task_pb2
 from google.protobuf import any_pb2, empty_pb2
 
-from conftest import TASK
 from shimtest_util import pid_alive, read_to_eof, wait_for, wait_gone
 
 pytestmark = pytest.mark.root
+TASK = "containerd.task.v2.Task"
 PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 METRICS_TYPE = "io.containerd.cgroups.v1.Metrics"
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import time
 
 import pytest
 
-from cd_util import serving
+from cd_util import ok, pallet_ctr, serving
 from engines import Pallet
 
 pytestmark = pytest.mark.root
@@ -67,14 +68,23 @@ def test_docker_run_rm_makes_the_known_calls(engine):
         assert dict(_calls_since(engine, start)) == RUN_RM_CALLS
 
 
-def test_first_run_unpacks_once_and_exit_codes(engine):
-    """An image whose layers are not snapshots yet is unpacked at its first run
-    (one Stat and the layers' work), then the rootfs is prepared again."""
-    engine.docker("tag", "busybox", "unpack-me:1")
-    r = engine.docker("run", "--rm", "--network", "none", "unpack-me:1", "sh", "-c",
+def test_a_missing_layer_snapshot_is_unpacked_at_create(engine):
+    """When the image's top layer is no snapshot (removed here behind palletd's
+    back), the create unpacks it from the manifest and config it read already,
+    then prepares the rootfs again."""
+    address = os.path.join(engine.exec_root, "containerd", "containerd.sock")
+    top = json.loads(engine.docker("image", "inspect", "busybox").stdout)[0]["RootFS"]["Layers"][-1]
+    ok(pallet_ctr(address, "snapshots", "rm", top, namespace="moby"))  # busybox: one layer
+    start = _log_size(engine)
+    r = engine.docker("run", "--rm", "--network", "none", "busybox", "sh", "-c",
                       "echo out; exit 7", check=False)
-    assert (r.returncode, r.stdout) == (7, b"out\n")
-    engine.docker("rmi", "unpack-me:1")
+    assert (r.returncode, r.stdout) == (7, b"out\n"), r.stderr
+    calls = _calls_since(engine, start)
+    assert calls["/containerd.services.snapshots.v1.Snapshots/Prepare"] == 3  # rootfs, layer, rootfs
+    assert calls["/containerd.services.diff.v1.Diff/Apply"] == 1
+    assert calls["/containerd.services.images.v1.Images/Get"] == 1
+    assert "/containerd.services.content.v1.Content/Read" not in calls
+    assert ok(pallet_ctr(address, "snapshots", "info", top, namespace="moby"))
 
 
 def test_oom_kill_comes_from_the_shims_events(engine):

@@ -67,6 +67,9 @@ class ShimTable:
 
     def __init__(self, table: Mapping[str, str] | None = None):
         self.table = dict(DEFAULT_TABLE)
+        if table is not None and not isinstance(table, Mapping):
+            raise errors.ConfigError("configuration: [containerd.runtimes] must be a table of "
+                                     "runtime names")
         for name, shim in (table or {}).items():
             if not isinstance(shim, str) or not shim or ("/" in shim and not
                                                           os.path.isabs(shim)):

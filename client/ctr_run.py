@@ -22,6 +22,9 @@ from pallet.core import errors
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 RUNC_OPTIONS = "containerd.runc.v1.Options"
+#: the runtimes whose shims take runc's options: runc's and pallet's
+RUNC_OPTIONS_RUNTIMES = ("io.containerd.runc.v2", "io.containerd.runc.v1",
+                         "io.containerd.pallet.v2", "io.containerd.pallet.v1")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
@@ -313,12 +316,13 @@ async def _with_image_root(c, top: str, snapshotter: str, fn):
 
 
 def runtime_options(f):
-    """containerd.runc.v1.Options for --runc-binary/--runc-root/--runc-systemd-cgroup."""
+    """containerd.runc.v1.Options for --runc-binary/--runc-root/--runc-systemd-cgroup
+    (runc's shim and pallet-shim read them; ctr sends them to runc's names only)."""
     from google.protobuf import any_pb2
 
     from pallet.proto.shim_task import RuncOptions
 
-    if f.runtime not in ("io.containerd.runc.v2", "io.containerd.runc.v1"):
+    if f.runtime not in RUNC_OPTIONS_RUNTIMES:
         return None
     opts = RuncOptions(binary_name=f.runc_binary, root=f.runc_root,
                        systemd_cgroup=f.runc_systemd_cgroup, no_pivot_root=f.no_pivot)

@@ -109,8 +109,7 @@ def _serve(kernel, address: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    shim_debug = bool(kernel.config.section("containerd").get("shim-debug", False))
-    services = Backend(kernel, address, shim_debug=shim_debug)
+    services = Backend(kernel, address)
     server = kernel.provide("containerd")
     try:
         server.listen(address)

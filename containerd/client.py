@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import threading
+import time
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import grpc
@@ -70,6 +72,7 @@ NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 DEFAULT_SNAPSHOTTER = "overlayfs"
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 #: containerd's own default (16 MiB) for both directions
@@ -77,6 +80,8 @@ MAX_MESSAGE = 16 << 20
 #: chunk size of content writes (containerd's client uses 1 MiB buffers)
 WRITE_CHUNK = 1 << 20
 
+
+_rpc_log = logging.getLogger("pallet.containerd.rpc")
 
 # containerd events travel as Any whose type_url is the message's full name
 EVENT_TYPES = {
@@ -183,6 +188,70 @@ def event_any(event) -> any_pb2.Any:
     return any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
 
 
+class CallStats:
+    """How many calls of each gRPC method a client made and how long they took.
+
+    Every call of :class:`Containerd` (and of its views) is recorded here,
+    keyed by the full method name (``/containerd.services.tasks.v1.Tasks/Create``);
+    a stream counts once, for its whole length.  Each call is also logged at
+    debug level on the ``pallet.containerd.rpc`` logger.
+    """
+
+    def __init__(self):
+        self._calls: dict[str, list] = {}   # method -> [count, seconds, failures]
+
+    def record(self, method: str, seconds: float, failed: bool = False) -> None:
+        entry = self._calls.get(method)
+        if entry is None:
+            entry = self._calls[method] = [0, 0.0, 0]
+        entry[0] += 1
+        entry[1] += seconds
+        entry[2] += failed
+        _rpc_log.debug("rpc %s %.3f ms%s", method, seconds * 1000, " (failed)" if failed else "")
+
+    def snapshot(self) -> dict[str, dict]:
+        """``{method: {"count", "seconds", "failures"}}`` so far."""
+        return {m: {"count": c, "seconds": t, "failures": f}
+                for m, (c, t, f) in sorted(self._calls.items())}
+
+    def total(self) -> int:
+        """How many calls were made, every method together."""
+        return sum(entry[0] for entry in self._calls.values())
+
+
+class _Method:
+    """A gRPC multi-callable that knows its full method name (for :class:`CallStats`)."""
+
+    __slots__ = ("name", "_callable")
+
+    def __init__(self, name, callable_):
+        self.name = name.decode() if isinstance(name, bytes) else name
+        self._callable = callable_
+
+    def __call__(self, *args, **kwargs):
+        return self._callable(*args, **kwargs)
+
+
+class _NamingChannel:
+    """What a generated stub is built on: the channel's multi-callables, each
+    wrapped in a :class:`_Method` that carries the method's name."""
+
+    def __init__(self, channel):
+        self._channel = channel
+
+    def unary_unary(self, method, *args, **kwargs):
+        return _Method(method, self._channel.unary_unary(method, *args, **kwargs))
+
+    def unary_stream(self, method, *args, **kwargs):
+        return _Method(method, self._channel.unary_stream(method, *args, **kwargs))
+
+    def stream_unary(self, method, *args, **kwargs):
+        return _Method(method, self._channel.stream_unary(method, *args, **kwargs))
+
+    def stream_stream(self, method, *args, **kwargs):
+        return _Method(method, self._channel.stream_stream(method, *args, **kwargs))
+
+
 def _address_target(address: str) -> str:
     if address.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
         return address
@@ -217,6 +286,7 @@ class Containerd:
         self._shared = _shared
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[str, object] = {}
+        self.stats = _shared.stats if _shared is not None else CallStats()
 
     # ---- plumbing -----------------------------------------------------------
     def with_namespace(self, namespace: str) -> "Containerd":
@@ -248,7 +318,7 @@ class Containerd:
         root = self._root()
         stub = root._stubs.get(cls.__name__)
         if stub is None:
-            stub = root._stubs[cls.__name__] = cls(self.channel())
+            stub = root._stubs[cls.__name__] = cls(_NamingChannel(self.channel()))
         return stub
 
     def _md(self, namespace: str | None = None) -> tuple:
@@ -259,20 +329,28 @@ class Containerd:
 
     async def _call(self, method, request, *, timeout: float | None = ..., namespace=None):
         t = self.timeout if timeout is ... else timeout
+        start = time.perf_counter()
         try:
-            return await method(request, metadata=self._md(namespace), timeout=t)
+            response = await method(request, metadata=self._md(namespace), timeout=t)
         except grpc.RpcError as exc:
+            self.stats.record(method.name, time.perf_counter() - start, True)
             raise error_from_rpc(exc, f"containerd at {self.address}") from None
+        self.stats.record(method.name, time.perf_counter() - start)
+        return response
 
     async def _stream(self, method, request, *, timeout: float | None = None):
+        start = time.perf_counter()
+        failed = False
         call = method(request, metadata=self._md(), timeout=timeout)
         try:
             async for item in call:
                 yield item
         except grpc.RpcError as exc:
+            failed = True
             raise error_from_rpc(exc, f"containerd at {self.address}") from None
         finally:
             call.cancel()
+            self.stats.record(method.name, time.perf_counter() - start, failed)
 
     async def close(self) -> None:
         """Close the channel (views share it: close the first client only)."""
@@ -417,6 +495,7 @@ class Containerd:
         digest) counts as written, as in containerd's ``content.WriteBlob``.
         """
         stub = self._stub(content_pb2_grpc.ContentStub)
+        started, failed = time.perf_counter(), False
         call = stub.Write(metadata=self._md())
         STAT, WRITE, COMMIT = content_pb2.STAT, content_pb2.WRITE, content_pb2.COMMIT
 
@@ -449,6 +528,7 @@ class Containerd:
             return resp.digest or expected
         except grpc.RpcError as exc:
             err = error_from_rpc(exc, f"containerd at {self.address}")
+            failed = not isinstance(err, errors.AlreadyExists)
             if isinstance(err, errors.AlreadyExists) and expected:
                 if labels:
                     try:
@@ -459,6 +539,7 @@ class Containerd:
             raise err from None
         finally:
             call.cancel()
+            self.stats.record(stub.Write.name, time.perf_counter() - started, failed)
 
     async def content_write_blob(self, data: bytes, *, media_type: str = "",
                                  labels: Mapping[str, str] | None = None,
@@ -738,6 +819,14 @@ class Containerd:
                          tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id,
                                                   stdin=stdin))
 
+    async def task_update(self, container_id: str, resources: Mapping) -> None:
+        """Apply OCI ``linux.resources`` to a running task (``docker update``);
+        containerd applies only the fields given."""
+        await self._call(self._stub(tasks_pb2_grpc.TasksStub).Update,
+                         tasks_pb2.UpdateTaskRequest(
+                             container_id=container_id,
+                             resources=spec_any(resources, RESOURCES_TYPE_URL)))
+
     async def task_pause(self, container_id: str) -> None:
         await self._call(self._stub(tasks_pb2_grpc.TasksStub).Pause,
                          tasks_pb2.PauseTaskRequest(container_id=container_id))
@@ -793,26 +882,42 @@ class Containerd:
 
     async def unpack(self, image_name: str, snapshotter: str | None = None, *,
                      want: Mapping | None = None) -> str:
+        """Unpack a named image's layers into snapshots (:meth:`unpack_layers`);
+        returns the top chain ID."""
+        manifest, config = await self.image_config(image_name, want)
+        try:
+            return await self.unpack_layers(manifest, config, snapshotter)
+        except errors.InvalidArgument as e:
+            raise errors.InvalidArgument(f"image {image_name}: {e.message}") from None
+
+    async def unpack_layers(self, manifest: Mapping, config: Mapping,
+                            snapshotter: str | None = None) -> str:
         """Unpack an image's layers into snapshots, as containerd's client Unpack does.
 
-        For each layer in order, when the snapshot named by its chain ID is
-        missing: Prepare(random key, parent chain ID), Diff.Apply(layer,
-        mounts), check the applied digest against the config's
-        ``rootfs.diff_ids``, Commit(chain ID).  Runs under a short lease when
-        the server has Leases.  Labels the config blob with
-        ``containerd.io/gc.ref.snapshot.<snapshotter>`` so that GC keeps the
-        snapshots while the image exists.  Returns the top chain ID (the
-        parent of a container's rootfs snapshot); "" for an image without layers.
+        When the top layer's snapshot (its chain ID) exists, that is all (one
+        Stat).  Otherwise, for each layer in order whose snapshot is missing:
+        Prepare(random key, parent chain ID), Diff.Apply(layer, mounts), check
+        the applied digest against the config's ``rootfs.diff_ids``,
+        Commit(chain ID), all under a short lease when the server has Leases;
+        then the config blob is labelled ``containerd.io/gc.ref.snapshot.<snapshotter>``
+        so that GC keeps the snapshots while the image exists.  Returns the
+        top chain ID (the parent of a container's rootfs snapshot); "" for an
+        image without layers.
         """
         sn = self._sn(snapshotter)
-        manifest, config = await self.image_config(image_name, want)
         layers = manifest.get("layers") or []
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(layers) != len(diff_ids):
             raise errors.InvalidArgument(
-                f"image {image_name}: {len(layers)} layers but {len(diff_ids)} diff ids in config")
+                f"{len(layers)} layers but {len(diff_ids)} diff ids in config")
         if not layers:
             return ""
+        chain = chain_ids(diff_ids)
+        try:
+            await self.snapshot_stat(chain[-1], snapshotter=sn)
+            return chain[-1]
+        except errors.NotFound:
+            pass
         client, lease = self, None
         try:
             lease = await self.lease_create(expire=600)
@@ -820,7 +925,6 @@ class Containerd:
         except errors.NotImplementedYet:
             pass
         try:
-            chain = chain_ids(diff_ids)
             parent = ""
             for layer, diff_id, chain_id in zip(layers, diff_ids, chain):
                 await client._unpack_layer(layer, diff_id, chain_id, parent, sn)

@@ -4,7 +4,12 @@ It owns the event exchange and the task manager, and reaches the image store
 (content, and the metadata: namespaces, images, leases, containers, content
 per namespace; snapshotters, applier) through its contract
 (:class:`pallet.core.contracts.ImageStore`).  Changes publish containerd's
-events.
+events, which also drive the container event hooks of pallet's plugins
+(:mod:`.container_hooks`).
+
+Configuration: the ``[containerd]`` section (``shim-debug``: shims log at
+debug level; ``[containerd.runtimes]``: runtime name -> shim, see
+:mod:`.shims`).
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from pallet.proto.containerd.events import container_pb2 as ev_container
 from pallet.proto.containerd.events import image_pb2 as ev_image
 from pallet.proto.containerd.events import namespace_pb2 as ev_namespace
 
-from pallet.containerd_services import convert
+from pallet.containerd_services import convert, shims
+from pallet.containerd_services.container_hooks import ContainerHooks
 from pallet.containerd_services.containers import ContainerStore
 from pallet.containerd_services.content import ContentNamespaces
 from pallet.containerd_services.exchange import Exchange
@@ -66,11 +72,13 @@ def pallet_version() -> tuple[str, str]:
 class Backend:
     """Everything the services call, for one pallet-containerd."""
 
-    def __init__(self, kernel, address: str, *, shim_debug: bool = False):
+    def __init__(self, kernel, address: str):
         self.kernel = kernel
         self.paths = kernel.paths
         self.address = address
         self.version, self.revision = pallet_version()
+        settings = kernel.config.section("containerd")
+        table = shims.ShimTable(settings.get("runtimes"))  # refused here when malformed
         self._store = None
         self._store_lock = threading.Lock()
         self.exchange = Exchange()
@@ -78,7 +86,10 @@ class Backend:
         #: which namespace holds which blob (see :mod:`.content`)
         self.content_namespaces = ContentNamespaces(lambda: self.store)
         self.tasks = TaskManager(self.paths, self.containers, self.exchange, address,
-                                 snapshots=self._snapshot_mounts, shim_debug=shim_debug)
+                                 snapshots=self._snapshot_mounts,
+                                 shim_debug=bool(settings.get("shim-debug", False)),
+                                 shim_table=table)
+        self.hooks = ContainerHooks(kernel, self.exchange, self.containers)
         self.uuid = self._load_uuid()
         self._ttrpc = None
 
@@ -286,6 +297,8 @@ class Backend:
         shims forward their events, reconnect to the shims of running tasks
         (their ids are returned) and start the shims' zygote."""
         self._start_ttrpc(self.address + ".ttrpc")
+        self.tasks.watch_exits = self._ttrpc is None
+        self.hooks.start()
         restored = self.tasks.restore()
         if restored:
             log.info("reconnected to %d running task(s): %s", len(restored), ", ".join(restored))
@@ -298,7 +311,9 @@ class Backend:
         if len(path.encode()) >= 108:
             log.warning("no ttrpc endpoint: %s is longer than 107 bytes", path)
             return
-        self._ttrpc = ttrpc.Server(path, _ttrpc_services(self), mode=0o660)
+        # ordered: a shim's events reach the exchange in the order it sent them
+        # (an OOM before the exit it caused, a start before its exit)
+        self._ttrpc = ttrpc.Server(path, _ttrpc_services(self), mode=0o660, ordered=True)
         self._ttrpc.start()
 
     def _start_zygote(self) -> None:
@@ -318,6 +333,7 @@ class Backend:
         if self._ttrpc is not None:
             self._ttrpc.close()
             self._ttrpc = None
+        self.hooks.close()
         try:
             from pallet.shim import launch
 

@@ -2,11 +2,22 @@
 
 containerd picks a container's shim by its runtime name: ``io.containerd.X.vN``
 runs the binary ``containerd-shim-X-vN`` from PATH (an absolute path given as
-the task's ``runtime_path`` is run as it is).  pallet-containerd does the
-same, except that the runc and pallet runtimes run pallet-shim, started
-through the zygote: pallet-shim runs the container with the runtime role
-in-process, or with the runc-compatible binary that runc's options name
-(``BinaryName``, as dockerd sets it).
+the task's ``runtime_path`` is run as it is).  pallet-containerd follows the
+same rule, so ``io.containerd.runc.v2`` (ctr's and dockerd's default) runs
+Debian's ``containerd-shim-runc-v2``, with one table in front of it:
+
+* pallet's own runtime names, ``io.containerd.pallet.v2`` (palletd's
+  default) and ``io.containerd.pallet.v1``, run pallet-shim, started through
+  the zygote (no new interpreter).  pallet-shim runs the container with the
+  runtime role in-process, or with the runc-compatible binary that runc's
+  options name (``BinaryName``);
+* ``[containerd.runtimes]`` in pallet's configuration adds or overrides
+  entries: a runtime name -> ``"pallet-shim"``, a shim binary's name (looked
+  up on PATH) or an absolute path::
+
+      [containerd.runtimes]
+      "io.containerd.runc.v2" = "pallet-shim"       # runc's name, pallet's shim
+      "io.containerd.kata.v2" = "/opt/kata/bin/containerd-shim-kata-v2"
 
 The shim of each task is recorded in its bundle (``shim.json``), so that a
 restarted pallet-containerd runs the right ``delete`` verb for a shim that
@@ -18,13 +29,14 @@ import json
 import os
 import shutil
 import subprocess
+from typing import Mapping
 
 from pallet.core import errors
 
-#: runtime names served by pallet-shim (runc's, so that dockerd and ctr's
-#: defaults work, and pallet's own)
-PALLET_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1",
-                             "io.containerd.pallet.v2", "io.containerd.pallet.v1"})
+#: a table entry naming pallet-shim (started through the zygote)
+PALLET_SHIM = "pallet-shim"
+#: runtime names served by pallet-shim unless the configuration says otherwise
+DEFAULT_TABLE = {"io.containerd.pallet.v2": PALLET_SHIM, "io.containerd.pallet.v1": PALLET_SHIM}
 RECORD = "shim.json"
 
 
@@ -39,20 +51,56 @@ def binary_name(runtime: str) -> str:
     return "containerd-shim-" + "-".join(parts[-2:])
 
 
-def resolve(runtime: str) -> str:
-    """The shim binary for ``runtime``: "" for pallet-shim, else its path."""
-    if not runtime or runtime in PALLET_RUNTIMES:
-        return ""
-    if os.path.isabs(runtime):
-        if not os.access(runtime, os.X_OK):
-            raise errors.NotFound(f"runtime {runtime}: no such executable: not found")
-        return runtime
-    name = binary_name(runtime)
-    found = shutil.which(name)
-    if found is None:
-        raise errors.NotFound(f'runtime "{runtime}" binary not installed "{name}": '
-                              "file does not exist: not found")
-    return found
+def _executable(path: str, runtime: str) -> str:
+    if not os.access(path, os.X_OK):
+        raise errors.NotFound(f"runtime {runtime}: no such executable {path}: not found")
+    return path
+
+
+class ShimTable:
+    """Runtime name -> the shim that runs it (see the module docstring).
+
+    ``table`` is the ``[containerd.runtimes]`` section; a value that is
+    neither ``"pallet-shim"``, a binary name nor an absolute path is a
+    ``ConfigError`` at start-up.
+    """
+
+    def __init__(self, table: Mapping[str, str] | None = None):
+        self.table = dict(DEFAULT_TABLE)
+        if table is not None and not isinstance(table, Mapping):
+            raise errors.ConfigError("configuration: [containerd.runtimes] must be a table of "
+                                     "runtime names")
+        for name, shim in (table or {}).items():
+            if not isinstance(shim, str) or not shim or ("/" in shim and not
+                                                          os.path.isabs(shim)):
+                raise errors.ConfigError(
+                    f"configuration: [containerd.runtimes] {name} = {shim!r}: expected "
+                    f'"{PALLET_SHIM}", the name of a shim binary or an absolute path')
+            self.table[name] = shim
+
+    def resolve(self, runtime: str) -> str:
+        """The shim binary for ``runtime``: "" for pallet-shim, else its path."""
+        if not runtime:
+            return ""
+        shim = self.table.get(runtime)
+        if shim == PALLET_SHIM:
+            return ""
+        if shim is not None:
+            if os.path.isabs(shim):
+                return _executable(shim, runtime)
+            found = shutil.which(shim)
+            if found is None:
+                raise errors.NotFound(f'runtime "{runtime}" binary not installed "{shim}": '
+                                      "file does not exist: not found")
+            return found
+        if os.path.isabs(runtime):
+            return _executable(runtime, runtime)
+        name = binary_name(runtime)
+        found = shutil.which(name)
+        if found is None:
+            raise errors.NotFound(f'runtime "{runtime}" binary not installed "{name}": '
+                                  "file does not exist: not found")
+        return found
 
 
 def record(bundle: str, runtime: str, binary: str) -> None:

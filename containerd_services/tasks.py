@@ -8,7 +8,10 @@ is kept in the bundle (``address``), so a restarted pallet-containerd finds
 every running shim again by scanning the bundles (:meth:`TaskManager.restore`),
 and learns from it the exit status of a task that ended meanwhile.
 
-A watcher thread per task waits on the shim and publishes ``/tasks/exit``.
+Task events (``/tasks/exit``, ``/tasks/oom``...) come from the shims, which
+forward them to ``<address>.ttrpc`` as containerd's shims do, in the order
+they happen; only without that endpoint (a socket path too long) does a
+watcher thread per task wait on its shim and publish its exit.
 When a shim's connection drops and the shim is gone (killed), the task is
 cleaned up as containerd does (the shim's ``delete`` verb kills what is
 left of the container and unmounts its rootfs) and stays listed as a
@@ -17,7 +20,6 @@ shim failing with "shim exited unexpectedly", until it is deleted.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -72,13 +74,16 @@ class TaskManager:
     """The service layer behind the Tasks gRPC service."""
 
     def __init__(self, paths, containers, exchange, address: str, *, snapshots=None,
-                 shim_debug: bool = False):
+                 shim_debug: bool = False, shim_table: shims.ShimTable | None = None):
         self.paths = paths
         self.containers = containers          # containers.ContainerStore
         self.exchange = exchange              # events.Exchange
         self.address = address                # our gRPC address, handed to each shim
         self.snapshots = snapshots            # callable(ns, snapshotter, key) -> mounts, or None
         self.shim_debug = shim_debug
+        self.shim_table = shim_table or shims.ShimTable()
+        #: no endpoint for the shims' events: wait on each shim for its exit
+        self.watch_exits = False
         self._tasks: dict[tuple[str, str], Task] = {}
         self._lock = threading.Lock()
         self._creating: set[tuple[str, str]] = set()
@@ -118,14 +123,16 @@ class TaskManager:
             raise errors.NotFound(f"no running task found: task {id} not found")
         return task
 
-    def _write_bundle(self, ns: str, id: str, spec: dict) -> str:
+    def _write_bundle(self, ns: str, id: str, spec: bytes) -> str:
+        """The bundle with ``config.json``: the spec's bytes as the client sent
+        them (containerd too writes them without decoding them)."""
         bundle = self.paths.bundle_dir(ns, id)
         if os.path.exists(os.path.join(bundle, "address")):
             raise errors.AlreadyExists(f"task {id}: already exists")
         os.makedirs(os.path.join(bundle, "rootfs"), exist_ok=True)
         tmp = os.path.join(bundle, "config.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(spec, f)
+        with open(tmp, "wb") as f:
+            f.write(spec)
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, os.path.join(bundle, "config.json"))
@@ -223,6 +230,9 @@ class TaskManager:
 
     # ---- watcher --------------------------------------------------------------
     def _watch(self, task: Task) -> None:
+        if not self.watch_exits:
+            return
+
         def run():
             try:
                 r = self._call(task, "Wait", shim_pb2.WaitRequest(id=task.id),
@@ -238,13 +248,9 @@ class TaskManager:
         if req.checkpoint.digest:
             raise errors.NotImplementedYet("creating a task from a checkpoint is not supported")
         container = self.containers.get(ns, req.container_id)
-        try:
-            spec = json.loads(container.spec.value or b"{}")
-        except ValueError as e:
-            raise errors.InvalidArgument(
-                f"container {container.id}: spec is not json ({e})") from None
+        spec = container.spec.value or b"{}"
         runtime = req.runtime_path or container.runtime.name
-        binary = shims.resolve(runtime)
+        binary = self.shim_table.resolve(runtime)
         options = req.options if req.HasField("options") and req.options.type_url else None
         if options is None and container.runtime.HasField("options") and \
                 container.runtime.options.type_url:

@@ -11,13 +11,16 @@ choose another).  Layout::
     runtime = "runtime_ns"
 
     [engine]                 # the Docker engine library (pallet.engine) in palletd
-    runtime = "io.containerd.runc.v2"   # containerd runtime name of new containers
+    runtime = "io.containerd.pallet.v2" # containerd runtime name of new containers
     cgroup-parent = "/pallet"           # dockerd's --cgroup-parent
     volume-plugin-dirs = ["/run/docker/plugins"]
     [engine.registry]        # dockerd's registry keys (insecure-registries, ...)
 
     [containerd]             # pallet-containerd's service layer
     shim-debug = false       # shims log at debug level
+    [containerd.runtimes]    # before containerd's rule (io.containerd.X.vN runs
+                             # containerd-shim-X-vN): name -> "pallet-shim", a binary or a path
+    "io.containerd.runc.v2" = "pallet-shim"   # (io.containerd.pallet.v1/v2 always are)
 
     [plugins]
     disabled = ["hello"]     # extension plugins not to load

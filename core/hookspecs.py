@@ -9,7 +9,8 @@ Two kinds of hooks:
 * pipeline, registration and event hooks, where every loaded plugin takes part.
 
 Hooks are synchronous and their order carries no meaning.  Event hooks must
-not block: they run on the daemon's event loop.  Every hook receives the
+not block: they run on a daemon's event loop or event thread (each says
+which process calls it).  Every hook receives the
 ``kernel`` (``pallet.core.kernel.Kernel``), which gives the configuration,
 the derived paths and the other roles.
 """
@@ -143,27 +144,49 @@ def pallet_build_spec(kernel, spec, container):
 
 
 # --- events (must not block) ------------------------------------------------------
+# The container events are called in pallet-containerd, from its containerd
+# events, for every container of every namespace whoever made it (palletd's
+# in ``moby``, ctr's and pallet-ctr's in ``default``, a CRI client's in
+# ``k8s.io``), one after the other in the order they happened, on a thread of
+# their own (a slow hook delays the next ones, never containerd).  They run
+# only in pallet-containerd: with palletd on another containerd
+# (``--containerd``), nothing calls them.  ``container`` is a fresh dict:
+#
+#   id          the containerd container id (palletd's: the docker container id)
+#   namespace   the containerd namespace
+#   image       the image name the container record names ("" if none)
+#   runtime     the runtime name (``io.containerd.pallet.v2``, ``io.containerd.runc.v2``)
+#   labels      the container record's labels (dict)
+#   pid         the host pid of the task's PID 1 (0 before the task exists)
+#   exit_code   the exit status of PID 1 once it exited (128+N for signal N), else None
+#   exited_at   when it exited (epoch seconds), else None
+#
+# A container whose record is already gone when the event is handled (a
+# removal right after creation) may carry id and namespace only.
 
 @hookspec
 def pallet_on_container_created(kernel, container):
-    """A container was created (``container`` is a dict: id, name, image)."""
+    """A container record was created (containerd's ``/containers/create``):
+    ``docker create``, ``ctr containers create``, the create of ``ctr run``."""
 
 
 @hookspec
 def pallet_on_container_started(kernel, container):
-    """A container's process is running (``container`` has id, name, image, pid)."""
+    """A container's task started (``/tasks/start``); ``container["pid"]`` is its PID 1."""
 
 
 @hookspec
 def pallet_on_container_exited(kernel, container, exit_code):
-    """A container's process exited with ``exit_code`` (128+N for a signal)."""
+    """A container's PID 1 exited (``/tasks/exit`` of the task, not of an exec
+    process) with ``exit_code`` (128+N for signal N; also ``container["exit_code"]``)."""
 
 
 @hookspec
 def pallet_on_container_removed(kernel, container):
-    """A container was removed."""
+    """A container record was deleted (``/containers/delete``): ``docker rm``,
+    ``ctr containers rm``, the end of ``ctr run --rm``."""
 
 
 @hookspec
 def pallet_on_image_loaded(kernel, name, digest):
-    """An image was loaded, pulled or imported under ``name``."""
+    """An image was loaded, pulled or imported under ``name`` (called in palletd)."""

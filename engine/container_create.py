@@ -43,7 +43,7 @@ class CreateOps:
         security.check_devices(host.get("Devices"))
         specmod.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
         points = mountsmod.plan(host, cfg.get("Volumes"), self._volumes_from)
-        parent = await self.images.unpack(rec)
+        parent = rec.chain_ids[-1] if rec.diff_ids else ""
 
         cid = secrets.token_hex(32)
         while cid in self.store.by_id:
@@ -86,6 +86,7 @@ class CreateOps:
             "HasBeenManuallyStopped": False,
         }
         c = Container(data, cdir)
+        c.task_may_exist = False
         self._write_etc_files(c)
         try:  # network mode, networks, aliases, --ip, ports: checked and remembered
             await networking.register(self.kernel, c, body.get("NetworkingConfig"))
@@ -94,9 +95,7 @@ class CreateOps:
             raise
         new_volumes: list = []
         try:
-            snap_mounts = await self.ctrd.snapshot_prepare(
-                cid, parent, snapshotter=self.snapshotter,
-                labels={"containerd.io/gc.root": created})
+            snap_mounts = await self._prepare_rootfs(rec, cid, parent, created)
             try:
                 new_volumes = await self._prepare_volumes(c, snap_mounts)
                 await self.ctrd.container_create(
@@ -107,6 +106,7 @@ class CreateOps:
                 await self._quiet(self.ctrd.snapshot_remove(cid, snapshotter=self.snapshotter))
                 raise
             c.save()
+            c.snapshot_mounts = snap_mounts  # for the first start, which comes next
         except BaseException:
             await networking.unregister(self.kernel, c)
             for v in new_volumes:
@@ -115,8 +115,25 @@ class CreateOps:
             raise
         self.store.add(c)
         self.emit(c, "create")
-        self.kernel.notify("container_created", container=self._event(c))
         return {"Id": cid, "Warnings": warnings}
+
+    async def _prepare_rootfs(self, rec, cid: str, parent: str, created: str) -> list:
+        """The container's rootfs snapshot on the image's top layer; its mounts.
+
+        The image's layers are snapshots already, but for a first run: only
+        when the parent is missing are they unpacked (with the manifest and
+        config ``rec`` read already), then the snapshot is made again.
+        """
+        labels = {"containerd.io/gc.root": created}
+        try:
+            return await self.ctrd.snapshot_prepare(cid, parent, snapshotter=self.snapshotter,
+                                                    labels=labels)
+        except errors.NotFound:
+            if not parent:
+                raise
+        await self.ctrd.unpack_layers(rec.manifest, rec.config, self.snapshotter)
+        return await self.ctrd.snapshot_prepare(cid, parent, snapshotter=self.snapshotter,
+                                                labels=labels)
 
     def _volumes_from(self, ref: str, mode: str) -> list[dict]:
         """The mount points ``--volumes-from ref[:ro|:rw]`` shares (not its tmpfs)."""

@@ -231,9 +231,8 @@ class ContainerOps:
             res = resources.linux_resources(new)
             # containerd applies only what is given: send the fields that are set
             if res:
-                from pallet.engine.ctrd_extra import task_update
                 try:
-                    await task_update(self.ctrd, c.id, res)
+                    await self.ctrd.task_update(c.id, res)
                 except (errors.InvalidArgument, errors.NotFound, errors.Conflict,
                         errors.Unavailable, errors.NotImplementedYet):
                     raise

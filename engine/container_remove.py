@@ -52,7 +52,8 @@ class RemoveOps:
         c.removing = True
         c.state["Status"] = "removing"
         try:
-            await self._quiet(self.ctrd.task_delete(c.id))
+            if c.task_may_exist:  # the exit deleted it otherwise
+                await self._quiet(self.ctrd.task_delete(c.id))
             await self._quiet(self.ctrd.container_delete(c.id))
             await self._quiet(self.ctrd.snapshot_remove(c.id, snapshotter=self.snapshotter))
         except errors.Unavailable:
@@ -71,7 +72,6 @@ class RemoveOps:
         if volumes and self.volumes is not None:
             await self._remove_anonymous_volumes(c)
         self.emit(c, "destroy")
-        self.kernel.notify("container_removed", container=self._event(c))
         waiters, c.removed_waiters = c.removed_waiters, []
         for fut in waiters:
             if not fut.done():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from pallet.core import errors
 from pallet.engine import links as linksmod
@@ -43,8 +42,12 @@ class StartOps:
             c.exit_on_next = False
             io = None
             networked = False
+            exit_status = None
             try:
-                mounts = await self.ctrd.snapshot_mounts(c.id, snapshotter=self.snapshotter)
+                # the mounts Snapshots.Prepare gave at create serve its first start
+                mounts, c.snapshot_mounts = c.snapshot_mounts, None
+                if mounts is None:
+                    mounts = await self.ctrd.snapshot_mounts(c.id, snapshotter=self.snapshotter)
                 linked = linksmod.resolve(self.store, c)
                 # the sandbox is made before the spec, as libnetwork does
                 networked = True
@@ -61,15 +64,16 @@ class StartOps:
                 clog = self.log_of(c)
                 clog.open()
                 io.start_reading(self._sink(c, clog))
-                await self._quiet(self.ctrd.task_delete(c.id))  # a stale stopped task
-                await self.ctrd.task_create(
-                    c.id, rootfs=mounts, stdin=io.paths.get("stdin", ""),
-                    stdout=io.paths["stdout"], stderr=io.paths.get("stderr", ""),
-                    terminal=c.tty)
+                c.oom_killed = False
+                created = await self._task_create(c, mounts, io)
+                c.task_may_exist = True
+                exit_status = self.task_events.expect(c.id, created)
                 try:
                     pid = await self.ctrd.task_start(c.id)
                 except BaseException:
+                    self.task_events.forget(c.id)
                     await self._quiet(self.ctrd.task_delete(c.id))
+                    c.task_may_exist = False
                     raise
             except errors.PalletError as e:
                 code = _exit_code_for(e.message)
@@ -105,10 +109,23 @@ class StartOps:
             c.data["NetworkSettings"] = net_settings
             c.data["HasBeenStartedBefore"] = True
             c.save()
-            c.wait_task = self._spawn(self._watch(c))
+            c.wait_task = self._spawn(self._watch(c, exit_status))
             self._network_events(c, "connect")
             self.emit(c, "start")
-            self.kernel.notify("container_started", container=self._event(c))
+
+    async def _task_create(self, c: Container, mounts, io) -> int:
+        """Tasks.Create; a stopped task left by an earlier run (palletd died
+        before deleting it) is deleted first, only when there is one."""
+        for attempt in (1, 2):
+            try:
+                return await self.ctrd.task_create(
+                    c.id, rootfs=mounts, stdin=io.paths.get("stdin", ""),
+                    stdout=io.paths["stdout"], stderr=io.paths.get("stderr", ""),
+                    terminal=c.tty)
+            except errors.AlreadyExists:
+                if attempt == 2:
+                    raise
+                await self._quiet(self.ctrd.task_delete(c.id))
 
     def _build_spec(self, c: Container, snap_mounts, linked=(), sources=None) -> dict:
         """docker's defaults, then resources, security and mounts, then the
@@ -199,23 +216,18 @@ class StartOps:
         return sink
 
     # --- exit ----------------------------------------------------------------------
-    async def _watch(self, c: Container) -> None:
-        """Wait for the task to exit (again after a pallet-containerd restart), then
-        record the exit, clean up the task and notify."""
-        code, backoff = None, 0.1
-        while code is None:
-            try:
-                code, _ = await self.ctrd.task_wait(c.id)
-            except asyncio.CancelledError:
-                raise
-            except errors.NotFound:
-                code = 255  # the task is gone: containerd lost it
-            except errors.PalletError as e:
-                # the stream broke (pallet-containerd restarting): wait again
-                log.info("container %s: wait interrupted (%s); retrying", c.id[:12], e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-        await self._exited(c, code)
+    async def _watch(self, c: Container, exit_status: asyncio.Future) -> None:
+        """Wait for the exit of the task's PID 1 (from containerd's events, see
+        :mod:`pallet.engine.task_events`), then record it and clean up."""
+        await self._exited(c, await exit_status)
+
+    def _oom(self, container_id: str) -> None:
+        """containerd's ``/tasks/oom``: the OOM killer struck in the container's
+        cgroup (dockerd's ``oom`` event; ``OOMKilled`` at the exit)."""
+        c = self.store.by_id.get(container_id)
+        if c is not None:
+            c.oom_killed = True
+            self.emit(c, "oom")
 
     async def _exited(self, c: Container, code: int) -> None:
         if self.health is not None:  # no more health checks (engine/health.py)
@@ -224,14 +236,16 @@ class StartOps:
         if io is not None:
             io.release_writers()
             await io.drained(2.0)
-        oom = _oom_killed(c.cgroups)
+        oom = c.oom_killed
         for attempt in range(50):
             try:
                 r = await self.ctrd.task_delete(c.id)
                 if not code and r is not None and getattr(r, "exit_status", 0):
                     code = r.exit_status
+                c.task_may_exist = False
                 break
             except errors.NotFound:
+                c.task_may_exist = False
                 break
             except errors.Unavailable:
                 await asyncio.sleep(0.2)
@@ -248,8 +262,6 @@ class StartOps:
             c.save()
         except OSError as e:
             log.warning("container %s: save state: %s", c.id[:12], e)
-        if oom:
-            self.emit(c, "oom")
         self.emit(c, "die", exitCode=code)
         if io is not None:
             io.close()
@@ -266,7 +278,6 @@ class StartOps:
             c.save()
         except OSError as e:
             log.warning("container %s: save state: %s", c.id[:12], e)
-        self.kernel.notify("container_exited", container=self._event(c), exit_code=code)
         waiters, c.exit_waiters = c.exit_waiters, []
         for fut in waiters:
             if not fut.done():
@@ -332,24 +343,6 @@ def _cgroups(pid: int) -> dict[str, str]:
     from pallet.engine.containers import _cgroups_of
 
     return _cgroups_of(pid)
-
-
-def _oom_killed(cgroups: dict[str, str]) -> bool:
-    """Whether the kernel's OOM killer struck in the container's memory cgroup
-    (``oom_kill`` in memory.oom_control on v1, memory.events on v2)."""
-    for path in (os.path.join(cgroups.get("memory", ""), "memory.oom_control"),
-                 os.path.join(cgroups.get("unified", ""), "memory.events")):
-        if not path.startswith("/sys/fs/cgroup/") or not os.path.exists(path):
-            continue
-        try:
-            with open(path) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill" and int(value or 0) > 0:
-                        return True
-        except (OSError, ValueError):
-            pass
-    return False
 
 
 def _exit_code_for(message: str) -> int:

@@ -32,6 +32,7 @@ from pallet.engine.logs import ContainerLog
 from pallet.engine.mounts import inspect_mounts
 from pallet.engine.restart import should_restart
 from pallet.engine.state import Container, ContainerStore
+from pallet.engine.task_events import TaskEvents
 
 log = logging.getLogger("pallet.api_rest.containers")
 
@@ -56,6 +57,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         self.shutting_down = False
         self.store = ContainerStore(self.paths)
         self.events = eventsmod.bus_of(kernel)
+        self.task_events = TaskEvents(ctrd, on_oom=self._oom)
         self._background: set[asyncio.Task] = set()
         self.health = None         # health.HealthMonitor, set by the engine
         images.in_use = self._users_of
@@ -98,10 +100,6 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         """A container event (``docker events``)."""
         self.events.publish("container", action, c.id, eventsmod.container_attributes(c, **attrs))
 
-    def _event(self, c: Container) -> dict:
-        return {"id": c.id, "name": c.name, "image": c.data["Config"].get("Image", ""),
-                "pid": c.state.get("Pid", 0)}
-
     @staticmethod
     async def _quiet(coro) -> None:
         try:
@@ -126,6 +124,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         """Load every container; reconnect to the tasks still running (or, without
         live-restore, stop them as dockerd does); then bring back the containers
         whose restart policy says so."""
+        await self.task_events.start()  # first: no exit may pass unseen
         self.store.load()
         if self.volumes is not None:
             self.volumes.load()
@@ -194,13 +193,14 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
                 await self.ctrd.task_delete(c.id)
             except errors.NotFound:
                 pass
+            c.task_may_exist = False
             c.set_exited(code)
             c.save()
             self.emit(c, "die", exitCode=code)
-            self.kernel.notify("container_exited", container=self._event(c), exit_code=code)
             if c.data["HostConfig"].get("AutoRemove"):
                 self._spawn(self._auto_remove(c))
             return False
+        exit_status = self.task_events.expect(c.id, proc.pid)  # before any other await
         io = ContainerIO(self.paths.fifo_dir(c.id), stdin=bool(c.data["Config"].get("OpenStdin")),
                          stderr=not c.tty)
         io.open()
@@ -212,7 +212,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
         c.state["Pid"] = proc.pid
         c.cgroups = _cgroups_of(proc.pid)
         await self._mount_volumes(c, remount=True)
-        c.wait_task = self._spawn(self._watch(c))
+        c.wait_task = self._spawn(self._watch(c, exit_status))
         if self.health is not None:  # health checks go on where they were
             self.health.resume(c)
         log.info("container %s: reattached to running task (pid %s)", c.id[:12], proc.pid)
@@ -342,6 +342,7 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
             if running:
                 await asyncio.gather(*(self._stop_for_shutdown(c) for c in running),
                                      return_exceptions=True)
+        await self.task_events.close()
         for c in self.store.all():
             if c.wait_task is not None:
                 c.wait_task.cancel()

@@ -4,10 +4,16 @@ serves it; moby's ``daemon/`` under ``api/server/router/``)."""
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger("pallet.engine")
 
 NAMESPACE = "moby"
+#: the containerd runtime name of new containers on palletd's own
+#: pallet-containerd: pallet's, which it runs with pallet-shim
+DEFAULT_RUNTIME = "io.containerd.pallet.v2"
+#: ... and on another containerd (``--containerd``): dockerd's, containerd's runc shim
+FOREIGN_RUNTIME = "io.containerd.runc.v2"
 
 
 class Engine:
@@ -55,9 +61,11 @@ class Engine:
         if addr is not None and not isinstance(addr, str):
             raise ConfigError("configuration: [daemon] metrics-addr must be \"HOST:PORT\"")
         opts = kernel.options
-        return cls(kernel, containerd_address=opts.containerd_address
-                   or kernel.paths.containerd_socket,
-                   runtime=cfg.get("runtime") or "io.containerd.runc.v2",
+        address = opts.containerd_address or kernel.paths.containerd_socket
+        bare = address[len("unix://"):] if address.startswith("unix://") else address
+        own = os.path.abspath(bare) == os.path.abspath(kernel.paths.containerd_socket)
+        return cls(kernel, containerd_address=address,
+                   runtime=cfg.get("runtime") or (DEFAULT_RUNTIME if own else FOREIGN_RUNTIME),
                    cgroup_parent=cfg.get("cgroup-parent") or "/pallet",
                    debug=opts.debug, live_restore=opts.live_restore,
                    volume_plugin_dirs=cfg.get("volume-plugin-dirs"),

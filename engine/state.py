@@ -46,6 +46,9 @@ class Container:
         self.cgroups: dict = {}    # controller -> cgroup dir while the task runs
         self.volumes: list = []    # volumes mounted for the running task
         self.health_task = None    # the health check loop while it runs (health.py)
+        self.snapshot_mounts = None  # the rootfs mounts from create, for the first start
+        self.oom_killed = False    # containerd reported an OOM kill in the running task
+        self.task_may_exist = True # a containerd task may be left to delete
 
     @property
     def id(self) -> str:

@@ -1,4 +1,5 @@
-"""The shim's view of its container's cgroup (v1): metrics, updates, OOM events.
+"""The shim's view of its container's cgroup (v1): metrics, updates, OOM events
+(OOM kills also on v2).
 
 The container's cgroup directories are read from ``/proc/<pid>/cgroup`` of
 its PID 1 (so this works whichever runtime made them), minus the hierarchies
@@ -10,7 +11,10 @@ the same files read into the same fields); updates take the OCI
 ``LinuxResources`` JSON that ``Tasks.Update`` carries; OOM events come from
 ``memory.oom_control`` through an eventfd registered in
 ``cgroup.event_control`` (Documentation/admin-guide/cgroup-v1/memory.rst,
-"Memory thresholds" and "OOM Control").
+"Memory thresholds" and "OOM Control"); and when the container's PID 1
+exits, the ``oom_kill`` count (``memory.oom_control`` on v1,
+``memory.events`` on v2) says whether the OOM killer struck in the cgroup
+meanwhile, so that the OOM event goes out before the exit it caused.
 """
 from __future__ import annotations
 
@@ -37,9 +41,12 @@ def hierarchies() -> dict[str, str]:
         for line in lines:
             left, _, right = line.partition(" - ")
             rf = right.split()
-            if len(rf) < 3 or rf[0] != "cgroup":
+            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2"):
                 continue
             point = left.split()[4]
+            if rf[0] == "cgroup2":
+                found.setdefault("unified", point)
+                continue
             for opt in rf[2].split(","):
                 found.setdefault(opt, point)
         _mounts = found
@@ -51,6 +58,8 @@ def _proc_cgroups(pid) -> dict[str, str]:
     with open(f"/proc/{pid}/cgroup") as f:
         for line in f.read().splitlines():
             _id, names, path = line.split(":", 2)
+            if not names:  # the cgroup v2 hierarchy
+                out["unified"] = path
             for name in names.split(","):
                 if name:
                     out[name] = path
@@ -267,6 +276,18 @@ def update(paths: dict[str, str], res: dict) -> None:
         _write(d, "blkio.weight", res["blockIO"]["weight"])
 
 
+def oom_kills(paths: dict[str, str]) -> int:
+    """How many processes the OOM killer has killed in the memory cgroup so
+    far (``oom_kill``: memory.oom_control on v1, memory.events on v2)."""
+    for d, name in ((paths.get("memory"), "memory.oom_control"),
+                    (paths.get("unified"), "memory.events")):
+        if d:
+            count = _keyed(os.path.join(d, name)).get("oom_kill")
+            if count is not None:
+                return count
+    return 0
+
+
 class OOMWatch:
     """Calls ``on_oom()`` from the loop whenever the memory cgroup hits its limit."""
 
@@ -288,6 +309,11 @@ class OOMWatch:
         finally:
             os.close(control)
         loop.add_reader(self.efd, self._readable)
+
+    def poll(self) -> None:
+        """Deliver an OOM the kernel signalled but the loop has not read yet."""
+        if self.efd >= 0:
+            self._readable()
 
     def _readable(self) -> None:
         try:

@@ -234,29 +234,9 @@ class Daemon:
 
 def bind_socket(path: str):
     """The shim's listening unix socket at ``path`` (a stale file is replaced), mode 0600."""
-    import socket
+    from pallet.linux.sockets import bind_unix
 
-    from pallet.core import errors
-
-    if len(path.encode()) >= 108:
-        raise errors.InvalidArgument(f"socket path {path}: longer than 107 bytes")
-    os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        sock.listen(64)
-    except OSError as e:
-        sock.close()
-        raise errors.PalletError(f"listen on {path}: {(e.strerror or str(e)).lower()}") from None
-    return sock
+    return bind_unix(path, mode=0o600)
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -298,17 +278,9 @@ def _daemonize(opts: Options, bundle: str, sock_path: str, listener, ready_fd: i
 
 
 def _already_serving(path: str) -> bool:
-    import socket
+    from pallet.linux.sockets import answers
 
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(2)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    return answers(path, timeout=2)
 
 
 def spawn_daemon(opts: Options, bundle: str, sock_path: str, *, timeout: float = 20.0,
@@ -405,33 +377,15 @@ def cmd_start(opts: Options) -> int:
     return 0
 
 
-def _pb_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def encode_delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
-    """containerd.task.v2.DeleteResponse{pid=1, exit_status=2, exited_at=3 (Timestamp)}.
+    """containerd.task.v2.DeleteResponse, with the shim's own wire codec rather
+    than protobuf, so that the delete verb (run by containerd after every
+    shim) stays light."""
+    from pallet.proto import shim_task as m
+    from pallet.proto.wire import timestamp
 
-    Encoded by hand, as protobuf would, so that the delete verb (run by
-    containerd after every shim) does not pay for importing protobuf.
-    """
-    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
-    ts = b""
-    if seconds:
-        ts += b"\x08" + _pb_varint(seconds)
-    if nanos:
-        ts += b"\x10" + _pb_varint(nanos)
-    out = b""
-    if pid:
-        out += b"\x08" + _pb_varint(pid)
-    if exit_status:
-        out += b"\x10" + _pb_varint(exit_status)
-    return out + b"\x1a" + _pb_varint(len(ts)) + ts
+    return m.DeleteResponse(pid=pid, exit_status=exit_status,
+                            exited_at=timestamp(exited_at_ns)).encode()
 
 
 def _read_exit_record(bundle: str) -> dict:

@@ -157,6 +157,8 @@ class TaskService:
         self.mounts: list[str] = []
         self.cgroup_paths: dict[str, str] = {}
         self.oom = None
+        self.oom_kills = 0                 # the cgroup's OOM kills when the task was created
+        self.oom_sent = False              # a /tasks/oom went out for this task
         self.busy = False                  # a Create is in flight
         self.exit_timer = None
         loop.on_child_exit = self._child_exited
@@ -234,6 +236,7 @@ class TaskService:
             self.execs = {}
             self._register(proc)
             self.cgroup_paths = cgroups.paths_of(proc.pid)
+            self.oom_kills, self.oom_sent = cgroups.oom_kills(self.cgroup_paths), False
             self._watch_oom()
             self._publish("/tasks/create", m.TaskCreate(
                 container_id=self.id, bundle=bundle, rootfs=list(req.rootfs), pid=proc.pid,
@@ -261,7 +264,16 @@ class TaskService:
 
     def _oom(self) -> None:
         self.log(f"task {self.id}: out of memory")
+        self.oom_sent = True
         self._publish("/tasks/oom", m.TaskOOM(container_id=self.id))
+
+    def _oom_before_exit(self) -> None:
+        """Send the OOM event of an OOM kill not reported yet, before the exit it
+        caused (containerd's clients take OOMKilled from the order of the two)."""
+        if self.oom is not None:
+            self.oom.poll()
+        if not self.oom_sent and cgroups.oom_kills(self.cgroup_paths) > self.oom_kills:
+            self._oom()
 
     # -- Start, Exec
     def Start(self, req):
@@ -387,7 +399,7 @@ class TaskService:
             return m.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
                                     exited_at=timestamp(p.exited_at_ns))
         if p.status in (RUNNING, PAUSED):
-            raise errors.FailedPrecondition(f"task {p.id}: cannot delete a running task")
+            raise errors.FailedPrecondition(f"task {p.id}: cannot delete a running process")
         was_created = p.status == CREATED
         d = self.backend.delete(self.id, force=was_created)
         out = Deferred()
@@ -571,6 +583,7 @@ class TaskService:
         p.status = STOPPED
         p.exiting = False
         if not p.exec_id:
+            self._oom_before_exit()
             try:
                 write_json_atomic(os.path.join(self.bundle, EXIT_FILE),
                                   {"pid": p.pid, "exit_status": code,

@@ -11,9 +11,9 @@ metadata=5}`` and that of a Response ``ttrpc.Response{status=1
 serialised method message.  Data frames (type 3) belong to streaming calls,
 which pallet does not serve.
 
-The two envelope messages are encoded here by hand with the protobuf wire
-format (a few varints and length-delimited fields): this keeps the module
-free of generated code, so that a shim pays only for the messages it uses.
+The two envelope messages are declared with :mod:`pallet.proto.wire`, the
+shim's light protobuf codec: this keeps the module free of generated code,
+so that a shim pays only for the messages it uses.
 
 This module imports nothing heavy: it is loaded by every pallet-shim.
 """
@@ -26,6 +26,8 @@ import struct
 import threading
 
 from pallet.core import errors
+from pallet.linux import sockets
+from pallet.proto import wire
 
 log = logging.getLogger("pallet.ttrpc")
 
@@ -55,81 +57,21 @@ class ProtocolError(Exception):
     """The peer sent bytes that are not ttrpc."""
 
 
-# --- protobuf wire format, just what the two envelope messages need ------------
+# --- the two envelope messages, in the shim's light wire codec ------------------
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # int64 negatives take ten bytes, as protobuf does
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ProtocolError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ProtocolError("varint too long")
-
-
-def _field_bytes(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def _field_varint(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _fields(data: bytes):
-    """Yield (field number, wire type, value) of a serialised message."""
-    pos = 0
-    end = len(data)
-    while pos < end:
-        key, pos = _read_varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(data, pos)
-        elif wire == 2:
-            size, pos = _read_varint(data, pos)
-            if pos + size > end:
-                raise ProtocolError("truncated field")
-            value = data[pos:pos + size]
-            pos += size
-        elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
-        elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
-        else:
-            raise ProtocolError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise ProtocolError("truncated field")
-        yield number, wire, value
+_KeyValue = wire.message("ttrpc.KeyValue", (1, "key", "string"), (2, "value", "string"))
+_Request = wire.message("ttrpc.Request", (1, "service", "string"), (2, "method", "string"),
+                        (3, "payload", "bytes"), (4, "timeout_nano", "int64"),
+                        (5, "metadata", ("*", _KeyValue)))
+_Status = wire.message("google.rpc.Status", (1, "code", "int32"), (2, "message", "string"))
+_Response = wire.message("ttrpc.Response", (1, "status", _Status), (2, "payload", "bytes"))
 
 
 def encode_request(service: str, method: str, payload: bytes, timeout_nano: int = 0,
                    metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
     """Serialise a ttrpc.Request."""
-    out = [_field_bytes(1, service.encode()), _field_bytes(2, method.encode()),
-           _field_bytes(3, payload)]
-    if timeout_nano:
-        out.append(_field_varint(4, timeout_nano))
-    for key, value in metadata:
-        out.append(_field_bytes(5, _field_bytes(1, key.encode()) + _field_bytes(2, value.encode())))
-    return b"".join(out)
+    return _Request(service=service, method=method, payload=payload, timeout_nano=timeout_nano,
+                    metadata=[_KeyValue(key=k, value=v) for k, v in metadata]).encode()
 
 
 class Request:
@@ -147,51 +89,28 @@ class Request:
 
 def decode_request(data: bytes) -> Request:
     """Parse a ttrpc.Request (unknown fields are skipped, as protobuf does)."""
-    req = Request()
-    metadata = []
-    for number, wire, value in _fields(data):
-        if number == 1 and wire == 2:
-            req.service = value.decode("utf-8", "replace")
-        elif number == 2 and wire == 2:
-            req.method = value.decode("utf-8", "replace")
-        elif number == 3 and wire == 2:
-            req.payload = value
-        elif number == 4 and wire == 0:
-            req.timeout_nano = value
-        elif number == 5 and wire == 2:
-            kv = {n: v for n, w, v in _fields(value) if w == 2}
-            metadata.append((kv.get(1, b"").decode("utf-8", "replace"),
-                             kv.get(2, b"").decode("utf-8", "replace")))
-    req.metadata = tuple(metadata)
-    return req
+    try:
+        r = _Request.decode(data)
+    except wire.DecodeError as e:
+        raise ProtocolError(str(e)) from None
+    return Request(r.service, r.method, r.payload, r.timeout_nano,
+                   tuple((kv.key, kv.value) for kv in r.metadata))
 
 
 def encode_response(code: int, message: str, payload: bytes) -> bytes:
     """Serialise a ttrpc.Response; the status is always present, as ttrpc-go sends it."""
-    status = b""
-    if code:
-        status += _field_varint(1, code)
-    if message:
-        status += _field_bytes(2, message.encode())
-    out = _field_bytes(1, status)
-    if payload:
-        out += _field_bytes(2, payload)
-    return out
+    return _Response(status=_Status(code=code, message=message), payload=payload).encode()
 
 
 def decode_response(data: bytes) -> tuple[int, str, bytes]:
     """Parse a ttrpc.Response into (code, message, payload); no status means OK."""
-    code, message, payload = 0, "", b""
-    for number, wire, value in _fields(data):
-        if number == 1 and wire == 2:
-            for n, w, v in _fields(value):
-                if n == 1 and w == 0:
-                    code = v if v < 1 << 31 else v - (1 << 64)
-                elif n == 2 and w == 2:
-                    message = v.decode("utf-8", "replace")
-        elif number == 2 and wire == 2:
-            payload = value
-    return code, message, payload
+    try:
+        r = _Response.decode(data)
+    except wire.DecodeError as e:
+        raise ProtocolError(str(e)) from None
+    if r.status is None:
+        return 0, "", r.payload
+    return r.status.code, r.status.message, r.payload
 
 
 # --- framing -------------------------------------------------------------------
@@ -300,15 +219,19 @@ class Server:
     Services are registered as ``{service: {method: (request_cls, handler)}}``;
     ``handler(request)`` returns the response message (a protobuf message, or
     bytes already serialised).  Each request runs in its own thread, so a long
-    call (Wait) never holds up the other calls of the connection.
+    call (Wait) never holds up the other calls of the connection; with
+    ``ordered`` the requests of a connection are handled one after the other
+    in its reader thread instead, in the order they were sent (for quick
+    handlers whose order matters, such as the events a shim forwards).
     """
 
     def __init__(self, socket_path: str, services: dict | None = None, *, mode: int = 0o600,
-                 listener: socket.socket | None = None):
+                 listener: socket.socket | None = None, ordered: bool = False):
         """``listener``: a socket already bound to ``socket_path`` and listening
         (a parent process bound it before forking the server's process)."""
         self.socket_path = socket_path
         self.mode = mode
+        self.ordered = ordered
         self.services: dict[str, dict[str, tuple]] = {}
         for name, methods in (services or {}).items():
             self.register(name, methods)
@@ -329,23 +252,7 @@ class Server:
 
     def bind(self) -> None:
         """Create the socket (replacing a stale one) and listen."""
-        path = self.socket_path
-        if len(path.encode()) >= 108:
-            raise errors.InvalidArgument(f"socket path {path}: longer than 107 bytes")
-        os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            sock.bind(path)
-            os.chmod(path, self.mode)
-            sock.listen(64)
-        except OSError as e:
-            sock.close()
-            raise errors.PalletError(f"listen on {path}: {(e.strerror or str(e)).lower()}") from None
-        self._listener = sock
+        self._listener = sockets.bind_unix(self.socket_path, mode=self.mode)
 
     def serve_forever(self) -> None:
         """Accept connections until ``close()``; binds first if needed."""
@@ -420,8 +327,11 @@ class Server:
                     self._reply(conn, wlock, stream_id, 3,
                                 "stream id must be odd for client initiated streams", b"")
                     continue
-                threading.Thread(target=self._dispatch, daemon=True, name="ttrpc-call",
-                                 args=(conn, wlock, stream_id, flags, data)).start()
+                if self.ordered:
+                    self._dispatch(conn, wlock, stream_id, flags, data)
+                else:
+                    threading.Thread(target=self._dispatch, daemon=True, name="ttrpc-call",
+                                     args=(conn, wlock, stream_id, flags, data)).start()
         except (OSError, ProtocolError) as e:
             if not self._closed.is_set():
                 log.debug("ttrpc connection ended: %s", e)

@@ -5,28 +5,15 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import socket
 
 from pallet.core import errors
+from pallet.linux import sockets
 
 log = logging.getLogger("pallet.containerd")
 
 MAX_MESSAGE = 16 << 20
 #: Wait and Subscribe hold a thread each for as long as they last
 MAX_WORKERS = 256
-
-
-def _in_use(path: str) -> bool:
-    """Whether something accepts connections on the unix socket ``path``."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 class ContainerdServer:
@@ -49,11 +36,10 @@ class ContainerdServer:
         import grpc
 
         path = address[len("unix://"):] if address.startswith("unix://") else address
-        if len(path.encode()) >= 108:
-            raise errors.InvalidArgument(f"socket path {path}: longer than 107 bytes")
+        sockets.check_path(path)
         os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
         if os.path.exists(path):
-            if _in_use(path):
+            if sockets.answers(path):
                 raise errors.AlreadyExists(f"listen on {path}: address already in use")
             os.unlink(path)
         self._grpc = grpc.server(

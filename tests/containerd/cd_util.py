@@ -2,12 +2,14 @@
 daemons on their own short roots, stopped by pid with everything they started."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from engines import pids_mentioning, stop_process, umount_below, wait_socket  # bench/
@@ -15,6 +17,9 @@ from engines import pids_mentioning, stop_process, umount_below, wait_socket  # 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+#: pallet's runtime name: pallet-containerd runs it with pallet-shim (runc's name,
+#: io.containerd.runc.v2, runs containerd's runc shim, as in containerd)
+PALLET_RUNTIME = "io.containerd.pallet.v2"
 
 
 class Daemon:
@@ -70,6 +75,88 @@ class Daemon:
         wait_socket(self.address, self.proc, self.log)
 
 
+def minimal_spec(cid: str, args: list[str]) -> dict:
+    """An OCI spec that runc and runtime_ns both accept, rootfs from the task mounts."""
+    return {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": args,
+                    "env": ["PATH=/bin"], "cwd": "/",
+                    "capabilities": {k: ["CAP_KILL", "CAP_CHOWN"] for k in
+                                     ("bounding", "effective", "permitted")},
+                    "noNewPrivileges": True},
+        "root": {"path": "rootfs"},
+        "hostname": cid[:12],
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}],
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+                  "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]},
+    }
+
+
+def real_containerd_config(d: Daemon) -> str:
+    """A config.toml for Debian's containerd on ``d``'s roots and address (no CRI, no
+    debug or metrics listener, the snapshotters this machine cannot load disabled)."""
+    path = os.path.join(d.base, "config.toml")
+    with open(path, "w") as f:
+        f.write(f'''version = 2
+root = "{d.root}"
+state = "{d.state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+                    "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
+                    "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{d.address}"
+[ttrpc]
+  address = "{d.address}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d.base}/opt"
+''')
+    return path
+
+
+def start_real_containerd() -> Daemon:
+    """Debian's containerd 1.6 on roots, socket and config of its own (``stop()`` it)."""
+    base = tempfile.mkdtemp(prefix="pl-", dir="/tmp")
+    d = Daemon(base, os.path.join(base, "c.sock"), os.path.join(base, "root"),
+               os.path.join(base, "state"))
+    config = real_containerd_config(d)
+    try:
+        with open(d.log, "w") as log:
+            d.proc = subprocess.Popen([CONTAINERD, "--config", config, "--log-level", "warn"],
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_socket(d.address, d.proc, d.log)
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
+def start_pallet_containerd(*extra: str) -> Daemon:
+    """pallet-containerd on roots and a socket of its own (``stop()`` it)."""
+    base = tempfile.mkdtemp(prefix="pl-", dir="/tmp")
+    d = Daemon(base, os.path.join(base, "p.sock"), os.path.join(base, "root"),
+               os.path.join(base, "state"))
+    try:
+        with open(d.log, "w") as log:
+            d.proc = subprocess.Popen(
+                [os.path.join(VENV_BIN, "pallet-containerd"), "--address", d.address,
+                 "--root", d.root, "--state", d.state, "--log-level", "debug", *extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        wait_socket(d.address, d.proc, d.log)
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
 def pallet_ctr(address: str, *args, namespace: str = "default", input: bytes | None = None,
                timeout: float = 60) -> subprocess.CompletedProcess:
     """Run pallet-ctr against ``address`` (bytes in, bytes out)."""
@@ -82,6 +169,23 @@ def ctr(address: str, *args, namespace: str = "default", input: bytes | None = N
     """Run Debian's ctr against ``address`` (bytes in, bytes out)."""
     return subprocess.run([CTR, "--address", address, "--namespace", namespace, *args],
                           capture_output=True, input=input, timeout=timeout)
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    """The output of a command that must have succeeded."""
+    assert r.returncode == 0, (r.returncode, r.stderr.decode(errors="replace"))
+    return r.stdout.decode()
+
+
+@contextlib.contextmanager
+def serving(engine, image_tar: str):
+    """A started bench engine (palletd) with the image archive loaded; stopped after."""
+    try:
+        engine.start()
+        engine.docker("load", "-i", image_tar)
+        yield engine
+    finally:
+        engine.stop()
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,13 +3,10 @@ each on its own short roots, stopped by pid and cleaned up even when a test fail
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 
 import pytest
 
-from cd_util import CONTAINERD, VENV_BIN, Daemon
-from engines import wait_socket
+from cd_util import CONTAINERD, start_pallet_containerd, start_real_containerd
 
 
 @pytest.fixture
@@ -17,35 +14,8 @@ def real_containerd():
     """Debian's containerd 1.6 with its own root, state, socket and config."""
     if os.geteuid() != 0 or not os.path.exists(CONTAINERD):
         pytest.skip("needs root and /usr/bin/containerd")
-    base = tempfile.mkdtemp(prefix="pl-", dir="/tmp")
-    d = Daemon(base, os.path.join(base, "c.sock"), os.path.join(base, "root"),
-               os.path.join(base, "state"))
-    config = os.path.join(base, "config.toml")
-    with open(config, "w") as f:
-        f.write(f'''version = 2
-root = "{d.root}"
-state = "{d.state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-                    "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
-                    "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{d.address}"
-[ttrpc]
-  address = "{d.address}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{base}/opt"
-''')
+    d = start_real_containerd()
     try:
-        with open(d.log, "w") as log:
-            d.proc = subprocess.Popen([CONTAINERD, "--config", config, "--log-level", "warn"],
-                                      stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_socket(d.address, d.proc, d.log)
         yield d
     finally:
         d.stop()
@@ -56,17 +26,8 @@ def pallet_containerd():
     """pallet-containerd with its own root, state and socket."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    base = tempfile.mkdtemp(prefix="pl-", dir="/tmp")
-    d = Daemon(base, os.path.join(base, "p.sock"), os.path.join(base, "root"),
-               os.path.join(base, "state"))
+    d = start_pallet_containerd()
     try:
-        with open(d.log, "w") as log:
-            d.proc = subprocess.Popen(
-                [os.path.join(VENV_BIN, "pallet-containerd"), "--address", d.address,
-                 "--root", d.root, "--state", d.state, "--log-level", "debug"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-        wait_socket(d.address, d.proc, d.log)
         yield d
     finally:
         d.stop()

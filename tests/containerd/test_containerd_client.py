@@ -13,6 +13,7 @@ import threading
 import pytest
 
 import cd_image
+from cd_util import minimal_spec
 from pallet.core import errors
 from pallet.containerd.client import Containerd, SyncContainerd, chain_ids, decode_event, spec_of
 
@@ -30,25 +31,6 @@ async def load_image(c: Containerd, name: str, img: dict) -> None:
                                     labels=img["gc_labels"].get(digest))
         assert got == digest
     await c.image_create(name, img["index"], labels={"test": "yes"})
-
-
-def minimal_spec(cid: str, args: list[str]) -> dict:
-    """An OCI spec that runc and runtime_ns both accept, rootfs from the task mounts."""
-    return {
-        "ociVersion": "1.0.2",
-        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": args,
-                    "env": ["PATH=/bin"], "cwd": "/",
-                    "capabilities": {k: ["CAP_KILL", "CAP_CHOWN"] for k in
-                                     ("bounding", "effective", "permitted")},
-                    "noNewPrivileges": True},
-        "root": {"path": "rootfs"},
-        "hostname": cid[:12],
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                    "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}],
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
-                  "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]},
-    }
 
 
 def test_version_and_namespaces(any_containerd):

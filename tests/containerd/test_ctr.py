@@ -14,15 +14,10 @@ import time
 
 import pytest
 
-from cd_util import CTR, VENV_BIN, ctr, mounted_under, pallet_ctr, wait_for
+from cd_util import CTR, VENV_BIN, ctr, mounted_under, ok, pallet_ctr, wait_for
 
 pytestmark = pytest.mark.root
 IMAGE = "docker.io/library/busybox:latest"
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, (r.returncode, r.stderr.decode(errors="replace"))
-    return r.stdout.decode()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import cd_image
-from cd_util import mounted_under, pid_alive, pid_exists, wait_for
+from cd_util import PALLET_RUNTIME, mounted_under, pid_alive, pid_exists, wait_for
 from pallet.core import errors
 from pallet.containerd.client import Containerd
 from test_containerd_client import load_image, minimal_spec
@@ -86,7 +86,7 @@ def test_pallet_containerd_killed_with_running_containers(pallet_containerd, tmp
                 script = ECHO if cid == echo_id else EXITER if cid == exit_id else TICKER
                 mounts = await c.snapshot_prepare(cid, top)
                 await c.container_create(cid, spec=minimal_spec(cid, ["sh", "-c", script]),
-                                         snapshot_key=cid)
+                                         snapshot_key=cid, runtime=PALLET_RUNTIME)
                 out = str(fifo_dir / f"{cid}.out")
                 os.mkfifo(out)
                 collectors[cid] = Collector(out)

@@ -14,7 +14,7 @@ import pytest
 import json
 
 import cd_image
-from cd_util import VENV_BIN
+from cd_util import PALLET_RUNTIME, VENV_BIN
 from engines import wait_socket
 from pallet.core import errors
 from pallet.containerd.client import Containerd, decode_event
@@ -63,7 +63,7 @@ def test_restart_keeps_running_tasks(pallet_containerd):
             top = await c.unpack("docker.io/library/bb:1")
             mounts = await c.snapshot_prepare(cid, top)
             await c.container_create(cid, spec=minimal_spec(cid, ["sleep", "300"]),
-                                     snapshot_key=cid)
+                                     snapshot_key=cid, runtime=PALLET_RUNTIME)
             pid = await c.task_create(cid, rootfs=mounts)
             await c.task_start(cid)
             return pid
@@ -206,11 +206,9 @@ async def _container(c, cid: str, args, **spec_kw):
     if spec_kw.get("memory"):
         spec["linux"]["resources"] = {"memory": {"limit": spec_kw["memory"],
                                                  "swap": spec_kw["memory"]}}
-    if spec_kw.get("runtime"):
-        await c.container_create(cid, spec=spec, snapshot_key=cid, runtime=spec_kw["runtime"],
-                                 runtime_options=spec_kw.get("options"))
-    else:
-        await c.container_create(cid, spec=spec, snapshot_key=cid)
+    await c.container_create(cid, spec=spec, snapshot_key=cid,
+                             runtime=spec_kw.get("runtime") or PALLET_RUNTIME,
+                             runtime_options=spec_kw.get("options"))
     return mounts
 
 
@@ -328,7 +326,7 @@ def test_runtimes_by_name_and_runc_options(pallet_containerd):
             runc_root = os.path.join(d.base, "runc-root")
             opts = messages.RuncOptions(binary_name="runc", root=runc_root)
             mounts = await _container(
-                c, cid, ["sleep", "300"], runtime="io.containerd.runc.v2",
+                c, cid, ["sleep", "300"], runtime=PALLET_RUNTIME,
                 options=any_pb2.Any(type_url="containerd.runc.v1.Options", value=opts.encode()))
             pid = await c.task_create(cid, rootfs=mounts)
             await c.task_start(cid)

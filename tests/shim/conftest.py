@@ -18,7 +18,7 @@ import pytest
 
 from pallet.core.paths import Paths
 from shimtest_util import (EventSink, make_busybox_rootfs, pid_alive, pids_with_cmdline,
-                           runc_like_spec, umount_below, wait_gone)
+                           remove_cgroups, runc_like_spec, umount_below, wait_gone)
 
 BUSYBOX = "/bin/busybox"
 
@@ -119,13 +119,7 @@ class Env:
                             "delete", "--force", cid], capture_output=True)
         self.sink.close()
         umount_below(self.root)
-        for cg in self.cgroups:
-            for ctrl in os.listdir("/sys/fs/cgroup"):
-                for d in (cg, os.path.dirname(cg)):
-                    try:
-                        os.rmdir(f"/sys/fs/cgroup/{ctrl}{d}")
-                    except OSError:
-                        pass
+        remove_cgroups(self.cgroups)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -54,6 +54,35 @@ def is_mounted(path: str) -> bool:
         return any(line.split()[4] == path for line in f)
 
 
+def read_to_eof(fd: int, timeout: float = 10.0) -> bytes:
+    """Read a FIFO opened O_NONBLOCK until EOF (every writer gone)."""
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        select.select([fd], [], [], 0.1)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return out
+        out += chunk
+    raise AssertionError(f"no EOF on the fifo after {timeout}s (got {out!r})")
+
+
+def remove_cgroups(paths) -> None:
+    """Remove the cgroups (and their parents) a test's containers had, in every controller."""
+    for cg in paths:
+        for ctrl in os.listdir("/sys/fs/cgroup"):
+            for d in (cg, os.path.dirname(cg)):
+                try:
+                    os.rmdir(f"/sys/fs/cgroup/{ctrl}{d}")
+                except OSError:
+                    pass
+
+
 def umount_below(path: str) -> None:
     """Lazily unmount everything mounted at or below ``path`` (deepest first)."""
     from engines import umount_below as below  # bench/

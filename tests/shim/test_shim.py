@@ -22,28 +22,12 @@ from pallet.shim import launch
 from pallet.proto import shim_task as messages
 from google.protobuf import any_pb2
 
-from shimtest_util import (EventSink, is_mounted, parent_of, pid_alive, pid_exists, wait_for,
-                           wait_gone)
+from shimtest_util import (EventSink, is_mounted, parent_of, pid_alive, pid_exists, read_to_eof,
+                           wait_for, wait_gone)
 
 TASK = "containerd.task.v2.Task"
 PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
-
-
-def read_all(fd: int, timeout: float = 10.0) -> bytes:
-    """Read a FIFO opened O_NONBLOCK until EOF (every writer gone)."""
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        select.select([fd], [], [], 0.1)
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            return out
-        out += chunk
-    raise AssertionError(f"no EOF on the fifo after {timeout}s (got {out!r})")
 
 
 def read_until(fd: int, needle: bytes, timeout: float = 10.0) -> bytes:
@@ -134,8 +118,8 @@ def test_exit_code_output_and_events(env, busybox_rootfs, use_zygote):
     assert shim.call("Start", pb.StartRequest(id=shim.id), pb.StartResponse).pid == shim.task_pid
     w = shim.call("Wait", pb.WaitRequest(id=shim.id), pb.WaitResponse)
     assert w.exit_status == 7 and w.exited_at.seconds > 0
-    assert read_all(shim.out_fd) == b"hello\n"
-    assert read_all(shim.err_fd) == b"oops\n"
+    assert read_to_eof(shim.out_fd) == b"hello\n"
+    assert read_to_eof(shim.err_fd) == b"oops\n"
     st = shim.call("State", pb.StateRequest(id=shim.id), pb.StateResponse)
     assert st.status == task_pb2.STOPPED and st.exit_status == 7
     with open(os.path.join(shim.bundle, "exit.json")) as f:
@@ -204,7 +188,7 @@ def test_stdin_and_close_io(env, busybox_rootfs):
     shim.call("CloseIO", pb.CloseIORequest(id=shim.id, stdin=True))
     r = shim.call("Wait", pb.WaitRequest(id=shim.id), pb.WaitResponse, timeout=10)
     assert r.exit_status == 3
-    assert read_all(shim.out_fd) == b"through stdin\n"
+    assert read_to_eof(shim.out_fd) == b"through stdin\n"
     finish(shim)
 
 
@@ -227,7 +211,7 @@ def test_exec_processes(env, busybox_rootfs):
     assert pid > 0 and pid != shim.task_pid
     w = shim.call("Wait", pb.WaitRequest(id=shim.id, exec_id="e1"), pb.WaitResponse)
     assert w.exit_status == 5
-    assert read_all(out_fd) == b"in-exec sleep 1000\n"
+    assert read_to_eof(out_fd) == b"in-exec sleep 1000\n"
     os.close(out_fd)
     d = shim.call("Delete", pb.DeleteRequest(id=shim.id, exec_id="e1"), pb.DeleteResponse)
     assert (d.pid, d.exit_status) == (pid, 5)
@@ -405,7 +389,7 @@ def test_runc_binary_from_the_runtime_options(env, busybox_rootfs):
     shim.call("Start", pb.StartRequest(id=shim.id, exec_id="r1"), pb.StartResponse)
     assert shim.call("Wait", pb.WaitRequest(id=shim.id, exec_id="r1"),
                      pb.WaitResponse).exit_status == 9
-    assert read_all(fd) == b"ex\n"
+    assert read_to_eof(fd) == b"ex\n"
     os.close(fd)
     shim.call("Pause", pb.PauseRequest(id=shim.id))
     assert json.loads(subprocess.run(["runc", "--root", runc_root, "state", shim.id],

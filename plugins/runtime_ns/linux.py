@@ -105,16 +105,26 @@ def last_cap() -> int:
 
 
 def cap_mask(names) -> int:
-    """Bit mask of capability names; unknown names are an error (as in runc)."""
+    """Bit mask of capability names (``CAP_CHOWN``); runc skips the names it
+    does not know and those the kernel lacks (see ``unknown_capabilities``)."""
     mask = 0
     for name in names or ():
-        key = name.upper()
-        if not key.startswith("CAP_"):
-            key = "CAP_" + key
-        if key not in CAP_NUMBERS:
-            raise ValueError(f"unknown capability {name!r}")
-        mask |= 1 << CAP_NUMBERS[key]
+        number = CAP_NUMBERS.get(name)
+        if number is not None and number <= _LAST_CAP:
+            mask |= 1 << number
     return mask
+
+
+def unknown_capabilities(caps: dict) -> set[str]:
+    """Names in any set of ``process.capabilities`` that are no capability (runc
+    knows them by their exact upper-case names) or one above the kernel's last."""
+    out = set()
+    for key in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        for name in caps.get(key) or ():
+            number = CAP_NUMBERS.get(name)
+            if number is None or number > _LAST_CAP:
+                out.add(name)
+    return out
 
 
 class _CapHeader(ctypes.Structure):

@@ -15,7 +15,7 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
-from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns.errtext import describe
 
 #: how long create waits for the container process to report "ready"
@@ -24,19 +24,26 @@ CREATE_TIMEOUT = 60.0
 _ERRORS = {cls.__name__: cls for cls in (InvalidArgument, NotFound, AlreadyExists,
                                            FailedPrecondition, PalletError)}
 
+
+def _no_log(level, msg, caller=None, fields=()) -> None:
+    pass
+
 #: the order a joining process enters a container's namespaces: the user one
 #: first (it owns the others), the mount one last, since it moves root and cwd
 #: (setns(2)); pid is done at fork
 JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "time", "mount")
 
 
-def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_hooks=None,
-          **child) -> int:
-    """Fork the container process (or, without ``directory``, a process
-    joining a container) and serve it until "ready"; its host pid.
+def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hooks=None,
+          log=None, **child) -> int:
+    """Fork the container process (or, without ``fifo_fd``, a process joining
+    a container) and serve it until "ready"; its host pid.
 
     ``ns`` is a ``Namespaces`` (see below); ``on_hooks(pid)`` runs the
-    createRuntime hooks when the child asks for them.
+    createRuntime hooks when the child asks for them; ``log(level, msg)``
+    receives the child's warnings and runc's debug lines.  A failure is
+    worded as runc words it: "unable to start container process: ", then for
+    the set-up of a new container "error during container init: ".
     """
     from pallet.plugins.runtime_ns import process
     proc = spec.get("process") or {}
@@ -56,17 +63,17 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
                 raise InvalidArgument("cannot allocate tty if runc will detach without "
                                       "setting console socket")
             console = _connect(terminal_socket)
-        dir_fd = -1
-        if directory is not None:
-            dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            opened.append(dir_fd)
+        log = log or _no_log
         pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         cfg = process.ChildConfig(
-            spec=spec, pipe_w=pipe_w, sync_r=sync_r, state_dir_fd=dir_fd, stdio=tuple(fds),
+            spec=spec, pipe_w=pipe_w, sync_r=sync_r, fifo_fd=fifo_fd, stdio=tuple(fds),
             console=console, preserve_fds=preserve_fds, ns_join=ns.joins, ns_new=ns.new,
             intermediate=ns.intermediate, user_ns=ns.user, pid_ns=ns.pid if ns.intermediate else None,
             time_offsets=ns.time_offsets, **child)
+        me = os.getpid()
+        log("debug", f"nsexec[{me}]: => nsexec container setup")
+        log("debug", f"nsexec-0[{me}]: ~> nsexec stage-0")
         pid = fork_in_pidns(None if ns.intermediate else ns.pid, cfg)
         pids.append(pid)
         os.close(pipe_w)
@@ -79,10 +86,17 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
             msg = chan.next(pids[-1])
             kind = msg.get("type")
             if kind == "ready":
+                log("debug", f"nsexec-0[{me}]: <~ nsexec stage-0")
                 return pids[-1]
+            if kind == "log":
+                log(msg.get("level", "debug"), msg.get("msg", ""))
+                continue
             if kind == "error":
                 cls = _ERRORS.get(msg.get("kind"), PalletError)
-                raise cls("unable to start container process: " + msg.get("message", "unknown error"))
+                during = "error during container init: " if msg.get("init") and fifo_fd >= 0 \
+                    else ""
+                raise cls("unable to start container process: " + during +
+                          msg.get("message", "unknown error"))
             if kind == "exited":
                 pids.pop()  # reaped already: never signal a pid that may be reused
                 raise PalletError("unable to start container process: " + msg["message"])
@@ -91,11 +105,13 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
             elif kind == "pid":
                 # the intermediate is done: collect it, the container process
                 # is reparented to us (a subreaper) or to init
+                log("debug", f"nsexec-0[{me}]: forward stage-1 ({pids[0]}) and stage-2 "
+                             f"({msg['pid']}) pids to runc")
                 _reap(pids[0])
                 pids[0] = -pids[0]
                 pids.append(int(msg["pid"]))
             elif kind == "hooks":
-                _answer(sync_w, lambda: on_hooks(pids[-1]) if on_hooks else None)
+                _answer(sync_w, lambda: on_hooks(pids[-1]) if on_hooks else None, fifo_fd >= 0)
             else:
                 raise PalletError(f"unable to start container process: unexpected message {kind!r}")
     except BaseException:
@@ -113,8 +129,9 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
             console.close()
 
 
-def _answer(sync_w: int, work) -> None:
-    """Do ``work`` for the child and tell it the outcome; re-raise a failure."""
+def _answer(sync_w: int, work, init: bool = False) -> None:
+    """Do ``work`` for the child and tell it the outcome; re-raise a failure
+    (worded as a failure of the container's set-up, as runc words a hook's)."""
     try:
         work()
     except BaseException as e:
@@ -124,7 +141,8 @@ def _answer(sync_w: int, work) -> None:
             pass
         if isinstance(e, PalletError):
             raise
-        raise PalletError(describe(e)) from None
+        during = "error during container init: " if init else ""
+        raise PalletError(f"unable to start container process: {during}{describe(e)}") from None
     os.write(sync_w, b'{"ok": true}\n')
 
 

@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+pytest.register_assert_rewrite("differential")
+
 from rt_helpers import BUSYBOX, Bundle, Output, reap_all
 
 
@@ -70,3 +72,14 @@ def output(tmp_path):
     out = Output(str(tmp_path / "out.txt"))
     yield out
     out.close()
+
+
+@pytest.fixture
+def diff_bundle(tmp_path, applets):
+    """A bundle for a differential test (runc's default spec, busybox rootfs);
+    skipped without Debian's runc 1.1."""
+    from differential import DiffBundle, runc_available
+
+    if not runc_available():
+        pytest.skip("Debian's runc 1.1 is not installed (apt-get install runc)")
+    return DiffBundle(str(tmp_path / "bundle"), applets)

@@ -224,7 +224,7 @@ def test_scratch_image_with_one_static_binary_and_the_builtin_init(runtime, tmp_
     import shutil
 
     from pallet.plugins.init_tini.spec import add_init
-    from pallet.plugins.runtime_ns.specgen import default_spec
+    from pallet.oci.spec import default_spec
     bundle = tmp_path / "scratch"
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True)

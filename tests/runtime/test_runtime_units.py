@@ -171,7 +171,7 @@ def test_jsonlite_matches_json():
 
     import pytest
 
-    from pallet.plugins.runtime_ns import _jsonlite
+    from pallet.oci import jsonlite as _jsonlite
     doc = {"a": [1, 2.5, None, True, "é\n\"x"], "b": {"c": -1e300}, "d": ""}
     assert _jsonlite.loads(json.dumps(doc)) == doc
     assert _jsonlite.dumps(doc) == json.dumps(doc)

@@ -297,7 +297,7 @@ class Cli:
             raise Fatal(f"{NAME} {action} failed: {message(e)}") from None
         if detach:
             return 0
-        status = fg.wait(pid, self.log)
+        status = fg.wait(pid, self.log.log)
         if not opts.get("keep"):
             try:
                 rt.delete(cid, True)
@@ -509,7 +509,7 @@ class Cli:
             raise
         if detach:
             return 0
-        return fg.wait(pid, self.log)
+        return fg.wait(pid, self.log.log)
 
 
 # --- helpers ---------------------------------------------------------------------------

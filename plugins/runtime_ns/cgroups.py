@@ -433,11 +433,54 @@ def remove_dirs(dirs, leaves=None, timeout: float = 2.0) -> None:
                     time.sleep(0.005)
 
 
-def remove_container(paths: dict[str, str], created) -> None:
-    """runc's Destroy of the cgroups: the container's own directories (with
-    anything below them), and the parents this container made if now empty."""
-    leaves = set(paths.values())
-    remove_dirs(sorted(set(created) | leaves), leaves=leaves)
+def remove_container(paths: dict[str, str], created=(), log=None) -> None:
+    """runc's RemovePaths: the container's own directory in each hierarchy,
+    sub-cgroups first -- not the parents it made -- tried five times 10, 20,
+    40 and 80 ms apart, with runc's warning, error and final message."""
+    left = {k: v for k, v in paths.items()}
+    delay = 0.01
+    for attempt in range(5):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        for name, path in sorted(left.items()):
+            why = _remove_path(path)
+            if why and log is not None and attempt in (0, 4):
+                log("warning" if attempt == 0 else "error",
+                    "Failed to remove cgroup (will retry)" if attempt == 0 else
+                    "Failed to remove cgroup", fields=(("error", why),))
+            if not os.path.exists(path):
+                del left[name]
+        if not left:
+            return
+    raise CgroupError("Failed to remove paths: map[" +
+                      " ".join(f"{k}:{v}" for k, v in sorted(left.items())) + "]")
+
+
+def _remove_path(path: str) -> str | None:
+    """rmdir ``path``, its sub-cgroups first (runc's RemovePath); why not, or None."""
+    try:
+        os.rmdir(path)
+        return None
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass
+    try:
+        subs = [e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return None
+    for sub in subs:
+        why = _remove_path(sub)
+        if why:
+            return why
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return f"rmdir {path}: {os.strerror(e.errno).lower()}"
+    return None
 
 
 # --- events --stats ------------------------------------------------------------------------

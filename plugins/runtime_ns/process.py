@@ -295,7 +295,13 @@ def _enter_outer(cfg: ChildConfig, proc: dict) -> None:
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     _reset_signal_handlers()
     if cfg.cgroup_paths:
-        cgroups.join_self(cfg.cgroup_paths)
+        try:
+            cgroups.join_self(cfg.cgroup_paths)
+        except cgroups.CgroupError as e:
+            # runc's parent writes the host pid, which the parent puts in here
+            why = str(e).split(": ", 1)[-1] if str(e).startswith("failed to write") else str(e)
+            raise ChildError("error adding pid {pid} to cgroups: failed to write {pid}: " + why,
+                             init=False) from None
     if proc.get("oomScoreAdj") is not None:
         _write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]))
     cfg.outer_done = True

@@ -219,7 +219,7 @@ class NsRuntime:
             if pid is not None:  # never leave a process waiting for a start that cannot come
                 spawn._kill_and_reap(pid)
             try:
-                cg.remove_container(cg_paths, cg_created)
+                cg.remove_container(cg_paths)
             except cg.CgroupError:
                 pass
             _remove_state_dir(directory)
@@ -427,7 +427,7 @@ class NsRuntime:
         self._wait_cgroup_empty(st)
         error = None
         try:
-            cg.remove_container(st.cgroup_paths, ())
+            cg.remove_container(st.cgroup_paths, log=self.log)
         except cg.CgroupError as e:
             error = str(e)
         spec = self._spec_hooks(st, "poststop")

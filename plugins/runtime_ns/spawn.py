@@ -95,8 +95,8 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hook
                 cls = _ERRORS.get(msg.get("kind"), PalletError)
                 during = "error during container init: " if msg.get("init") and fifo_fd >= 0 \
                     else ""
-                raise cls("unable to start container process: " + during +
-                          msg.get("message", "unknown error"))
+                text = msg.get("message", "unknown error").replace("{pid}", str(pids[-1]))
+                raise cls("unable to start container process: " + during + text)
             if kind == "exited":
                 pids.pop()  # reaped already: never signal a pid that may be reused
                 raise PalletError("unable to start container process: " + msg["message"])

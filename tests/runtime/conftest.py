@@ -82,4 +82,11 @@ def diff_bundle(tmp_path, applets):
 
     if not runc_available():
         pytest.skip("Debian's runc 1.1 is not installed (apt-get install runc)")
-    return DiffBundle(str(tmp_path / "bundle"), applets)
+    # the containers of run -d and create go to the machine's init, which
+    # reaps them, as under a shell: a subreaper that does not reap while a
+    # command waits for PID 1 to go would keep it a zombie
+    from pallet.linux.syscalls import prctl
+    reap_all()
+    prctl(36, 0)  # PR_SET_CHILD_SUBREAPER
+    yield DiffBundle(str(tmp_path / "bundle"), applets)
+    prctl(36, 1)

@@ -74,6 +74,11 @@ class Result:
     def view(self) -> tuple:
         return (self.rc, self.out, self.err)
 
+    def masked(self) -> tuple:
+        """``view`` with the pids in messages ("pid 123", "write 123") masked."""
+        import re
+        return (self.rc, self.out, re.sub(r"\b(pid|write) \d+", r"\1 N", self.err))
+
     def json(self):
         return json.loads(self.out)
 
@@ -338,10 +343,30 @@ def compare(tmp_path, bundle: DiffBundle, scenario, cgroup_extra=(), cid: str | 
     return results[0], results[1]
 
 
+def differences(runc, pallet, path: str = "") -> list[str]:
+    """Where two observations differ, one line each (runc's value, then pallet's)."""
+    if isinstance(runc, dict) and isinstance(pallet, dict):
+        out = []
+        for key in list(runc) + [k for k in pallet if k not in runc]:
+            out += differences(runc.get(key, "<missing>"), pallet.get(key, "<missing>"),
+                               f"{path}.{key}" if path else str(key))
+        return out
+    if isinstance(runc, (list, tuple)) and isinstance(pallet, (list, tuple)) and \
+            len(runc) == len(pallet):
+        out = []
+        for i, (a, b) in enumerate(zip(runc, pallet)):
+            out += differences(a, b, f"{path}[{i}]")
+        return out
+    return [] if runc == pallet else [f"{path}:\n    runc:   {runc!r}\n    pallet: {pallet!r}"]
+
+
 def same(tmp_path, bundle: DiffBundle, scenario, **kw):
     """Assert that runc and pallet-runc observe the same; returns runc's observation."""
     runc, pallet = compare(tmp_path, bundle, scenario, **kw)
-    assert pallet == runc
+    diff = differences(runc, pallet)
+    if diff and os.environ.get("DIFF_VERBOSE"):
+        diff.append(f"runc saw: {runc!r}")
+    assert not diff, "pallet-runc differs from runc:\n" + "\n".join(diff)
     return runc
 
 

@@ -80,16 +80,55 @@ def _copy_winsize(src: int, dst: int) -> None:
         pass
 
 
+def host_console() -> int:
+    """The terminal runc puts in raw mode: the first of stderr, stdout and stdin
+    that is one, else the controlling terminal (/dev/tty)."""
+    for fd in (2, 1, 0):
+        if os.isatty(fd):
+            return fd
+    try:
+        return os.open("/dev/tty", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        from pallet.commands.runc import Fatal
+        raise Fatal(f"open /dev/tty: {os.strerror(e.errno).lower()}") from None
+
+
+def set_raw(fd: int):
+    """containerd/console's SetRaw: raw input, but output processing (OPOST)
+    kept on; the previous settings."""
+    import termios
+    saved = termios.tcgetattr(fd)
+    raw = list(saved)
+    raw[0] &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP |
+                termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON)
+    raw[2] = raw[2] & ~(termios.CSIZE | termios.PARENB) | termios.CS8
+    raw[3] &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
+    raw[6] = list(raw[6])
+    raw[6][termios.VMIN] = 1
+    raw[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, raw)
+    return saved
+
+
 class Foreground:
     """The foreground side of run/exec: make the stdio, then copy and wait."""
 
     def __init__(self, terminal: bool, subreaper: bool, owner: tuple[int, int] = (0, 0)):
+        self.host = host_console() if terminal else -1
         if subreaper:
             from pallet.linux.syscalls import set_child_subreaper
             set_child_subreaper()  # orphans of the container come to us, as to runc
         self.terminal = terminal
         self.console = ConsoleSocket() if terminal else None
         self.master = -1
+        self._receiver = None
+        if terminal:
+            # take the pty as soon as it comes: an exec'd process runs at once,
+            # and its first output must already find ONLCR cleared
+            import threading
+            self._receiver = threading.Thread(target=self._receive, daemon=True)
+            self._received = None
+            self._receiver.start()
         self.mine: list[int] = []     # our ends: stdin writer, stdout and stderr readers
         self.theirs: list[int] = []   # the container's ends, closed once it has them
         if not terminal:
@@ -109,11 +148,21 @@ class Foreground:
     def socket_path(self) -> str | None:
         return self.console.path if self.console else None
 
+    def _receive(self) -> None:
+        try:
+            master = self.console.receive_master()
+            clear_onlcr(master)
+            self._received = master
+        except BaseException as e:  # reported by after_create
+            self._received = e
+
     def after_create(self) -> None:
         if self.console is not None:
             try:
-                self.master = self.console.receive_master()
-                clear_onlcr(self.master)
+                self._receiver.join(15)
+                if not isinstance(self._received, int):
+                    raise RuntimeError(f"console socket: {self._received or 'no pty received'}")
+                self.master = self._received
                 os.set_blocking(self.master, False)
             finally:
                 self.console.close()
@@ -142,12 +191,9 @@ class Foreground:
             _signal.signal(sig, _noop)
         _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         saved = None
-        if self.terminal and os.isatty(0):
-            import termios
-            import tty
-            saved = termios.tcgetattr(0)
-            tty.setraw(0)
-            _copy_winsize(0, self.master)
+        if self.terminal:
+            saved = set_raw(self.host)
+            _copy_winsize(self.host, self.master)
         try:
             # it may have exited already, its SIGCHLD before our handler
             return self._loop(pid, wake_r, log, _reap(pid, None, log))
@@ -155,7 +201,7 @@ class Foreground:
             _signal.set_wakeup_fd(-1)
             if saved is not None:
                 import termios
-                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+                termios.tcsetattr(self.host, termios.TCSADRAIN, saved)
             os.close(wake_r)
             os.close(wake_w)
             self.close()
@@ -221,7 +267,7 @@ class Foreground:
                 status = _reap(pid, status, log)
             elif sig == _signal.SIGWINCH:
                 if self.terminal:
-                    _copy_winsize(0, self.master)
+                    _copy_winsize(self.host, self.master)
             else:
                 log("debug", f"sending signal to process {_signal.strsignal(sig).lower()}")
                 try:

@@ -177,7 +177,7 @@ def _in_object(text: str, pos: int) -> bool:
 def _go_syntax_error(text: str, pos: int, context: str) -> str:
     if pos >= len(text):
         return "unexpected EOF"
-    for word in ("null", "true", "false"):
+    for word in ("null", "true", "false") if context.endswith("of value") else ():
         if text[pos] == word[0]:
             for k, want in enumerate(word):
                 got = text[pos + k:pos + k + 1]

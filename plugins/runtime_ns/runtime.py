@@ -155,7 +155,7 @@ class NsRuntime:
         if res.get("unified") and cg_version == 1:
             raise InvalidArgument("invalid configuration: cannot use unified on cgroup v1")
         if os.path.lexists(directory):
-            raise AlreadyExists(f"container with id exists: {id}")
+            raise AlreadyExists("container with given ID already exists")
         cg_paths = cg.paths_for(lnx.get("cgroupsPath") or id)
         try:
             for warning in cg.check_unused(cg_paths):
@@ -166,7 +166,7 @@ class NsRuntime:
         try:
             os.mkdir(directory, 0o711)
         except FileExistsError:
-            raise AlreadyExists(f"container with id exists: {id}") from None
+            raise AlreadyExists("container with given ID already exists") from None
         cg_created, pid = [], None
         try:
             ContainerState.placeholder(directory, id, bundle, rootfs, spec).save()
@@ -539,22 +539,36 @@ def read_spec(bundle: str) -> dict:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            spec = json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
         raise InvalidArgument("JSON specification file config.json not found") from None
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(f"read {path}: {describe(e)}") from None
+    except OSError as e:
+        raise InvalidArgument(f"open {path}: {describe(e)}") from None
+    try:
+        # runc decodes the first JSON value of the file, with Go's messages
+        spec, _end = json.first_value(data.decode("utf-8", errors="replace"))
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
     from pallet.plugins.runtime_ns.validate import (SchemaError, process_errors, semantic_errors,
                                                     validate_config)
     why = process_errors(spec.get("process") if isinstance(spec, dict) else None)
     if why:
         raise InvalidArgument(why)
+    for rl in (spec.get("process") or {}).get("rlimits") or ():
+        if isinstance(rl, dict) and rl.get("type") not in _RLIMITS:
+            raise InvalidArgument(f"wrong rlimit value: {rl.get('type')}")
     try:
         validate_config(spec)
         semantic_errors(spec)
     except SchemaError as e:
         raise InvalidArgument(f"invalid configuration {path}: {e}") from None
     return spec
+
+
+#: the rlimits runc knows (its strToRlimit)
+_RLIMITS = frozenset(f"RLIMIT_{n}" for n in (
+    "AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE",
+    "NPROC", "RSS", "RTPRIO", "RTTIME", "SIGPENDING", "STACK"))
 
 
 def write_pid_file(path: str, pid: int) -> None:

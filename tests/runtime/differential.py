@@ -74,6 +74,14 @@ class Result:
     def view(self) -> tuple:
         return (self.rc, self.out, self.err)
 
+    def scrubbed(self, *paths: str) -> tuple:
+        """``view`` with the given paths (a side's scratch directory) replaced."""
+        out, err = self.out, self.err
+        for i, path in enumerate(paths):
+            out = out.replace(path.encode(), f"<path{i}>".encode())
+            err = err.replace(path, f"<path{i}>")
+        return (self.rc, out, err)
+
     def masked(self) -> tuple:
         """``view`` with the pids in messages ("pid 123", "write 123") masked."""
         import re
@@ -327,7 +335,9 @@ def compare(tmp_path, bundle: DiffBundle, scenario, cgroup_extra=(), cid: str | 
     cid = cid or "d" + uuid.uuid4().hex[:10]
     top = str(tmp_path)
     results = []
+    spec = json.dumps(bundle.spec)  # a scenario may change it: each side starts from this one
     for name, binary in (("runc", RUNC), ("pallet", PALLET_RUNC)):
+        bundle.spec = json.loads(spec)
         bundle.materialize()
         side = Side(name, binary, top, cid, bundle)
         try:

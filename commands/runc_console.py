@@ -35,8 +35,9 @@ class ConsoleSocket:
         self.sock.bind(self.path)
         self.sock.listen(1)
 
-    def receive_master(self, timeout: float = 10.0) -> int:
-        """The pty master the container process sent (SCM_RIGHTS)."""
+    def receive_master(self, timeout: float = 10.0, onlcr: bool = True) -> int:
+        """The pty master the container process sent (SCM_RIGHTS); without
+        ``onlcr``, cleared of ONLCR before we hang up (the process waits for that)."""
         self.sock.settimeout(timeout)
         conn, _ = self.sock.accept()
         try:
@@ -48,6 +49,8 @@ class ConsoleSocket:
             if not fds:
                 raise RuntimeError("console socket: no file descriptor received")
             os.set_inheritable(fds[0], False)
+            if not onlcr:
+                clear_onlcr(fds[0])
             return fds[0]
         finally:
             conn.close()
@@ -150,9 +153,7 @@ class Foreground:
 
     def _receive(self) -> None:
         try:
-            master = self.console.receive_master()
-            clear_onlcr(master)
-            self._received = master
+            self._received = self.console.receive_master(onlcr=False)
         except BaseException as e:  # reported by after_create
             self._received = e
 

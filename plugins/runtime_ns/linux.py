@@ -66,6 +66,22 @@ _SYSCALLS = {
 _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET = _SYSCALLS.get(os.uname().machine, (155, 125, 126))
 
 
+def rmount(source, target, fstype=None, flags: int = 0, data=None, procfd=None) -> None:
+    """mount(2) with runc's words for a failure ("mount SRC:DST (via FD), flags:
+    0x.., data: ..: why"); ``procfd``: the /proc/self/fd path mounted on."""
+    if _libc.mount(_b(source), _b(procfd or target), _b(fstype), ctypes.c_ulong(flags),
+                   _b(data)) != 0:
+        err = ctypes.get_errno()
+        text = "mount " + (f"{source}:{target}" if source else str(target))
+        if procfd:
+            text += f" (via {procfd})"
+        if flags:
+            text += f", flags: 0x{flags:x}"
+        if data:
+            text += f", data: {data}"
+        raise OSError(err, f"{text}: {os.strerror(err).lower()}")
+
+
 def pivot_root(new_root, put_old) -> None:
     if _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
         raise _fail(f"pivot_root {new_root}")

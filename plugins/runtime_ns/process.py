@@ -41,9 +41,11 @@ is out of reach.  The modules below are imported by runtime.py before fork.
 from __future__ import annotations
 
 import _signal as signal  # the C module: signal.py would import enum
+import array
 import fcntl
 import os
 import resource
+import select
 import stat
 import struct
 
@@ -99,6 +101,7 @@ class ChildConfig:
         self.user_ns: tuple | None = kw.get("user_ns")   # ("new", None) or ("join", fd)
         self.pid_ns: int | None = kw.get("pid_ns")       # None, -1 (new) or an fd to join
         self.time_offsets: dict | None = kw.get("time_offsets")  # new time namespace
+        self.mount_sock: int = kw.get("mount_sock", -1)  # receives the bind sources (userns)
         self.outer_done = False
 
 
@@ -236,7 +239,7 @@ def _init(cfg: ChildConfig) -> None:
     _make_cwd(proc.get("cwd") or "/")
     if proc.get("terminal"):
         _setup_console(cfg, proc)
-    _setup_system(cfg.spec)
+    _setup_system(cfg.spec, builder)
     args = _prepare_process(cfg, proc, env)
     _log(cfg, "debug", "init: closing the pipe to signal completion")
     _ready(cfg)
@@ -318,10 +321,16 @@ def _enter(cfg: ChildConfig, proc: dict) -> None:
     _setup_stdio(cfg)
 
 
-def _setup_system(spec: dict) -> None:
-    """Hostname, sysctls, then read-only and masked paths and the read-only root
-    (after the sysctls, which need /proc/sys writable)."""
+def _setup_system(spec: dict, builder: RootfsBuilder) -> None:
+    """runc's order: the delayed read-only mounts and the read-only root, then
+    hostname, sysctls, read-only and masked paths."""
     lnx = spec.get("linux") or {}
+    try:
+        builder.finalize()
+        if (spec.get("root") or {}).get("readonly"):
+            readonly_root()
+    except OSError as e:
+        raise ChildError(f"error setting rootfs as readonly: {linux.describe(e)}") from None
     if spec.get("hostname"):
         linux.sethostname(spec["hostname"])
     if spec.get("domainname"):
@@ -331,8 +340,6 @@ def _setup_system(spec: dict) -> None:
     try:
         readonly_paths(lnx.get("readonlyPaths"))
         masked_paths(lnx.get("maskedPaths"))
-        if (spec.get("root") or {}).get("readonly"):
-            readonly_root()
     except OSError as e:
         raise ChildError(f"error finalizing rootfs: {linux.describe(e)}") from None
 
@@ -351,6 +358,11 @@ def _prepare_process(cfg: ChildConfig, proc: dict, env: dict) -> list:
     if not args:
         raise ChildError("args must not be empty", "InvalidArgument")
     args = [_lookpath(args[0], env)] + list(args[1:])
+    try:
+        os.listdir("/proc/self/fd")  # runc closes the fds it finds there: it needs /proc
+    except OSError as e:
+        raise ChildError(f"error closing exec fds: open /proc/self/fd: "
+                         f"{os.strerror(e.errno).lower()}", init=False) from None
     if cfg.seccomp is not None and nnp:
         # as late as possible, yet before start: the startContainer hooks run
         # under it, as with runc
@@ -411,12 +423,27 @@ def _setup_stdio(cfg: ChildConfig) -> None:
         os.close(fd)
 
 
+def _mount_sources(cfg: ChildConfig) -> dict:
+    """In a new user namespace: the bind sources, opened for us by the runtime
+    (see spawn.send_mount_sources); source -> fd."""
+    if cfg.mount_sock < 0:
+        return {}
+    import socket  # before pivot_root: the host's library is still there
+    _ask_parent(cfg, type="mountsources")
+    fds = array.array("i")
+    msg, anc, _flags, _addr = socket.socket(fileno=cfg.mount_sock).recvmsg(
+        65536, socket.CMSG_SPACE(256 * fds.itemsize))
+    for _level, _kind, data in anc:
+        fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return dict(zip(json.loads(msg), fds))
+
+
 def _setup_rootfs(cfg: ChildConfig) -> RootfsBuilder:
-    builder = RootfsBuilder(cfg.spec, cfg.bundle, cfg.rootfs)
+    builder = RootfsBuilder(cfg.spec, cfg.bundle, cfg.rootfs, _mount_sources(cfg))
     try:
         builder.prepare()
     except OSError as e:
-        raise ChildError(f"error preparing rootfs {cfg.rootfs}: {linux.describe(e)}") from None
+        raise ChildError(f"error preparing rootfs: {linux.describe(e)}") from None
     for m in cfg.spec.get("mounts") or ():
         try:
             builder.mount_one(m)
@@ -450,6 +477,10 @@ def _setup_console(cfg: ChildConfig, proc: dict) -> None:
     if size:
         fcntl.ioctl(slave, 0x5414, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
     cfg.console.sendmsg([b"/dev/ptmx"], [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack("i", master))])
+    # a receiver hangs up once it has the pty (runc's, containerd's, ours): wait
+    # a moment for that, so that what it sets on the pty (runc clears ONLCR)
+    # is there before the program writes anything
+    select.select([cfg.console], [], [], 0.1)
     cfg.console.close()
     os.close(master)
     if cfg.fifo_fd >= 0:

@@ -64,6 +64,13 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hook
                                       "setting console socket")
             console = _connect(terminal_socket)
         log = log or _no_log
+        sources = _bind_sources(spec, child.get("bundle") or "") \
+            if ns.user and ns.user[0] == "new" else []
+        if sources:
+            import socket
+            src_parent, src_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += [src_parent.detach(), src_child.detach()]
+            child["mount_sock"] = opened[-1]
         pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         cfg = process.ChildConfig(
@@ -112,6 +119,9 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hook
                 pids.append(int(msg["pid"]))
             elif kind == "hooks":
                 _answer(sync_w, lambda: on_hooks(pids[-1]) if on_hooks else None, fifo_fd >= 0)
+            elif kind == "mountsources":
+                _answer(sync_w, lambda: send_mount_sources(pids[-1], sources, opened[-2]),
+                        fifo_fd >= 0)
             else:
                 raise PalletError(f"unable to start container process: unexpected message {kind!r}")
     except BaseException:
@@ -144,6 +154,52 @@ def _answer(sync_w: int, work, init: bool = False) -> None:
         during = "error during container init: " if init else ""
         raise PalletError(f"unable to start container process: {during}{describe(e)}") from None
     os.write(sync_w, b'{"ok": true}\n')
+
+
+def _bind_sources(spec: dict, bundle: str) -> list[str]:
+    """The host paths the spec bind-mounts (relative ones from the bundle)."""
+    from pallet.linux.syscalls import MS_BIND, parse_options
+    out = []
+    for m in spec.get("mounts") or ():
+        flags, _prop, _data = parse_options(m.get("options") or ())
+        if m.get("type") == "bind" or flags & MS_BIND:
+            source = m.get("source") or ""
+            out.append(source if os.path.isabs(source) else os.path.join(bundle, source))
+    return out
+
+
+def send_mount_sources(pid: int, sources: list[str], sock_fd: int) -> None:
+    """runc's send_mountsources: open every bind source as the host's root, but
+    from the container's new mount namespace (what it will mount from), and
+    pass the descriptors over ``sock_fd`` -- from a child of ours, since a
+    process with threads may not change its mount namespace (setns(2))."""
+    import socket
+    r, w = os.pipe2(os.O_CLOEXEC)
+    helper = os.fork()
+    if helper == 0:
+        try:
+            from pallet.plugins.runtime_ns import linux
+            linux.setns(os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC),
+                        linux.CLONE_NEWNS, "container mount namespace")
+            fds = [os.open(src, os.O_PATH | os.O_CLOEXEC) for src in sources]
+            sock = socket.socket(fileno=os.dup(sock_fd))
+            sock.sendmsg([json.dumps(sources).encode()],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
+            os._exit(0)
+        except OSError as e:
+            os.write(w, describe(e).encode())
+            os._exit(1)
+    os.close(w)
+    failed = os.read(r, 4096).decode(errors="replace")
+    os.close(r)
+    _reap(helper)
+    if failed:
+        raise PalletError(f"failed to open mount source: {failed}")
+
+
+def _fd_array(fds):
+    import array
+    return array.array("i", fds)
 
 
 def write_id_maps(pid: int, spec: dict) -> None:

@@ -90,3 +90,19 @@ def diff_bundle(tmp_path, applets):
     prctl(36, 0)  # PR_SET_CHILD_SUBREAPER
     yield DiffBundle(str(tmp_path / "bundle"), applets)
     prctl(36, 1)
+
+
+@pytest.fixture
+def open_diff_bundle(diff_bundle):
+    """A differential bundle in a directory anyone may cross (/tmp/pl-diff-*),
+    for user namespaces, whose root is not the host's."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="pl-diff-")
+    os.chmod(top, 0o755)
+    diff_bundle.path = os.path.join(top, "bundle")
+    diff_bundle.rootfs = os.path.join(diff_bundle.path, "rootfs")
+    yield diff_bundle
+    subprocess.run(["umount", "-R", "-l", diff_bundle.rootfs], capture_output=True)
+    shutil.rmtree(top, ignore_errors=True)

@@ -390,9 +390,29 @@ class RootfsBuilder:
         os.chown(path, dev.get("uid") or 0, dev.get("gid") or 0)
 
     # --- 5 ---------------------------------------------------------------------------
+    def _hide_host_pseudo_filesystems(self) -> None:
+        prefix = self.rootfs.rstrip("/")
+        for point, fstype, root, _sopts in _mountinfo():
+            if root != "/" or fstype not in ("proc", "sysfs") or point.startswith(prefix):
+                continue
+            try:
+                mount(None, point, None, MS_SLAVE | MS_REC)
+            except FileNotFoundError:
+                continue  # below a mount point already taken away
+            try:
+                linux.umount2(point, MNT_DETACH)
+            except OSError as e:
+                if e.errno not in (22, 1):  # EINVAL, EPERM: cover it instead
+                    raise
+                mount("tmpfs", point, "tmpfs", 0)
+
     def pivot(self, no_pivot: bool = False) -> None:
         if no_pivot:
-            # MS_MOVE + chroot(2): for a rootfs on a ramdisk, where pivot_root fails
+            # MS_MOVE + chroot(2): for a rootfs on a ramdisk, where pivot_root fails.
+            # The host's mounts stay in this mount namespace, below the chroot:
+            # first take away every full procfs and sysfs of the host, which
+            # would otherwise let the container mount its own (runc's msMoveRoot)
+            self._hide_host_pseudo_filesystems()
             os.chdir(self.rootfs)
             mount(self.rootfs, "/", None, linux.MS_MOVE)
             os.chroot(".")

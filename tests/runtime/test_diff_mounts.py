@@ -5,6 +5,7 @@ bind mounts through dangling symlinks, their order, user namespaces, and
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -43,6 +44,25 @@ def test_default_mount_table(diff_bundle, tmp_path, no_pivot):
     --no-pivot no other procfs or sysfs of the host stays reachable."""
     diff_bundle.args("sh", "-c", MOUNTS)
     same(tmp_path, diff_bundle, lambda rt: _run(rt, *(["--no-pivot"] if no_pivot else [])))
+
+
+def test_no_pivot_leaves_no_host_procfs_or_sysfs(diff_bundle, tmp_path):
+    """--no-pivot chroots into the rootfs: runc takes the host's full procfs
+    and sysfs mounts away from the container's mount namespace first."""
+    diff_bundle.args("sleep", "60")
+
+    def scenario(rt: Side):
+        seen = {"run": rt("run", "-d", "--no-pivot", rt.id).view()}
+        ns = f"/proc/{rt.pid()}/ns/mnt"
+        table = subprocess.run(["nsenter", f"--mount={ns}", "cat", "/proc/self/mountinfo"],
+                               capture_output=True, text=True).stdout
+        seen["host_pseudo"] = sorted(
+            line.split()[4] for line in table.splitlines()
+            if line.split(" - ")[1].split()[0] in ("proc", "sysfs")
+            and not line.split()[4].startswith(rt.bundle.rootfs))
+        seen["delete"] = rt("delete", "-f", rt.id).view()
+        return seen
+    same(tmp_path, diff_bundle, scenario)
 
 
 def test_read_only_dev_with_devpts_under_it(diff_bundle, tmp_path):

@@ -141,6 +141,7 @@ class Cli:
         self.prog = prog
         self.log = Logger()
         self.root = None
+        self.systemd = False
         self._runtime = None
 
     @property
@@ -211,6 +212,7 @@ class Cli:
                 raise Fatal("Option --root argument should not be set to /")
         self.log.configure(gopts.get("log"), gopts.get("log-format", "text"),
                            bool(gopts.get("debug")))
+        self.systemd = bool(gopts.get("systemd-cgroup"))
 
     def _help(self, topic: list[str]) -> int:
         from pallet.commands import runc_help
@@ -266,6 +268,12 @@ class Cli:
             _chdir(opts.get("bundle"))
             bundle = os.getcwd()
             terminal, owner = _spec_terminal()
+            if self.systemd:
+                # runc's systemd driver talks to systemd over D-Bus: pallet has none
+                raise Fatal("systemd not running on this host, cannot use systemd cgroups "
+                            "manager" if not os.path.isdir("/run/systemd/system") else
+                            "pallet-runc manages cgroups through cgroupfs only: drop "
+                            "--systemd-cgroup")
             if (not detach or not terminal) and socket:
                 raise Fatal("cannot use console socket if runc will not detach or allocate tty")
             preserve = opts.get("preserve-fds", 0)

@@ -11,11 +11,8 @@ process's status (128+N for signal N) once the output has ended.
 """
 from __future__ import annotations
 
-import array
 import os
 import select
-import socket
-import tempfile
 
 import _signal
 
@@ -29,6 +26,8 @@ class ConsoleSocket:
     """A listening unix socket to give ``create`` as ``terminal_socket``."""
 
     def __init__(self):
+        import socket  # only with a terminal: socket.py imports enum
+        import tempfile
         self.dir = tempfile.mkdtemp(prefix="pallet-runc-console-")
         self.path = os.path.join(self.dir, "console.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -38,6 +37,8 @@ class ConsoleSocket:
     def receive_master(self, timeout: float = 10.0, onlcr: bool = True) -> int:
         """The pty master the container process sent (SCM_RIGHTS); without
         ``onlcr``, cleared of ONLCR before we hang up (the process waits for that)."""
+        import array
+        import socket
         self.sock.settimeout(timeout)
         conn, _ = self.sock.accept()
         try:

@@ -2,8 +2,7 @@
 
 Paths: with ``linux.cgroupsPath`` absolute, below each hierarchy's root;
 relative (or, without one, the container's id -- runc gives every container
-a cgroup of its own), below the caller's own cgroup in that hierarchy; the
-systemd form ``slice:prefix:name`` maps to ``/slice/prefix-name.scope``.  Every
+a cgroup of its own), below the caller's own cgroup in that hierarchy.  Every
 mounted hierarchy of runc's subsystems is used, ``name=systemd`` included,
 and in hybrid mode (a cgroup2 mount beside the v1 ones) the unified
 hierarchy too (key ``""``), so that the container's /proc/self/cgroup reads
@@ -83,14 +82,9 @@ def _own_paths() -> dict[str, str]:
 
 
 def normalize(cgroups_path: str) -> str:
-    """The systemd form ``slice:prefix:name`` as a plain path; others cleaned
-    as runc's CleanPath does (a relative path stays relative)."""
-    if ":" in cgroups_path and not cgroups_path.startswith("/"):
-        parts = cgroups_path.split(":")
-        if len(parts) == 3:
-            slice_, prefix, name = parts
-            return "/" + "/".join(p for p in (slice_ or "system.slice", f"{prefix}-{name}.scope")
-                                  if p)
+    """``cgroupsPath`` cleaned as runc's CleanPath does (a relative path stays
+    relative).  The systemd form ``slice:prefix:name`` is a plain name here, as
+    for runc's cgroupfs driver (only --systemd-cgroup reads it otherwise)."""
     if not cgroups_path:
         return ""
     path = os.path.normpath(cgroups_path)

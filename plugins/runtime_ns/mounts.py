@@ -241,6 +241,11 @@ class RootfsBuilder:
         else:
             target = secure_join(self.rootfs, dest)
             delay_ro = fstype == "tmpfs" or os.path.normpath(dest) == "/dev"
+            label = self.linux.get("mountLabel")
+            if label and fstype != "mqueue":
+                # runc labels these mounts, SELinux or not (the kernel refuses
+                # the option without it)
+                data = f'{data},context="{label}"' if data else f'context="{label}"'
             try:
                 before = os.stat(target) if fstype == "tmpfs" else None
             except OSError:

@@ -254,7 +254,7 @@ def _init(cfg: ChildConfig) -> None:
     _close_fds(cfg.preserve_fds)
     if cfg.init is not None:
         # signals stay blocked: the init takes them over with sigtimedwait
-        cfg.init.run(list(args), env)
+        cfg.init.run(list(args[1:]), env)
         os._exit(1)  # run() does not return
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _exec(args, env)
@@ -281,6 +281,7 @@ def _exec_in(cfg: ChildConfig) -> None:
     _enter(cfg, proc)
     if proc.get("terminal"):
         _setup_console(cfg, proc)
+    _apply_apparmor(proc.get("apparmorProfile"))
     args = _prepare_process(cfg, proc, env)
     _ready(cfg)
     _close_fds(cfg.preserve_fds)
@@ -321,9 +322,29 @@ def _enter(cfg: ChildConfig, proc: dict) -> None:
     _setup_stdio(cfg)
 
 
+def _apply_apparmor(profile: str | None) -> None:
+    """aa_change_onexec, as runc does it: "exec <profile>" into the process's
+    AppArmor attribute, for the next execve (an error without AppArmor)."""
+    if not profile:
+        return
+    path = "/proc/self/attr/apparmor/exec"
+    if not os.path.exists(path):
+        path = "/proc/self/attr/exec"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"exec {profile}".encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise ChildError(f"unable to apply apparmor profile: apparmor failed to apply profile: "
+                         f"{'open' if e.filename else 'write'} {path}: "
+                         f"{os.strerror(e.errno).lower()}") from None
+
+
 def _setup_system(spec: dict, builder: RootfsBuilder) -> None:
     """runc's order: the delayed read-only mounts and the read-only root, then
-    hostname, sysctls, read-only and masked paths."""
+    hostname, AppArmor, sysctls, read-only and masked paths."""
     lnx = spec.get("linux") or {}
     try:
         builder.finalize()
@@ -335,6 +356,7 @@ def _setup_system(spec: dict, builder: RootfsBuilder) -> None:
         linux.sethostname(spec["hostname"])
     if spec.get("domainname"):
         linux.setdomainname(spec["domainname"])
+    _apply_apparmor((spec.get("process") or {}).get("apparmorProfile"))
     for key, value in (lnx.get("sysctl") or {}).items():
         _write_file("/proc/sys/" + key.replace(".", "/"), value)
     try:
@@ -346,7 +368,7 @@ def _setup_system(spec: dict, builder: RootfsBuilder) -> None:
 
 def _prepare_process(cfg: ChildConfig, proc: dict, env: dict) -> list:
     """rlimits, no_new_privs, seccomp, the stdio's owner, user and capabilities,
-    cwd, the executable found -- in runc's order; the arguments to exec."""
+    cwd, the executable found -- in runc's order; [path, argv...] to exec."""
     _set_rlimits(proc.get("rlimits"))
     nnp = bool(proc.get("noNewPrivileges"))
     if nnp:
@@ -357,7 +379,7 @@ def _prepare_process(cfg: ChildConfig, proc: dict, env: dict) -> list:
     args = proc.get("args") or []
     if not args:
         raise ChildError("args must not be empty", "InvalidArgument")
-    args = [_lookpath(args[0], env)] + list(args[1:])
+    args = [_lookpath(args[0], env)] + list(args)
     try:
         os.listdir("/proc/self/fd")  # runc closes the fds it finds there: it needs /proc
     except OSError as e:
@@ -697,10 +719,11 @@ def _close_fds(preserve: int) -> None:
 
 
 def _exec(args, env: dict) -> None:
-    """execve the program (found at create); if that fails now, runc's init
-    writes "exec <path>: <error>" to the container's stderr and exits 1."""
+    """execve the program (``args``: its path, found at create, then its argv);
+    if that fails now, runc's init writes "exec <path>: <error>" to the
+    container's stderr and exits 1."""
     try:
-        os.execve(args[0], list(args), env)
+        os.execve(args[0], list(args[1:]), env)
     except OSError as e:
         try:
             os.write(2, f"exec {args[0]}: {os.strerror(e.errno).lower()}\n".encode())

@@ -511,8 +511,14 @@ class NsRuntime:
             raise FailedPrecondition("container not running")
         cg = st.cgroup_module
         merged = _merge(st.data["pallet"].get("resources") or {}, resources)
+        # runc's update leaves the device rules alone (pallet-runc never passes
+        # any); other callers may replace them
+        devices = None
+        if "devices" in resources:
+            from pallet.plugins.runtime_ns.devices import rules_of
+            devices = rules_of(resources["devices"])
         try:
-            cg.apply(st.cgroup_paths, merged if st.cgroup_version == 2 else resources)
+            cg.apply(st.cgroup_paths, merged if st.cgroup_version == 2 else resources, devices)
         except (cg.CgroupError, OSError) as e:
             # runc sets its config back after a failure, with the new values it
             # has already put into it: the same error again, as a warning

@@ -117,7 +117,7 @@ def test_exec_does_not_trust_a_fake_proc(runtime, bundle, output, tmp_path):
     from test_runtime_spec import _own_capabilities
     _spec_caps(bundle, _own_capabilities())
     bundle.write(["sh", "-c", "umount -l /proc && mount -t tmpfs none /proc && "
-                              "mkdir -p /proc/sys/kernel /proc/self && "
+                              "mkdir -p /proc/sys/kernel /proc/self/fd && "
                               "echo 0 > /proc/sys/kernel/cap_last_cap && "
                               "echo faked > /tmp/ready; sleep 30"])
     cid = new_id()

@@ -42,7 +42,7 @@ def child_env() -> dict:
 
 def make_bundle(path: str) -> str:
     """A busybox rootfs and the spec ``runc spec`` writes, running /bin/true."""
-    from pallet.plugins.runtime_ns.specgen import default_spec
+    from pallet.oci.spec import default_spec
     rootfs = os.path.join(path, "rootfs")
     for d in ("bin", "proc", "dev", "sys", "tmp", "etc"):
         os.makedirs(os.path.join(rootfs, d), exist_ok=True)

@@ -1,681 +1,644 @@
-"""pallet-runc: runc's command line over NsRuntime.
+"""pallet-runc: runc 1.1's command line over the runtime role.
 
-Global options (before the command): ``--root`` (default /run/pallet-runc),
-``--log``, ``--log-format text|json``, ``--debug``, ``--systemd-cgroup``
-(refused: cgroups are managed through cgroupfs), ``--version``, ``--help``.
-Commands: spec, create, start, run, exec, state, list, kill, delete, pause,
-resume, ps, update, events, features.
-
-Errors are printed the way runc prints them: one logrus line
-(``time=".." level=error msg=".."``, or JSON with ``--log-format json``) to
-the log (stderr unless ``--log``), the bare message to stderr as well when
-the log is a file, and exit status 1 -- never a traceback.  Only this
-module's own small parser runs before the command: the runtime is imported
-by the commands that need it.
+The runtime comes from the kernel (``pallet.core.fastpath``: the plugin the
+configuration names for the ``runtime`` role, runtime_ns by default), and
+this module only translates: runc's flags and arguments (``runc_flags``),
+its help (``runc_help``), its foreground stdio and terminal
+(``runc_console``), and its output -- JSON as Go writes it, logrus lines
+(``time="…" level=error msg="…"``, or JSON with ``--log-format json``) to
+``--log`` or stderr, the bare message on stderr too when the log is a file,
+runc's exit statuses (1, 3 for an unknown command, 255 for ``exec``, the
+container's own for ``run`` and ``exec``).  Nothing is imported before it is
+needed: the runtime only by the commands that use it.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-VERSION = "1.1.5-pallet"
-SPEC_VERSION = "1.0.2-dev"
-DEFAULT_ROOT = "/run/pallet-runc"
+from pallet.commands.runc_flags import UsageError, check_args
 
-USAGE = """NAME:
-   {prog} - Open Container Initiative runtime (pallet)
-
-USAGE:
-   {prog} [global options] command [command options] [arguments...]
-
-VERSION:
-   {version}
-spec: {spec}
-
-COMMANDS:
-   create   create a container
-   delete   delete any resources held by the container often used with detached container
-   events   display container events such as OOM notifications, cpu, memory, and IO usage statistics
-   exec     execute new process inside the container
-   features show the enabled features
-   kill     kill sends the specified signal (default: SIGTERM) to the container's init process
-   list     lists containers started by runc with the given root
-   pause    pause suspends all processes inside the container
-   ps       ps displays the processes running inside a container
-   resume   resumes all processes that have been previously paused
-   run      create and run a container
-   spec     create a new specification file
-   start    executes the user defined process in a created container
-   state    output the state of a container
-   update   update container resource constraints
-   help, h  Shows a list of commands or help for one command
-
-GLOBAL OPTIONS:
-   --debug             enable debug logging
-   --log value         set the log file to write runc logs to (default is '/dev/stderr')
-   --log-format value  set the log format ('text' (default), or 'json') (default: "text")
-   --root value        root directory for storage of container state (default: "{root}")
-   --systemd-cgroup    not supported: cgroups are managed through cgroupfs (an error)
-   --help, -h          show help
-   --version, -v       print the version
-"""
+#: the name runc gives itself in its messages (app.Name), whatever the binary is called
+NAME = "runc"
 
 
-class UsageError(Exception):
-    """Bad command line: printed like urfave/cli does, exit status 1 (3 for an unknown command)."""
+class Fatal(Exception):
+    """An error that ends the command: runc's fatalWithCode (message, status)."""
 
     def __init__(self, message: str, code: int = 1):
         super().__init__(message)
         self.code = code
 
 
+# --- logrus's output ---------------------------------------------------------------------
+
+_LEVELS = {"debug": ("DEBU", 37), "info": ("INFO", 36), "warning": ("WARN", 33),
+           "error": ("ERRO", 31)}
+#: where runc's own error lines come from (logrus reports it with --debug)
+CALLER_FATAL = ("main.fatalWithCode", "utils.go:61")
+CALLER_WRITER = ("main.(*FatalWriter).Write", "main.go:172")
+
+
+def _needs_quoting(text: str) -> bool:
+    for ch in text:
+        if not (ch.isascii() and ch.isalnum() or ch in "-._/@^+"):
+            return True
+    return False
+
+
 class Logger:
-    """runc's logrus output: text or JSON lines to a file or stderr."""
+    """runc's logrus: text or JSON lines, to --log or stderr, debug on request."""
 
-    def __init__(self, path: str | None, fmt: str, debug: bool):
-        self.path = path
-        self.fmt = fmt
-        self.debug_on = debug
-
-    def _line(self, level: str, msg: str) -> str:
+    def __init__(self):
         import time
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if self.fmt == "json":
-            import json
-            return json.dumps({"level": level, "msg": msg, "time": now}) + "\n"
-        escaped = msg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'time="{now}" level={level} msg="{escaped}"\n'
+        self.fd = 2
+        self.fmt = "text"
+        self.debug_on = False
+        self.started = time.monotonic()
 
-    def log(self, level: str, msg: str) -> None:
-        line = self._line(level, msg)
-        if self.path:
+    @property
+    def to_stderr(self) -> bool:
+        return self.fd == 2
+
+    def configure(self, path: str | None, fmt: str, debug: bool) -> None:
+        self.debug_on = debug
+        if fmt not in ("", "text", "json"):
+            raise Fatal(f"invalid log-format: {fmt}")
+        self.fmt = fmt or "text"
+        if path:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd, line.encode())
-                finally:
-                    os.close(fd)
-            except OSError:
-                sys.stderr.write(line)
-        else:
-            sys.stderr.write(line)
+                self.fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_SYNC |
+                                  os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise Fatal(f"open {path}: {_strerror(e)}") from None
+
+    def _time(self) -> str:
+        import time
+        now = time.localtime()
+        zone = now.tm_gmtoff
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", now)
+        if not zone:
+            return stamp + "Z"
+        sign = "-" if zone < 0 else "+"
+        return f"{stamp}{sign}{abs(zone) // 3600:02d}:{abs(zone) % 3600 // 60:02d}"
+
+    def line(self, level: str, msg: str, caller=None, fields=()) -> str:
+        from pallet.commands.runc_flags import go_quote
+        if self.fmt == "json":
+            from pallet.oci.jsonlite import go_dumps
+            doc = dict(fields)
+            doc.update(level=level, msg=msg, time=self._time())
+            if caller and self.debug_on:
+                doc.update(func=caller[0], file="github.com/opencontainers/runc/" + caller[1])
+            return go_dumps(dict(sorted(doc.items()))) + "\n"
+        extra = list(fields)
+        if caller and self.debug_on:
+            extra = [("func", caller[0] + "()"), ("file", caller[1])] + sorted(extra)
+        value = lambda v: (go_quote(v) if _needs_quoting(v) else v) if isinstance(v, str) \
+            else str(v)  # noqa: E731
+        if self.to_stderr and os.isatty(2):
+            # logrus on a terminal: coloured level, seconds since start, padded message
+            import time
+            text, colour = _LEVELS[level]
+            out = f"\x1b[{colour}m{text}\x1b[0m[{int(time.monotonic() - self.started):04d}] " \
+                  f"{msg:<44} " + "".join(f" \x1b[{colour}m{k}\x1b[0m={value(v)}" for k, v in extra)
+            return out.rstrip(" ") + " \n" if not extra else out + "\n"
+        parts = [f'time="{self._time()}"', f"level={level}", f"msg={value(msg)}"]
+        parts += [f"{k}={value(v)}" for k, v in extra]
+        return " ".join(parts) + "\n"
+
+    def log(self, level: str, msg: str, caller=None, fields=()) -> None:
+        if level == "debug" and not self.debug_on:
+            return
+        data = self.line(level, msg, caller, fields).encode()
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass
 
     def warning(self, msg: str) -> None:
         self.log("warning", msg)
 
-    def error(self, msg: str) -> None:
-        self.log("error", msg)
-        if self.path:
-            sys.stderr.write(msg + "\n")
-
-    def debug(self, msg: str) -> None:
-        if self.debug_on:
-            self.log("debug", msg)
+    def fatal(self, msg: str, code: int, caller=CALLER_FATAL) -> int:
+        """fatalWithCode: log the error; also bare on stderr if the log is a file."""
+        self.log("error", msg, caller)
+        if not self.to_stderr:
+            os.write(2, (msg + "\n").encode())
+        return code
 
 
-# --- a small urfave/cli-like option parser ----------------------------------------------
-
-def parse(args: list[str], spec: dict[str, str]) -> tuple[dict, list[str]]:
-    """Parse flags up to the first positional argument (urfave/cli stops there).
-
-    ``spec`` maps each flag spelling (``--bundle``, ``-b``) to its canonical
-    name followed by ``=`` when it takes a value (``"bundle="``), ``=*`` when
-    it may be repeated (a list).
-    """
-    opts: dict = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("-") or arg == "-":
-            break
-        name, eq, value = arg.partition("=")
-        if name not in spec and not name.startswith("--") and "-" + name in spec:
-            name = "-" + name  # urfave/cli (Go's flag) accepts -root for --root
-        if name not in spec:
-            raise UsageError(f"flag provided but not defined: {name}")
-        canonical = spec[name]
-        if canonical.endswith(("=", "=*")):
-            if not eq:
-                i += 1
-                if i >= len(args):
-                    raise UsageError(f"flag needs an argument: {name}")
-                value = args[i]
-            if canonical.endswith("=*"):  # may be repeated: a list
-                opts.setdefault(canonical[:-2], []).append(value)
-            else:
-                opts[canonical[:-1]] = value
-        else:
-            opts[canonical] = value.lower() not in ("false", "0") if eq else True
-        i += 1
-    return opts, args[i:]
+def _strerror(e: OSError) -> str:
+    """Go's text of an errno: strerror in lower case (EACCES: permission denied)."""
+    return os.strerror(e.errno).lower() if e.errno else str(e)
 
 
-_GLOBAL = {"--root": "root=", "--log": "log=", "--log-format": "log_format=", "--debug": "debug",
-           "--systemd-cgroup": "systemd_cgroup", "--criu": "criu=", "--rootless": "rootless=",
-           "--help": "help", "-h": "help", "--version": "version", "-v": "version"}
-_CREATE = {"--bundle": "bundle=", "-b": "bundle=", "--pid-file": "pid_file=",
-           "--console-socket": "console_socket=", "--no-pivot": "no_pivot",
-           "--no-new-keyring": "no_new_keyring", "--preserve-fds": "preserve_fds=",
-           "--help": "help", "-h": "help"}
-_RUN = dict(_CREATE, **{"--detach": "detach", "-d": "detach", "--keep": "keep"})
-_KILL = {"--all": "all", "-a": "all", "--help": "help", "-h": "help"}
-_DELETE = {"--force": "force", "-f": "force", "--help": "help", "-h": "help"}
-_LIST = {"--quiet": "quiet", "-q": "quiet", "--format": "format=", "-f": "format=",
-         "--help": "help", "-h": "help"}
-_SPEC = {"--bundle": "bundle=", "-b": "bundle=", "--rootless": "rootless",
-         "--help": "help", "-h": "help"}
-_PLAIN = {"--help": "help", "-h": "help"}
-_EXEC = {"--console-socket": "console_socket=", "--cwd": "cwd=", "--env": "env=*", "-e": "env=*",
-         "--tty": "tty", "-t": "tty", "--user": "user=", "-u": "user=",
-         "--additional-gids": "gids=*", "-g": "gids=*", "--process": "process=", "-p": "process=",
-         "--detach": "detach", "-d": "detach", "--pid-file": "pid_file=",
-         "--no-new-privs": "no_new_privs", "--cap": "cap=*", "-c": "cap=*",
-         "--preserve-fds": "preserve_fds=", "--process-label": "label=", "--apparmor": "apparmor=",
-         "--ignore-paused": "ignore_paused", "--cgroup": "cgroup=*",
-         "--help": "help", "-h": "help"}
-_PS = {"--format": "format=", "-f": "format=", "--help": "help", "-h": "help"}
-_UPDATE = {"--resources": "resources=", "-r": "resources=", "--blkio-weight": "blkio_weight=",
-           "--cpu-period": "cpu_period=", "--cpu-quota": "cpu_quota=", "--cpu-share": "cpu_share=",
-           "--cpu-rt-period": "cpu_rt_period=", "--cpu-rt-runtime": "cpu_rt_runtime=",
-           "--cpuset-cpus": "cpuset_cpus=", "--cpuset-mems": "cpuset_mems=",
-           "--kernel-memory": "kernel_memory=", "--kernel-memory-tcp": "kernel_memory_tcp=",
-           "--memory": "memory=", "--memory-reservation": "memory_reservation=",
-           "--memory-swap": "memory_swap=", "--pids-limit": "pids_limit=",
-           "--l3-cache-schema": "l3=", "--mem-bw-schema": "mem_bw=",
-           "--help": "help", "-h": "help"}
-_EVENTS = {"--stats": "stats", "--interval": "interval=", "--help": "help", "-h": "help"}
-
+# --- the commands ------------------------------------------------------------------------
 
 class Cli:
-    def __init__(self, prog: str, gopts: dict, log: Logger):
+    """One invocation of pallet-runc: global options, then one command."""
+
+    def __init__(self, prog: str):
         self.prog = prog
-        self.root = os.path.abspath(gopts.get("root") or DEFAULT_ROOT)
-        self.log = log
+        self.log = Logger()
+        self.root = None
+        self.systemd = False
         self._runtime = None
 
     @property
     def runtime(self):
+        """The runtime role's object on our --root (through the kernel's fast path)."""
         if self._runtime is None:
-            from pallet.plugins.runtime_ns.runtime import NsRuntime
-            self._runtime = NsRuntime(self.root, warn=self.log.warning)
+            from pallet.core.fastpath import load
+            kernel = load(("runtime", "init"))
+            self._runtime = kernel.provide("runtime").with_root(self.root, log=self.log.log)
         return self._runtime
 
-    @staticmethod
-    def _one_id(cmd: str, rest: list[str], maximum: int = 1) -> str:
-        if not rest or len(rest) > maximum:
-            raise UsageError(f'{cmd}: "{cmd}" requires exactly 1 argument(s)' if maximum == 1 else
-                             f'{cmd}: "{cmd}" requires a minimum of 1 argument(s)')
-        return rest[0]
-
-    # --- commands --------------------------------------------------------------------
-    def cmd_spec(self, args):
-        opts, rest = parse(args, _SPEC)
-        from pallet.plugins.runtime_ns.specgen import default_spec, rootless_spec
-        import json
-        bundle = opts.get("bundle") or "."
-        path = os.path.join(bundle, "config.json")
-        if os.path.exists(path):
-            raise RuntimeError("File config.json exists. Remove it first.")
-        spec = rootless_spec() if opts.get("rootless") else default_spec()
-        with open(path, "w") as f:
-            f.write(json.dumps(spec, indent="\t"))
-        return 0
-
-    def _create(self, opts, cid) -> int:
-        bundle = opts.get("bundle") or os.getcwd()
-        self.runtime.init_loader = _builtin_init
+    def main(self, args: list[str]) -> int:
+        from pallet.commands import runc_help
         try:
-            preserve = int(opts.get("preserve_fds") or 0)
-        except ValueError:
-            raise UsageError(f'invalid value "{opts.get("preserve_fds")}" for flag -preserve-fds')
-        return self.runtime.create(cid, bundle, stdin=0, stdout=1, stderr=2,
-                                   terminal_socket=opts.get("console_socket"),
-                                   pid_file=opts.get("pid_file"),
-                                   no_pivot=bool(opts.get("no_pivot")), preserve_fds=preserve)
-
-    def cmd_create(self, args):
-        opts, rest = parse(args, _CREATE)
-        cid = self._one_id("create", rest)
-        try:
-            self._create(opts, cid)
-        except Exception as e:
-            raise _Failed(f"{self.prog} create failed: {_message(e)}") from None
-        return 0
-
-    def cmd_run(self, args):
-        opts, rest = parse(args, _RUN)
-        cid = self._one_id("run", rest)
-        rt = self.runtime
-        console = master = None
-        if not opts.get("detach"):
-            from pallet.plugins.runtime_ns.linux import set_child_subreaper
-            set_child_subreaper()  # orphans of a shared-pid container come to us
-            if not opts.get("console_socket") and _wants_terminal(opts.get("bundle") or "."):
-                from pallet.commands.runc_console import ConsoleSocket
-                console = ConsoleSocket()  # runc passes the pty to our own stdio
-                opts["console_socket"] = console.path
-        try:
-            try:
-                pid = self._create(opts, cid)
-                if console is not None:
-                    master = console.receive_master()
-            finally:
-                if console is not None:
-                    console.close()
-            try:
-                rt.start(cid)
-            except BaseException:
-                rt.delete(cid, force=True)
-                raise
-        except Exception as e:
-            raise _Failed(f"{self.prog} run failed: {_message(e)}") from None
-        if opts.get("detach"):
+            gopts, rest = runc_help.GLOBAL.parse(args)
+        except UsageError as e:
+            _out(f"Incorrect Usage. {e}\n\n" if e.prefix else f"{e}\n")
+            _out(runc_help.app_help())
+            return self.log.fatal(str(e), 1)
+        if gopts.get("help"):
+            _out(runc_help.app_help())
             return 0
-        if master is not None:
-            from pallet.commands.runc_console import proxy
-            code = proxy(master, pid)
+        if gopts.get("version"):
+            _out(f"{NAME} version {runc_help.version_text()}\n")
+            return 0
+        try:
+            self._before(gopts)
+        except Fatal as e:
+            return self.log.fatal(str(e), e.code)
+        if not rest or rest[0] in ("help", "h"):
+            return self._help(rest[1:2])
+        command = runc_help.BY_NAME.get(rest[0])
+        if command is None:
+            return self._help(rest[:1])
+        try:
+            opts, cargs = command.parse(rest[1:])
+        except UsageError as e:
+            _out(f"Incorrect Usage: {e}\n\n")
+            _out(runc_help.command_help(command))
+            return self.log.fatal(str(e), 1)
+        if opts.get("help"):
+            _out(runc_help.command_help(command))
+            return 0
+        try:
+            check_args(self.prog, command, cargs)
+            handler = getattr(self, "cmd_" + command.name)
+            return handler(opts, cargs)
+        except UsageError as e:
+            _out(f"{e.prefix}\n\n" if e.prefix.endswith(".") else f"{e.prefix}{e}\n\n")
+            _out(runc_help.command_help(command))
+            return self.log.fatal(str(e), 1)
+        except Fatal as e:
+            return self.log.fatal(str(e), e.code)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as e:  # an error of the runtime: one line, never a traceback
+            return self.log.fatal(message(e), 1)
+
+    def _before(self, gopts: dict) -> None:
+        """runc's app.Before: --root made absolute (never /), then the logger."""
+        from pallet.commands.runc_help import DEFAULT_ROOT
+        root = gopts.get("root")
+        if root is None:
+            self.root = DEFAULT_ROOT
         else:
-            code = _wait_forwarding(pid)
+            self.root = os.path.abspath(root) if root else os.getcwd()
+            if self.root == "/":
+                raise Fatal("Option --root argument should not be set to /")
+        self.log.configure(gopts.get("log"), gopts.get("log-format", "text"),
+                           bool(gopts.get("debug")))
+        self.systemd = bool(gopts.get("systemd-cgroup"))
+
+    def _help(self, topic: list[str]) -> int:
+        from pallet.commands import runc_help
+        if not topic:
+            _out(runc_help.app_help())
+            return 0
+        command = runc_help.BY_NAME.get(topic[0])
+        if command is None:
+            # urfave's exit error goes through runc's FatalWriter, newline included
+            msg = f"No help topic for '{topic[0]}'\n"
+            self.log.log("error", msg, CALLER_WRITER)
+            if not self.log.to_stderr:
+                os.write(2, msg.encode())
+            return 3
+        _out(runc_help.command_help(command))
+        return 0
+
+    # --- spec, features --------------------------------------------------------------
+    def cmd_spec(self, opts, args) -> int:
+        from pallet.oci.jsonlite import go_dumps
+        from pallet.oci.spec import default_spec, rootless_spec
+        _chdir(opts.get("bundle"))
+        if os.path.exists("config.json"):
+            raise Fatal("File config.json exists. Remove it first")
+        spec = rootless_spec() if opts.get("rootless") else default_spec()
+        fd = os.open("config.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            os.write(fd, go_dumps(spec, "\t").encode())
+        finally:
+            os.close(fd)
+        return 0
+
+    def cmd_features(self, opts, args) -> int:
+        from pallet.oci.jsonlite import go_dumps
+        _out(go_dumps(self.runtime.features(), "    ") + "\n")
+        return 0
+
+    # --- create, run, start --------------------------------------------------------------
+    def cmd_create(self, opts, args) -> int:
+        return self._start_container("create", opts, args[0])
+
+    def cmd_run(self, opts, args) -> int:
+        return self._start_container("run", opts, args[0])
+
+    def _start_container(self, action: str, opts: dict, cid: str) -> int:
+        """runc's startContainer: the pid file made absolute, into the bundle,
+        then create (and for run: start, wait, delete)."""
+        from pallet.commands import runc_console
+        pid_file = os.path.abspath(opts["pid-file"]) if opts.get("pid-file") else None
+        detach = action == "create" or bool(opts.get("detach"))
+        socket = opts.get("console-socket")
+        try:
+            _chdir(opts.get("bundle"))
+            bundle = os.getcwd()
+            terminal, owner = _spec_terminal()
+            if self.systemd:
+                # runc's systemd driver talks to systemd over D-Bus: pallet has none
+                raise Fatal("systemd not running on this host, cannot use systemd cgroups "
+                            "manager" if not os.path.isdir("/run/systemd/system") else
+                            "pallet-runc manages cgroups through cgroupfs only: drop "
+                            "--systemd-cgroup")
+            if (not detach or not terminal) and socket:
+                raise Fatal("cannot use console socket if runc will not detach or allocate tty")
+            preserve = opts.get("preserve-fds", 0)
+            fg = None if detach else runc_console.Foreground(terminal, subreaper=not opts.get(
+                "no-subreaper"), owner=owner)
+            rt = self.runtime
+            created = False
+            try:
+                stdio = fg.child_stdio() if fg else (0, 1, 2)
+                pid = rt.create(cid, bundle, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+                                terminal_socket=fg.socket_path() if fg and terminal else socket,
+                                no_pivot=bool(opts.get("no-pivot")), preserve_fds=preserve)
+                created = True
+                if fg is not None:
+                    fg.after_create()
+                if action == "run":
+                    rt.start(cid)
+                if pid_file:
+                    _write_pid_file(pid_file, pid)
+            except BaseException:
+                if fg is not None:
+                    fg.close()
+                if created:
+                    _quietly(rt.delete, cid, True)
+                raise
+        except Fatal as e:
+            raise Fatal(f"{NAME} {action} failed: {e}") from None
+        except Exception as e:
+            raise Fatal(f"{NAME} {action} failed: {message(e)}") from None
+        if detach:
+            return 0
+        status = fg.wait(pid, self.log.log)
         if not opts.get("keep"):
             try:
-                rt.delete(cid, force=True)
+                rt.delete(cid, True)
             except Exception as e:
-                self.log.error(_message(e))
-        return code
+                self.log.warning(message(e))
+        return status
 
-    def cmd_start(self, args):
-        opts, rest = parse(args, _PLAIN)
-        self.runtime.start(self._one_id("start", rest))
+    def cmd_start(self, opts, args) -> int:
+        self.runtime.start(args[0])
         return 0
 
-    def cmd_state(self, args):
-        opts, rest = parse(args, _PLAIN)
-        import json
-        state = self.runtime.state(self._one_id("state", rest))
-        sys.stdout.write(json.dumps(state, indent=2) + "\n")
+    # --- state, list, ps, events ---------------------------------------------------------
+    def cmd_state(self, opts, args) -> int:
+        from pallet.oci.jsonlite import go_dumps
+        _out(go_dumps(self.runtime.state(args[0]), "  "))
         return 0
 
-    def cmd_list(self, args):
-        opts, rest = parse(args, _LIST)
+    def cmd_list(self, opts, args) -> int:
         states = self.runtime.list()
-        owner = _owner_name()
-        for s in states:
-            s["owner"] = owner
-        fmt = opts.get("format") or "table"
         if opts.get("quiet"):
-            for s in states:
-                sys.stdout.write(s["id"] + "\n")
-        elif fmt == "json":
-            import json
-            sys.stdout.write(json.dumps(states or None, separators=(",", ":")) + "\n")
-        elif fmt == "table":
+            _out("".join(s["id"] + "\n" for s in states))
+            return 0
+        fmt = opts.get("format", "table")
+        if fmt == "table":
             rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
             rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
                      for s in states]
-            sys.stdout.write(_tabulate(rows))
+            _out(_tabulate(rows))
+        elif fmt == "json":
+            from pallet.oci.jsonlite import go_dumps
+            _out(go_dumps(states or None) + "\n")
         else:
-            raise RuntimeError("invalid format option")
+            raise Fatal("invalid format option")
         return 0
 
-    def cmd_kill(self, args):
-        opts, rest = parse(args, _KILL)
-        cid = self._one_id("kill", rest, maximum=2)
-        if len(rest) > 2:
-            raise UsageError('kill: "kill" requires a maximum of 2 argument(s)')
-        sig = parse_signal(rest[1] if len(rest) > 1 else "SIGTERM")
-        self.runtime.kill(cid, sig, all=bool(opts.get("all")))
+    def cmd_ps(self, opts, args) -> int:
+        pids = self.runtime.pids(args[0])
+        fmt = opts.get("format", "table")
+        if fmt == "json":
+            from pallet.oci.jsonlite import go_dumps
+            _out(go_dumps(pids or None) + "\n")
+            return 0
+        if fmt != "table":
+            raise Fatal("invalid format option")
+        # runc runs the host's ps (default -ef) and keeps the header and the
+        # container's lines; ps's own output comes along when it fails
+        import subprocess
+        try:
+            done = subprocess.run(["ps"] + (args[1:] or ["-ef"]), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        except OSError as e:
+            raise Fatal(f"exec: \"ps\": {_strerror(e)}") from None
+        output = done.stdout.decode(errors="replace")
+        if done.returncode != 0:
+            raise Fatal(f"exit status {done.returncode}: {output}")
+        lines = output.split("\n")
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise Fatal("couldn't find PID field in ps output")
+        index = titles.index("PID")
+        out = [lines[0] + "\n"]
+        wanted = set(pids)
+        for line in lines[1:]:
+            if not line:
+                continue
+            fields = line.split()
+            try:
+                pid = int(fields[index])
+            except (IndexError, ValueError):
+                raise Fatal(f'unable to parse pid: strconv.Atoi: parsing '
+                            f'"{fields[index] if len(fields) > index else ""}": invalid syntax') \
+                    from None
+            if pid in wanted:
+                out.append(line + "\n")
+        _out("".join(out))
         return 0
 
-    def cmd_delete(self, args):
-        opts, rest = parse(args, _DELETE)
-        cid = self._one_id("delete", rest)
+    def cmd_events(self, opts, args) -> int:
+        import time
+
+        from pallet.oci.jsonlite import go_dumps
+        cid = args[0]
+        rt = self.runtime
+        interval = opts.get("interval", 5.0)
+        state = rt.state(cid)
+        if interval <= 0:
+            raise Fatal("duration interval must be greater than 0")
+        if state["status"] == "stopped":
+            raise Fatal(f"container with id {cid} is not running")
+        if opts.get("stats"):
+            data = rt.stats(cid)
+            _out(go_dumps({"type": "stats", "id": cid, "data": data}) + "\n")
+            return 0
+        while True:
+            time.sleep(interval)
+            try:
+                data = rt.stats(cid)
+            except Exception as e:
+                from pallet.core.errors import NotFound
+                if isinstance(e, NotFound):
+                    return 0  # deleted: its cgroup is gone, the stream ends
+                self.log.log("error", message(e))
+                continue
+            _out(go_dumps({"type": "stats", "id": cid, "data": data}) + "\n")
+
+    # --- kill, delete, pause, resume, update ---------------------------------------------
+    def cmd_kill(self, opts, args) -> int:
+        if len(args) > 2:
+            raise UsageError(f'{self.prog}: "kill" requires a maximum of 2 argument(s)',
+                             prefix="Incorrect Usage.")
+        rt = self.runtime
+        rt.state(args[0])  # runc loads the container before it reads the signal
+        rt.kill(args[0], parse_signal(args[1] if len(args) > 1 else "SIGTERM"),
+                all=bool(opts.get("all")))
+        return 0
+
+    def cmd_delete(self, opts, args) -> int:
         from pallet.core.errors import NotFound
         try:
-            self.runtime.delete(cid, force=bool(opts.get("force")))
+            self.runtime.delete(args[0], force=bool(opts.get("force")))
         except NotFound:
             if opts.get("force"):
                 return 0  # runc: delete --force of a missing container succeeds
             raise
         return 0
 
-    def cmd_pause(self, args):
-        opts, rest = parse(args, _PLAIN)
-        self.runtime.pause(self._one_id("pause", rest))
+    def cmd_pause(self, opts, args) -> int:
+        self.runtime.pause(args[0])
         return 0
 
-    def cmd_resume(self, args):
-        opts, rest = parse(args, _PLAIN)
-        self.runtime.resume(self._one_id("resume", rest))
+    def cmd_resume(self, opts, args) -> int:
+        self.runtime.resume(args[0])
         return 0
 
-    def cmd_exec(self, args):
-        opts, rest = parse(args, _EXEC)
-        if not rest:
-            raise UsageError('exec: "exec" requires a minimum of 1 argument(s)')
-        cid, argv = rest[0], rest[1:]
-        process = self._exec_process(cid, opts, argv)
+    def cmd_update(self, opts, args) -> int:
+        from pallet.commands.runc_update import resources
+        cid = args[0]
+        rt = self.runtime
+        rt.state(cid)  # runc loads the container before it reads the values
         try:
-            preserve = int(opts.get("preserve_fds") or 0)
-        except ValueError:
-            raise UsageError(f'invalid value "{opts.get("preserve_fds")}" for flag -preserve-fds')
-        console = master = None
-        socket_path = opts.get("console_socket")
-        if process.get("terminal") and not socket_path and not opts.get("detach"):
-            from pallet.commands.runc_console import ConsoleSocket
-            console = ConsoleSocket()
-            socket_path = console.path
+            res = resources(opts, self.log)
+        except ValueError as e:
+            raise Fatal(str(e)) from None
+        rt.update(cid, res)
+        return 0
+
+    def cmd_checkpoint(self, opts, args) -> int:
+        self.runtime.state(args[0])
+        raise Fatal("checkpoint is not supported: pallet-runc has no CRIU")
+
+    def cmd_restore(self, opts, args) -> int:
+        _chdir(opts.get("bundle"))
+        _spec_terminal()
+        raise Fatal("restore is not supported: pallet-runc has no CRIU")
+
+    # --- exec ------------------------------------------------------------------------------
+    def cmd_exec(self, opts, args) -> int:
+        """runc's exec: every failure is "exec failed: …" with status 255."""
         try:
-            try:
-                pid = self.runtime.exec(cid, process, stdin=0, stdout=1, stderr=2,
-                                        terminal_socket=socket_path,
-                                        pid_file=opts.get("pid_file"), preserve_fds=preserve)
-                if console is not None:
-                    master = console.receive_master()
-            finally:
-                if console is not None:
-                    console.close()
+            return self._exec(opts, args)
+        except Fatal as e:
+            raise Fatal(f"exec failed: {e}", 255) from None
+        except UsageError:
+            raise
         except Exception as e:
-            from pallet.core.errors import NotFound
-            if isinstance(e, NotFound):
-                raise
-            raise _Failed(f"{self.prog} exec failed: {_message(e)}") from None
-        if opts.get("detach"):
-            return 0
-        if master is not None:
-            from pallet.commands.runc_console import proxy
-            return proxy(master, pid)
-        return _wait_forwarding(pid)
+            raise Fatal(f"exec failed: {message(e)}", 255) from None
 
-    def _exec_process(self, cid: str, opts: dict, argv: list[str]) -> dict:
-        """runc's getProcess: --process JSON, or the container's own process
-        with the command line's args and overrides."""
-        import json
-        if opts.get("process"):
-            with open(opts["process"]) as f:
-                return json.load(f)
-        if not argv:
-            raise UsageError("exec: args must not be empty")
-        state = self.runtime.state(cid)
-        with open(os.path.join(state["bundle"], "config.json")) as f:
-            process = dict(json.load(f).get("process") or {})
-        process["args"] = argv
-        process["terminal"] = bool(opts.get("tty"))
-        if opts.get("cwd"):
-            process["cwd"] = opts["cwd"]
-        if opts.get("env"):
-            process["env"] = list(process.get("env") or []) + opts["env"]
-        if opts.get("user"):
-            uid, _, gid = opts["user"].partition(":")
-            try:
-                process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-            except ValueError:
-                raise RuntimeError(f"parsing {opts['user']} as int for uid:gid failed") from None
-        if opts.get("gids"):
-            process.setdefault("user", {})["additionalGids"] = [int(g) for g in opts["gids"]]
-        if opts.get("no_new_privs"):
-            process["noNewPrivileges"] = True
-        if opts.get("cap"):
-            caps = dict(process.get("capabilities") or {})
-            for key in ("bounding", "effective", "permitted", "ambient", "inheritable"):
-                caps[key] = list(caps.get(key) or []) + opts["cap"]
-            process["capabilities"] = caps
-        return process
-
-    def cmd_ps(self, args):
-        opts, rest = parse(args, _PS)
-        if not rest:
-            raise UsageError('ps: "ps" requires a minimum of 1 argument(s)')
-        cid, ps_args = rest[0], rest[1:]
-        pids = self.runtime.pids(cid)
-        fmt = opts.get("format") or "table"
-        if fmt == "json":
-            import json
-            sys.stdout.write(json.dumps(pids) + "\n")
-            return 0
-        if fmt != "table":
-            raise RuntimeError("invalid format option")
-        # runc runs the host's ps with the options given (default -ef) and
-        # keeps the header and the container's lines
-        import subprocess
+    def _exec(self, opts, args) -> int:
+        from pallet.commands import runc_console
+        from pallet.commands.runc_exec import process_of, sub_cgroups
+        pid_file = os.path.abspath(opts["pid-file"]) if opts.get("pid-file") else None
+        cid = args[0]
+        rt = self.runtime
+        state = rt.state(cid)
+        if state["status"] == "stopped":
+            raise Fatal("cannot exec in a stopped container")
+        if state["status"] == "paused" and not opts.get("ignore-paused"):
+            raise Fatal("cannot exec in a paused container (use --ignore-paused to override)")
+        if not opts.get("process") and len(args) == 1:
+            raise Fatal("process args cannot be empty")
+        process = process_of(opts, args[1:], state["bundle"])
+        cgroups = sub_cgroups(opts.get("cgroup") or ())
+        detach = bool(opts.get("detach"))
+        terminal = bool(process.get("terminal"))
+        socket = opts.get("console-socket")
+        if detach and terminal and not socket:
+            raise Fatal("cannot allocate tty if runc will detach without setting console socket")
+        if (not detach or not terminal) and socket:
+            raise Fatal("cannot use console socket if runc will not detach or allocate tty")
+        # the contract's caller reaps: a process forked through an intermediate comes to us
+        fg = None if detach else runc_console.Foreground(terminal, subreaper=True)
         try:
-            out = subprocess.run(["ps"] + (ps_args or ["-ef"]), capture_output=True, text=True)
-        except OSError as e:
-            raise RuntimeError(f"exec ps: {os.strerror(e.errno).lower()}") from None
-        if out.returncode != 0:
-            raise RuntimeError(f"ps: {out.stderr.strip() or 'exit status ' + str(out.returncode)}")
-        lines = out.stdout.splitlines()
-        if not lines:
+            stdio = fg.child_stdio() if fg else (0, 1, 2)
+            pid = rt.exec(cid, process, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+                          terminal_socket=fg.socket_path() if fg and terminal else socket,
+                          preserve_fds=opts.get("preserve-fds", 0),
+                          ignore_paused=bool(opts.get("ignore-paused")), cgroups=cgroups)
+            if fg is not None:
+                fg.after_create()
+            if pid_file:
+                try:
+                    _write_pid_file(pid_file, pid)
+                except BaseException:
+                    _kill_and_wait(pid)
+                    raise
+        except BaseException:
+            if fg is not None:
+                fg.close()
+            raise
+        if detach:
             return 0
-        header = lines[0].split()
-        if "PID" not in header:
-            raise RuntimeError("couldn't find PID field in ps output")
-        col = header.index("PID")
-        wanted = set(pids)
-        sys.stdout.write(lines[0] + "\n")
-        for line in lines[1:]:
-            fields = line.split()
-            if len(fields) > col and fields[col].isdigit() and int(fields[col]) in wanted:
-                sys.stdout.write(line + "\n")
-        return 0
-
-    def cmd_update(self, args):
-        opts, rest = parse(args, _UPDATE)
-        cid = self._one_id("update", rest)
-        import json
-        if opts.get("resources"):
-            src = opts["resources"]
-            try:
-                if src == "-":
-                    resources = json.load(sys.stdin)
-                else:
-                    with open(src) as f:
-                        resources = json.load(f)
-            except OSError as e:
-                raise RuntimeError(f"open {src}: {os.strerror(e.errno).lower()}") from None
-            except ValueError as e:
-                raise RuntimeError(f"decode resources from {src}: {e}") from None
-            if not isinstance(resources, dict):
-                raise RuntimeError(f"decode resources from {src}: not a json object")
-        else:
-            from pallet.commands.runc_flags import resources_from_flags
-            resources = resources_from_flags(opts)
-        for key in ("l3", "mem_bw"):
-            if opts.get(key):
-                raise RuntimeError("intel RDT is not supported by pallet-runc")
-        from pallet.plugins.runtime_ns.validate import SchemaError, validate_config
-        try:
-            validate_config({"ociVersion": "1.0.2", "linux": {"resources": resources}})
-        except SchemaError as e:
-            raise RuntimeError(f"invalid resources: {e}") from None
-        self.runtime.update(cid, resources)
-        return 0
-
-    def cmd_events(self, args):
-        opts, rest = parse(args, _EVENTS)
-        cid = self._one_id("events", rest)
-        import json
-        import time
-        from pallet.commands.runc_flags import duration
-        interval = duration(opts.get("interval") or "5s")
-        while True:
-            try:
-                data = self.runtime.stats(cid)
-            except Exception as e:
-                from pallet.core.errors import FailedPrecondition
-                if isinstance(e, FailedPrecondition) and not opts.get("stats"):
-                    return 0  # the container has stopped: the stream ends, as with runc
-                raise
-            sys.stdout.write(json.dumps({"type": "stats", "id": cid, "data": data}) + "\n")
-            sys.stdout.flush()
-            if opts.get("stats"):
-                return 0
-            time.sleep(interval)
-
-    def cmd_features(self, args):
-        opts, rest = parse(args, _PLAIN)
-        import json
-        from pallet.plugins.runtime_ns.features import features
-        sys.stdout.write(json.dumps(features(), indent=4) + "\n")
-        return 0
+        return fg.wait(pid, self.log.log)
 
 
-class _Failed(Exception):
-    """An error whose message is final (already prefixed)."""
+# --- helpers ---------------------------------------------------------------------------
 
-
-def _message(e: BaseException) -> str:
+def message(e: BaseException) -> str:
+    """An error as runc words it: the runtime's message, an OSError as Go's."""
     if isinstance(e, OSError) and e.strerror:
-        from pallet.plugins.runtime_ns.linux import describe
-        return describe(e)
+        if ":" in e.strerror:
+            return e.strerror
+        what = f"{e.filename}: " if e.filename is not None else ""
+        op = "open " if e.filename is not None else ""
+        return f"{op}{what}{_strerror(e)}"
     return str(e) or type(e).__name__
 
 
-def _wants_terminal(bundle: str) -> bool:
-    from pallet.plugins.runtime_ns import _jsonlite
+def _out(text: str) -> None:
+    data = text.encode()
+    while data:
+        try:
+            data = data[os.write(1, data):]
+        except BrokenPipeError:
+            return
+
+
+def _chdir(bundle: str | None) -> None:
+    if bundle:
+        try:
+            os.chdir(bundle)
+        except OSError as e:
+            raise Fatal(f"chdir {bundle}: {_strerror(e)}") from None
+
+
+def _spec_terminal() -> tuple[bool, tuple[int, int]]:
+    """process.terminal of ./config.json (runc reads the spec before anything
+    else), and the host uid and gid of the container's root."""
+    from pallet.oci import jsonlite
     try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            return bool((_jsonlite.loads(f.read()).get("process") or {}).get("terminal"))
-    except (OSError, ValueError):
-        return False  # create reports the problem with the bundle
-
-
-def _builtin_init():
-    """The builtin init for specs with org.pallet.init=builtin, without a kernel:
-    pallet-runc imports it directly (it is cheap) only when it is installed."""
+        with open("config.json", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise Fatal("JSON specification file config.json not found") from None
+    except OSError as e:
+        raise Fatal(f"open config.json: {_strerror(e)}") from None
     try:
-        from pallet.plugins.init_tini.init import TiniInit
-    except ImportError:
-        return None
-    return TiniInit()
+        spec = jsonlite.loads(data)
+    except ValueError:
+        return False, (0, 0)  # the runtime reports what is wrong with it
+    if not isinstance(spec, dict):
+        return False, (0, 0)
+    process = spec.get("process")
+    lnx = spec.get("linux") if isinstance(spec.get("linux"), dict) else {}
+    owner = []
+    for key in ("uidMappings", "gidMappings"):
+        host = 0
+        for m in lnx.get(key) or ():
+            if isinstance(m, dict) and m.get("containerID") == 0:
+                host = m.get("hostID", 0)
+        owner.append(host)
+    return (bool(process.get("terminal")) if isinstance(process, dict) else False), tuple(owner)
 
 
-def _owner_name() -> str:
-    uid = os.getuid()
+def _write_pid_file(path: str, pid: int) -> None:
+    """runc's createPidFile: ".<name>" beside it (O_EXCL), then rename."""
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
     try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                parts = line.split(":")
-                if len(parts) > 2 and parts[2] == str(uid):
-                    return parts[0]
-    except OSError:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise Fatal(f"open {tmp}: {_strerror(e)}") from None
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError as e:
+        raise Fatal(f"rename {tmp} {path}: {_strerror(e)}") from None
+
+
+def _kill_and_wait(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
         pass
-    return str(uid)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        pass
 
 
 def _tabulate(rows) -> str:
     """Go's tabwriter with minwidth 12, padding 3 (runc's list)."""
-    widths = [max(12, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]))]
-    out = []
-    for r in rows:
-        cells = [c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]
-        out.append("".join(cells))
-    return "\n".join(out) + "\n"
+    widths = [max(12, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
+    return "".join("".join(c.ljust(w) for c, w in zip(r, widths)) + r[-1] + "\n" for r in rows)
 
 
 def parse_signal(text: str) -> int:
-    """``9``, ``KILL`` or ``SIGKILL`` -> 9 (runc's ParseSignal)."""
-    import signal
-    if text.isdigit():
-        num = int(text)
-        if num <= 0 or num >= signal.NSIG:
-            raise RuntimeError(f'unknown signal "{text}"')
-        return num
+    """runc's parseSignal: any integer as is, else a name with or without SIG."""
+    from pallet.commands.runc_flags import go_quote
+    body = text[1:] if text[:1] in "+-" else text
+    if body.isdigit() and body.isascii():
+        return int(text)
+    import _signal
     name = text.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
-    sig = getattr(signal.Signals, name, None) if name in signal.Signals.__members__ else None
-    if sig is None:
-        raise RuntimeError(f'unknown signal "{text}"')
-    return int(sig)
-
-
-def _wait_forwarding(pid: int) -> int:
-    """Wait for the container's PID 1, forwarding our signals to it (runc run)."""
-    import _signal as signal  # signal.py would import enum: start-up time
-    forwarded = [s for s in signal.valid_signals()
-                 if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV,
-                              signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGWINCH,
-                              signal.SIGURG, signal.SIGPIPE, signal.SIGTTIN, signal.SIGTTOU)]
-    signal.pthread_sigmask(signal.SIG_BLOCK, forwarded + [signal.SIGCHLD])
-    while True:
-        # reap everything that reaches us (subreaper); stop at PID 1
-        while True:
-            try:
-                got, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return 255
-            if got == 0:
-                break
-            if got == pid:
-                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
-                    else 128 + os.WTERMSIG(status)
-        info = signal.sigtimedwait(forwarded + [signal.SIGCHLD], 1.0)
-        if info is not None and info.si_signo != signal.SIGCHLD:
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                pass
+    number = getattr(_signal, name, None) if name.isidentifier() else None
+    if not isinstance(number, int) or name in ("SIG_DFL", "SIG_IGN", "SIG_BLOCK",
+                                                "SIG_UNBLOCK", "SIG_SETMASK"):
+        raise Fatal(f"unknown signal {go_quote(text)}")
+    return number
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pallet-runc``; returns (and exits with) the status."""
     argv = sys.argv if argv is None else argv
-    prog = os.path.basename(argv[0]) if argv else "pallet-runc"
-    args = list(argv[1:])
-    log = Logger(None, "text", False)
-    try:
-        gopts, rest = parse(args, _GLOBAL)
-        log = Logger(gopts.get("log"), gopts.get("log_format") or "text", bool(gopts.get("debug")))
-        if gopts.get("log_format") not in (None, "text", "json"):
-            raise UsageError(f"invalid log-format: {gopts['log_format']}")
-        if gopts.get("version"):
-            sys.stdout.write(f"{prog} version {VERSION}\nspec: {SPEC_VERSION}\n")
-            return _exit(0)
-        if gopts.get("help") or not rest or rest[0] in ("help", "h"):
-            sys.stdout.write(USAGE.format(prog=prog, version=VERSION, spec=SPEC_VERSION, root=DEFAULT_ROOT))
-            return _exit(0)
-        cmd, cmd_args = rest[0], rest[1:]
-        if gopts.get("systemd_cgroup") and cmd not in ("spec", "features", "state", "list"):
-            raise UsageError("--systemd-cgroup is not supported by pallet-runc: it manages "
-                             "cgroups itself through cgroupfs (drop the flag)")
-        cli = Cli(prog, gopts, log)
-        log.debug(f"{prog} {cmd}: root {cli.root}, arguments {cmd_args}")
-        handler = getattr(cli, "cmd_" + cmd, None)
-        if handler is None:
-            raise UsageError(f"No help topic for '{cmd}'", code=3)
-        if "--help" in cmd_args[:1] or "-h" in cmd_args[:1]:
-            sys.stdout.write(f"USAGE:\n   {prog} {cmd} [command options] <container-id>\n")
-            return _exit(0)
-        return _exit(handler(cmd_args))
-    except UsageError as e:
-        msg = str(e)
-        if ": " in msg and msg.split(": ", 1)[0] in _COMMANDS:
-            msg = f"{prog}: " + msg.split(": ", 1)[1]
-        log.error(msg)
-        return _exit(e.code)
-    except _Failed as e:
-        log.error(str(e))
-        return _exit(1)
-    except KeyboardInterrupt:
-        return _exit(130)
-    except Exception as e:  # every error is one line, never a traceback
-        log.error(_message(e))
-        return _exit(1)
-
-
-_COMMANDS = ("create", "delete", "events", "exec", "features", "kill", "list", "pause", "ps",
-             "resume", "run", "spec", "start", "state", "update")
-
-
-def _exit(code: int) -> int:
-    try:
-        sys.stdout.flush()
-    except OSError:
-        pass
-    return code
+    prog = os.path.basename(argv[0]) if argv else NAME
+    return Cli(prog).main(list(argv[1:]))
 
 
 if __name__ == "__main__":

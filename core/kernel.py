@@ -129,16 +129,13 @@ class Kernel:
     def __init__(self, config: Config, paths: Paths, plugins: dict[str, PluginInfo],
                  roles: dict[str, str], loaded_roles: Iterable[str],
                  options: Options | None = None):
-        import pluggy
-
         self.config = config
         self.paths = paths
         self.options = options or Options()
         self.plugins = plugins
         self.roles = roles
         self.loaded_roles = frozenset(loaded_roles)
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        self.pm = _plugin_manager()
         self._provided: dict[str, object] = {}
 
     @classmethod
@@ -206,6 +203,23 @@ class Kernel:
             getattr(self.hook, f"pallet_on_{event}")(kernel=self, **kwargs)
         except Exception:  # an event listener must not break the engine
             log.exception("plugin hook pallet_on_%s failed", event)
+
+
+def _plugin_manager():
+    """pluggy's manager, which also takes unmarked ``pallet_*`` hook functions
+    (as pytest does ``pytest_`` ones): a plugin that imports no pluggy loads
+    fast on ``pallet.core.fastpath``."""
+    import pluggy
+
+    class Manager(pluggy.PluginManager):
+        def parse_hookimpl_opts(self, plugin, name):
+            opts = super().parse_hookimpl_opts(plugin, name)
+            unmarked = name.startswith("pallet_") and hasattr(hookspecs, name)
+            return {} if opts is None and unmarked and callable(getattr(plugin, name)) else opts
+
+    pm = Manager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
 
 
 def check_contract(role: str, obj: object, plugin: str) -> None:

@@ -11,6 +11,7 @@ import os
 
 from pallet.core.errors import InvalidArgument
 from pallet.linux.syscalls import CAP_NUMBERS, CAPABILITIES
+from pallet.oci import spec as oci_spec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -23,14 +24,8 @@ DEFAULT_CAPS = (
 
 ALL_CAPS = CAPABILITIES
 
-MASKED_PATHS = (
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
-)
-READONLY_PATHS = (
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-)
+MASKED_PATHS = oci_spec.MASKED_PATHS + ("/sys/devices/virtual/powercap",)
+READONLY_PATHS = oci_spec.READONLY_PATHS
 
 # the device cgroup rules dockerd allows by default (oci/devices_linux.go)
 DEFAULT_DEVICE_RULES = (
@@ -50,22 +45,13 @@ DEFAULT_DEVICE_RULES = (
 
 
 def default_mounts(shm_size: int) -> list[dict]:
-    return [
-        {"destination": "/proc", "type": "proc", "source": "proc",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["ro", "nosuid", "noexec", "nodev"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size}"]},
-    ]
+    """runc's default mounts with docker's options (a hardened /proc, the
+    container's /dev/shm size), in dockerd's order."""
+    by_dest = {m["destination"]: m for m in oci_spec.linux_mounts(
+        proc_options=["nosuid", "noexec", "nodev"], shm_size=str(shm_size))}
+    by_dest["/sys/fs/cgroup"]["options"] = ["ro", "nosuid", "noexec", "nodev"]
+    order = ("/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue", "/dev/shm")
+    return [by_dest[d] for d in order]
 
 
 _HOST_CAPS: tuple[str, ...] | None = None

@@ -17,10 +17,12 @@ import os
 import struct
 import time
 
-from pallet.plugins.runtime_ns.cgroups import (
-    DEFAULT_DEVICE_RULES,
+from pallet.plugins.runtime_ns.cgroups import (  # noqa: F401 (re-exported)
     CgroupError,
-    normalize)  # noqa: F401 (re-exported)
+    normalize,
+    remove_container,
+    remove_dirs)
+from pallet.plugins.runtime_ns.cgroups import write as _cg_write
 
 _root: str | None = None
 _unified: str | None | bool = False
@@ -66,16 +68,7 @@ def paths_for(cgroups_path: str) -> dict[str, str]:
 
 
 def _write(path: str, value) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise CgroupError(f"open {path}: {os.strerror(e.errno).lower()}") from None
-    try:
-        os.write(fd, str(value).encode())
-    except OSError as e:
-        raise CgroupError(f"write {value} to {path}: {os.strerror(e.errno).lower()}") from None
-    finally:
-        os.close(fd)
+    _cg_write(os.path.dirname(path), os.path.basename(path), value)
 
 
 def _read(path: str) -> str:
@@ -83,7 +76,7 @@ def _read(path: str) -> str:
         return f.read().decode().strip()
 
 
-def create(cgroups_path: str, resources: dict | None) -> tuple[dict[str, str], list[str]]:
+def create(cgroups_path: str, resources: dict | None, devices=None):
     """Make the cgroup (enabling in each parent the controllers the limits
     need) and apply ``resources``; (paths, directories created)."""
     paths = paths_for(cgroups_path)
@@ -103,7 +96,7 @@ def create(cgroups_path: str, resources: dict | None) -> tuple[dict[str, str], l
                 created.append(current)
             except FileExistsError:
                 pass
-        apply(paths, resources or {})
+        apply(paths, resources or {}, devices)
     except BaseException:
         remove_dirs(created, leaves={leaf})
         raise
@@ -140,8 +133,9 @@ def _enable(directory: str, controllers: set[str]) -> None:
         _write(os.path.join(directory, "cgroup.subtree_control"), f"+{name}")
 
 
-def apply(paths: dict[str, str], res: dict) -> None:
-    """Write ``linux.resources`` in v2 terms; the device rules as eBPF."""
+def apply(paths: dict[str, str], res: dict, devices=None) -> None:
+    """Write ``linux.resources`` in v2 terms; the device rules (``devices``,
+    devices.rules_of's tuples; None: untouched) as eBPF."""
     d = paths[""]
 
     def put(name, value):
@@ -192,18 +186,10 @@ def apply(paths: dict[str, str], res: dict) -> None:
             raise CgroupError(f"unified: invalid key {key!r}")
         put(key, value)
 
-    rules = res.get("devices")
-    if rules is not None:
-        program = device_program(list(rules) + [_parse_rule(r) for r in DEFAULT_DEVICE_RULES])
+    if devices is not None:
+        program = device_program([{"allow": a, "type": t, "major": ma, "minor": mi,
+                                   "access": acc} for a, t, ma, mi, acc in devices])
         attach_device_program(d, program)
-
-
-def _parse_rule(text: str) -> dict:
-    """A v1 rule string ("c 1:3 rwm") as an OCI device rule."""
-    kind, nums, access = text.split()
-    major, minor = nums.split(":")
-    return {"allow": True, "type": kind, "major": None if major == "*" else int(major),
-            "minor": None if minor == "*" else int(minor), "access": access}
 
 
 # --- the eBPF device filter ----------------------------------------------------------------
@@ -342,11 +328,31 @@ def join_self(paths: dict[str, str]) -> None:
     _write(os.path.join(paths[""], "cgroup.procs"), 0)
 
 
-def pids(paths: dict[str, str]) -> list[int]:
-    try:
-        return [int(x) for x in _read(os.path.join(paths[""], "cgroup.procs")).split()]
-    except FileNotFoundError:
-        return []
+def all_pids(paths: dict[str, str]) -> list[int]:
+    """Every pid in the cgroup and below."""
+    out: list[int] = []
+    for directory, dirs, _files in os.walk(paths[""]):
+        dirs.sort()
+        try:
+            out.extend(int(x) for x in _read(os.path.join(directory, "cgroup.procs")).split())
+        except FileNotFoundError:
+            continue
+    return out
+
+
+pids = all_pids
+
+
+def check_unused(paths: dict[str, str]) -> list[str]:
+    """runc's checks before a container goes in (see cgroups.check_unused)."""
+    warnings = []
+    if os.path.isdir(paths[""]) and all_pids(paths):
+        warnings = [f"container's cgroup is not empty: {len(all_pids(paths))} process(es) "
+                    "found", "DEPRECATED: running container in a non-empty cgroup won't be "
+                    "supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132"]
+    if is_frozen(paths):
+        raise CgroupError("container's cgroup unexpectedly frozen")
+    return warnings
 
 
 def freeze(paths: dict[str, str], frozen: bool) -> None:
@@ -366,11 +372,6 @@ def is_frozen(paths: dict[str, str]) -> bool:
         return _read(os.path.join(paths[""], "cgroup.freeze")) == "1"
     except (KeyError, OSError):
         return False
-
-
-def remove_dirs(dirs, leaves=None, timeout: float = 2.0) -> None:
-    from pallet.plugins.runtime_ns.cgroups import remove_dirs as remove_v1
-    remove_v1(dirs, leaves, timeout)
 
 
 def _flat(path: str) -> dict[str, int]:

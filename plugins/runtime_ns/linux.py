@@ -66,6 +66,22 @@ _SYSCALLS = {
 _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET = _SYSCALLS.get(os.uname().machine, (155, 125, 126))
 
 
+def rmount(source, target, fstype=None, flags: int = 0, data=None, procfd=None) -> None:
+    """mount(2) with runc's words for a failure ("mount SRC:DST (via FD), flags:
+    0x.., data: ..: why"); ``procfd``: the /proc/self/fd path mounted on."""
+    if _libc.mount(_b(source), _b(procfd or target), _b(fstype), ctypes.c_ulong(flags),
+                   _b(data)) != 0:
+        err = ctypes.get_errno()
+        text = "mount " + (f"{source}:{target}" if source else str(target))
+        if procfd:
+            text += f" (via {procfd})"
+        if flags:
+            text += f", flags: 0x{flags:x}"
+        if data:
+            text += f", data: {data}"
+        raise OSError(err, f"{text}: {os.strerror(err).lower()}")
+
+
 def pivot_root(new_root, put_old) -> None:
     if _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
         raise _fail(f"pivot_root {new_root}")
@@ -105,16 +121,26 @@ def last_cap() -> int:
 
 
 def cap_mask(names) -> int:
-    """Bit mask of capability names; unknown names are an error (as in runc)."""
+    """Bit mask of capability names (``CAP_CHOWN``); runc skips the names it
+    does not know and those the kernel lacks (see ``unknown_capabilities``)."""
     mask = 0
     for name in names or ():
-        key = name.upper()
-        if not key.startswith("CAP_"):
-            key = "CAP_" + key
-        if key not in CAP_NUMBERS:
-            raise ValueError(f"unknown capability {name!r}")
-        mask |= 1 << CAP_NUMBERS[key]
+        number = CAP_NUMBERS.get(name)
+        if number is not None and number <= _LAST_CAP:
+            mask |= 1 << number
     return mask
+
+
+def unknown_capabilities(caps: dict) -> set[str]:
+    """Names in any set of ``process.capabilities`` that are no capability (runc
+    knows them by their exact upper-case names) or one above the kernel's last."""
+    out = set()
+    for key in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        for name in caps.get(key) or ():
+            number = CAP_NUMBERS.get(name)
+            if number is None or number > _LAST_CAP:
+                out.add(name)
+    return out
 
 
 class _CapHeader(ctypes.Structure):

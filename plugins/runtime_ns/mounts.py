@@ -12,8 +12,15 @@ runc's ``prepareRootfs`` uses (libcontainer/rootfs_linux.go):
 4. create the default devices and ``linux.devices`` in ``/dev``;
 5. pivot_root into it and detach the old root.
 
-Masked and read-only paths and the read-only root come after, from
-``finish_rootfs``.  Everything used here is imported at module level because
+Read-only tmpfs mounts and a read-only /dev are mounted writable and made
+read-only only once everything under them is in place (``finalize``, after
+pivot_root), as runc does; a tmpfs over an existing directory keeps that
+directory's mode.  A procfs or sysfs destination that is not a plain
+directory (a symlink) is refused.  In a user namespace the bind mount
+sources are opened beforehand by the runtime, from the container's fresh
+mount namespace with the host's rights (runc's mount sources), so that a
+source the container's root cannot reach still mounts.  Masked and
+read-only paths and the read-only root come after, from ``finish_rootfs``.  Everything used here is imported at module level because
 the same process keeps running after pivot_root, where the host's Python
 library is gone.
 """
@@ -25,7 +32,7 @@ import stat
 from pallet.plugins.runtime_ns import linux
 from pallet.linux.syscalls import MOUNT_FLAGS, PROPAGATION, parse_options  # noqa: F401
 
-from pallet.plugins.runtime_ns.linux import (
+from pallet.plugins.runtime_ns.linux import (  # noqa: F401
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
@@ -36,7 +43,8 @@ from pallet.plugins.runtime_ns.linux import (
     MS_REC,
     MS_REMOUNT,
     MS_SLAVE,
-    mount)
+    mount,
+    rmount)
 
 # mount(8) options, shared with the shim and the image store
 _FLAGS, _PROPAGATION = MOUNT_FLAGS, PROPAGATION
@@ -193,11 +201,15 @@ class _Pinned:
 class RootfsBuilder:
     """Builds the container's filesystem from an OCI spec (see module doc)."""
 
-    def __init__(self, spec: dict, bundle: str, rootfs: str):
+    def __init__(self, spec: dict, bundle: str, rootfs: str, sources: dict | None = None):
         self.spec = spec
         self.bundle = bundle
         self.rootfs = rootfs
         self.linux = spec.get("linux") or {}
+        #: bind source -> an O_PATH fd opened beforehand (user namespaces)
+        self.sources = sources or {}
+        #: (destination, flags) of the mounts to make read-only in ``finalize``
+        self.later_ro: list[tuple[str, int, str]] = []
 
     # --- 1, 2 -------------------------------------------------------------------
     def prepare(self) -> None:
@@ -206,7 +218,7 @@ class RootfsBuilder:
         mount(None, "/", None, flags)
         info = _mountinfo()
         _make_parent_private(self.rootfs, info)
-        mount(self.rootfs, self.rootfs, "bind", MS_BIND | MS_REC)
+        rmount(self.rootfs, self.rootfs, "bind", MS_BIND | MS_REC)
         self._mountinfo = info
 
     # --- 3 ---------------------------------------------------------------------------
@@ -220,35 +232,81 @@ class RootfsBuilder:
         options = m.get("options") or ()
         flags, propagation, data = parse_options(options)
         is_bind = bool(flags & MS_BIND) or fstype == "bind"
-        target = secure_join(self.rootfs, dest)
-        if is_bind:
-            if not os.path.isabs(source):
-                source = os.path.join(self.bundle, source)
-            try:
-                src_is_dir = stat.S_ISDIR(os.stat(source).st_mode)
-            except OSError as e:
-                raise MountError(f"bind mount source {source}: {os.strerror(e.errno).lower()}") from None
-            _make_target(target, src_is_dir)
-            with _Pinned(self.rootfs, target) as at:
-                mount(source, at, "bind", MS_BIND | (flags & MS_REC), shown=target)
-            # flags other than bind/rec only take effect on a remount (mount(2)),
-            # which replaces them all: keep those the source mount has
-            extra = flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
-            if extra:
-                with _Pinned(self.rootfs, target) as at:
-                    keep = _statvfs_flags(at) & ~MS_RDONLY
-                    mount(None, at, None, MS_BIND | MS_REMOUNT | extra | keep, shown=target)
+        if fstype in ("proc", "sysfs") and not is_bind:
+            self._mount_pseudo(m, os.path.normpath(dest), fstype, flags, data)
+        elif is_bind:
+            self._mount_bind(source, secure_join(self.rootfs, dest), flags)
         elif fstype == "cgroup":
-            self._mount_cgroup(target, flags, data)
+            self._mount_cgroup(secure_join(self.rootfs, dest), flags, data)
         else:
+            target = secure_join(self.rootfs, dest)
+            delay_ro = fstype == "tmpfs" or os.path.normpath(dest) == "/dev"
+            label = self.linux.get("mountLabel")
+            if label and fstype != "mqueue":
+                # runc labels these mounts, SELinux or not (the kernel refuses
+                # the option without it)
+                data = f'{data},context="{label}"' if data else f'context="{label}"'
+            try:
+                before = os.stat(target) if fstype == "tmpfs" else None
+            except OSError:
+                before = None
             _make_target(target, True)
             with _Pinned(self.rootfs, target) as at:
-                mount(source or fstype, at, fstype, flags, data or None, shown=target)
+                rmount(source, target, fstype, flags & ~MS_RDONLY if delay_ro else flags,
+                       data or None, procfd=at)
+            if before is not None:
+                # runc gives the tmpfs the mode of the directory it covers
+                os.chmod(target, stat.S_IMODE(before.st_mode))
+            if delay_ro and flags & MS_RDONLY:
+                self.later_ro.append((os.path.normpath(dest), flags, data))
             if dest == "/dev" and fstype == "tmpfs":
                 self.dev_is_tmpfs = True
         if propagation:
+            target = secure_join(self.rootfs, dest)
             with _Pinned(self.rootfs, target) as at:
-                mount(None, at, None, propagation, shown=target)
+                rmount("", target, None, propagation, procfd=at)
+
+    def _mount_pseudo(self, m: dict, dest: str, fstype: str, flags: int, data: str) -> None:
+        """procfs and sysfs only on a plain directory: a symlink there is refused,
+        not followed, even inside the rootfs (runc's check)."""
+        target = self.rootfs.rstrip("/") + dest
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            raise MountError(f'filesystem "{fstype}" must be mounted on ordinary directory')
+        os.makedirs(target, 0o755, exist_ok=True)
+        with _Pinned(self.rootfs, target) as at:
+            rmount(m.get("source") or fstype, target, fstype, flags, data or None, procfd=at)
+
+    def _mount_bind(self, source: str, target: str, flags: int) -> None:
+        if not os.path.isabs(source):
+            source = os.path.join(self.bundle, source)
+        held = self.sources.get(source)
+        shown = source
+        if held is not None:
+            source = f"/proc/self/fd/{held}"
+        try:
+            src_is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+        except OSError as e:
+            raise MountError(f"stat {shown}: {os.strerror(e.errno).lower()}") from None
+        _make_target(target, src_is_dir)
+        with _Pinned(self.rootfs, target) as at:
+            rmount(source, target, "bind", MS_BIND | (flags & MS_REC), procfd=at)
+        # flags other than bind/rec only take effect on a remount (mount(2)),
+        # which replaces them all: keep those the source mount has
+        extra = flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
+        if extra:
+            with _Pinned(self.rootfs, target) as at:
+                keep = _statvfs_flags(at) & ~MS_RDONLY
+                rmount("", target, None, MS_BIND | MS_REMOUNT | extra | keep, procfd=at)
+
+    def finalize(self) -> None:
+        """After pivot_root: the read-only tmpfs mounts and /dev made so (runc's
+        finalizeRootfs)."""
+        for dest, flags, data in self.later_ro:
+            rmount("", dest, None, flags | MS_REMOUNT | MS_BIND | MS_RDONLY)
 
     def _mount_cgroup(self, target: str, flags: int, data: str) -> None:
         """``type: cgroup`` on cgroup v1: a tmpfs with each hierarchy bind-mounted.
@@ -259,6 +317,8 @@ class RootfsBuilder:
         _make_target(target, True)
         ro = flags & MS_RDONLY
         base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        # runc leaves the tmpfs itself writable and binds only the v1
+        # hierarchies, not the unified one of a hybrid host
         mount("tmpfs", target, "tmpfs", base, "mode=755")
         # the process has joined its cgroups already: its own paths are the
         # container's, with or without linux.cgroupsPath
@@ -267,8 +327,6 @@ class RootfsBuilder:
             if fstype == "cgroup":
                 key = ",".join(sorted(o for o in sopts.split(",")
                                       if o in _KNOWN_V1 or o.startswith("name=")))
-            elif fstype == "cgroup2":
-                key = ""
             else:
                 continue
             if not point.startswith("/sys/fs/cgroup/"):
@@ -281,8 +339,6 @@ class RootfsBuilder:
             os.makedirs(dst, exist_ok=True)
             mount(src, dst, "bind", MS_BIND)
             mount(None, dst, None, MS_BIND | MS_REMOUNT | base | (MS_RDONLY if ro else 0))
-        if ro:
-            mount(None, target, None, MS_REMOUNT | MS_RDONLY | base, "mode=755")
 
     # --- 4 -------------------------------------------------------------------------
     dev_is_tmpfs = False
@@ -339,9 +395,29 @@ class RootfsBuilder:
         os.chown(path, dev.get("uid") or 0, dev.get("gid") or 0)
 
     # --- 5 ---------------------------------------------------------------------------
+    def _hide_host_pseudo_filesystems(self) -> None:
+        prefix = self.rootfs.rstrip("/")
+        for point, fstype, root, _sopts in _mountinfo():
+            if root != "/" or fstype not in ("proc", "sysfs") or point.startswith(prefix):
+                continue
+            try:
+                mount(None, point, None, MS_SLAVE | MS_REC)
+            except FileNotFoundError:
+                continue  # below a mount point already taken away
+            try:
+                linux.umount2(point, MNT_DETACH)
+            except OSError as e:
+                if e.errno not in (22, 1):  # EINVAL, EPERM: cover it instead
+                    raise
+                mount("tmpfs", point, "tmpfs", 0)
+
     def pivot(self, no_pivot: bool = False) -> None:
         if no_pivot:
-            # MS_MOVE + chroot(2): for a rootfs on a ramdisk, where pivot_root fails
+            # MS_MOVE + chroot(2): for a rootfs on a ramdisk, where pivot_root fails.
+            # The host's mounts stay in this mount namespace, below the chroot:
+            # first take away every full procfs and sysfs of the host, which
+            # would otherwise let the container mount its own (runc's msMoveRoot)
+            self._hide_host_pseudo_filesystems()
             os.chdir(self.rootfs)
             mount(self.rootfs, "/", None, linux.MS_MOVE)
             os.chroot(".")

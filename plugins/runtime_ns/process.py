@@ -12,19 +12,24 @@ owned by the container's user namespace, and /proc can be mounted in it.
 
 The container process's steps follow runc's ``standard_init_linux.go``:
 
-    non-dumpable, signals reset, join cgroups, join or make namespaces,
-    stdio, loopback up, rootfs + mounts + devices, [createRuntime and
-    prestart hooks by the parent, createContainer hooks], pivot_root,
-    hostname, sysctls, read-only and masked paths, read-only root, console,
-    rlimits, [seccomp without no_new_privs], no_new_privs, user and
-    capabilities, cwd, executable lookup, "ready" to the parent, wait on
-    exec.fifo until start, [startContainer hooks], close fds, [seccomp with
-    no_new_privs], exec (or the builtin init).
+    non-dumpable, signals reset, the environment checked, join cgroups,
+    join or make namespaces, stdio, loopback up, rootfs + mounts + devices,
+    [createRuntime and prestart hooks by the parent, createContainer hooks],
+    pivot_root, the cwd made, console, hostname, sysctls, read-only and
+    masked paths, read-only root, rlimits, no_new_privs, [seccomp without
+    no_new_privs], stdio owned by the user, user and capabilities (unknown
+    ones skipped with a warning), cwd, executable lookup, [seccomp with
+    no_new_privs], "ready" to the parent, wait on exec.fifo until start,
+    [startContainer hooks, already under seccomp], close fds, exec (or the
+    builtin init).  An execve that fails after start is reported as runc's
+    init reports it: "exec <path>: <error>" on the container's stderr, 1.
 
 Protocol with the parent: the child writes JSON lines on ``pipe_w``:
 ``{"type": "ready"}`` once the process only waits for ``start``,
-``{"type": "error", "kind": <pallet.core.errors class name>, "message": ...}``,
-and, when it needs the parent, ``{"type": "userns"}`` (write my maps) or
+``{"type": "error", "kind": <pallet.core.errors class name>, "message": ...,
+"init": <an error of the container's set-up rather than of its program>}``,
+``{"type": "log", "level": ..., "msg": ...}`` (runc's warnings and debug
+lines, for the runtime's log), and, when it needs the parent, ``{"type": "userns"}`` (write my maps) or
 ``{"type": "hooks"}`` (run createRuntime hooks), waiting then for one line
 on ``sync_r`` (``{"ok": true}``); the intermediate sends ``{"type": "pid",
 "pid": N}``.  The pipes are close-on-exec and closed before the wait, so
@@ -36,13 +41,15 @@ is out of reach.  The modules below are imported by runtime.py before fork.
 from __future__ import annotations
 
 import _signal as signal  # the C module: signal.py would import enum
+import array
 import fcntl
 import os
 import resource
+import select
 import stat
 import struct
 
-from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns import cgroups, hooks, linux, seccomp
 from pallet.plugins.runtime_ns.mounts import (
     MountError,
@@ -50,7 +57,6 @@ from pallet.plugins.runtime_ns.mounts import (
     masked_paths,
     readonly_paths,
     readonly_root)
-from pallet.plugins.runtime_ns.state import EXEC_FIFO
 
 _TIOCSCTTY = 0x540E
 _SOL_SOCKET = 1
@@ -58,12 +64,15 @@ _SCM_RIGHTS = 1
 
 
 class ChildError(Exception):
-    """A failure to report to the parent as ``kind`` (a core error class name)."""
+    """A failure to report to the parent as ``kind`` (a core error class name);
+    ``init``: an error of the set-up (runc: "error during container init")
+    rather than one about the program to run."""
 
-    def __init__(self, message: str, kind: str = "PalletError"):
+    def __init__(self, message: str, kind: str = "PalletError", init: bool = True):
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.init = init
 
 
 class ChildConfig:
@@ -76,7 +85,7 @@ class ChildConfig:
         self.rootfs: str = kw.get("rootfs", "")
         self.pipe_w: int = kw["pipe_w"]
         self.sync_r: int = kw.get("sync_r", -1)
-        self.state_dir_fd: int = kw.get("state_dir_fd", -1)  # -1: exec, no start to wait for
+        self.fifo_fd: int = kw.get("fifo_fd", -1)    # O_PATH exec.fifo; -1: exec, no start
         self.stdio: tuple = kw["stdio"]                  # three fds
         self.console = kw.get("console")                 # connected socket object or None
         self.no_pivot: bool = kw.get("no_pivot", False)
@@ -92,6 +101,7 @@ class ChildConfig:
         self.user_ns: tuple | None = kw.get("user_ns")   # ("new", None) or ("join", fd)
         self.pid_ns: int | None = kw.get("pid_ns")       # None, -1 (new) or an fd to join
         self.time_offsets: dict | None = kw.get("time_offsets")  # new time namespace
+        self.mount_sock: int = kw.get("mount_sock", -1)  # receives the bind sources (userns)
         self.outer_done = False
 
 
@@ -120,12 +130,12 @@ def child_main(cfg: ChildConfig):
     try:
         if cfg.intermediate:
             code = _intermediate(cfg)
-        elif cfg.state_dir_fd >= 0:
+        elif cfg.fifo_fd >= 0:
             _init(cfg)
         else:
             _exec_in(cfg)
     except ChildError as e:
-        _report(cfg, e.kind, e.message)
+        _report(cfg, e.kind, e.message, e.init)
     except (MountError, hooks.HookError) as e:
         _report(cfg, "PalletError", str(e))
     except OSError as e:
@@ -136,16 +146,22 @@ def child_main(cfg: ChildConfig):
         os._exit(code)
 
 
-def _report(cfg: ChildConfig, kind: str, message: str) -> None:
+def _report(cfg: ChildConfig, kind: str, message: str, init: bool = True) -> None:
     """To the parent while it listens; after "ready" only the container's
-    stderr is left to tell."""
+    stderr is left to tell (as runc's init does)."""
     try:
         if cfg.pipe_w >= 0:
-            send(cfg.pipe_w, type="error", kind=kind, message=message)
+            send(cfg.pipe_w, type="error", kind=kind, message=message, init=init)
         else:
-            os.write(2, f"pallet-runc init: {message}\n".encode())
+            os.write(2, f"{message}\n".encode())
     except OSError:
         pass
+
+
+def _log(cfg: ChildConfig, level: str, msg: str) -> None:
+    """A line for the runtime's log (runc's init logs through a pipe the same way)."""
+    if cfg.pipe_w >= 0:
+        send(cfg.pipe_w, type="log", level=level, msg=msg)
 
 
 def _intermediate(cfg: ChildConfig) -> int:
@@ -203,7 +219,12 @@ def _write_time_offsets(offsets: dict) -> None:
 def _init(cfg: ChildConfig) -> None:
     """The container's first process: from the caller's world into the container."""
     proc = cfg.spec.get("process") or {}
+    env = _environment(proc)
     _enter(cfg, proc)
+    me = os.getpid()
+    _log(cfg, "debug", f"nsexec-2[{me}]: ~> nsexec stage-2")
+    _log(cfg, "debug", f"nsexec-2[{me}]: <= nsexec container setup")
+    _log(cfg, "debug", "child process in init()")
     if cfg.ns_new & linux.CLONE_NEWNET:
         linux.loopback_up()
     builder = _setup_rootfs(cfg)
@@ -211,30 +232,29 @@ def _init(cfg: ChildConfig) -> None:
     if hks.get("prestart") or hks.get("createRuntime"):
         _ask_parent(cfg, type="hooks")
     if hks.get("createContainer"):
-        hooks.run_all(cfg.spec, "createContainer", _hook_state(cfg, "created"))
+        # from the rootfs, with the spec's environment (runc's init runs it so)
+        os.chdir(cfg.rootfs)
+        hooks.run_all(cfg.spec, "createContainer", _hook_state(cfg, "creating"), env)
     _pivot(cfg, builder)
-    _setup_system(cfg.spec)
+    _make_cwd(proc.get("cwd") or "/")
     if proc.get("terminal"):
         _setup_console(cfg, proc)
-    nnp = bool(proc.get("noNewPrivileges"))
-    if cfg.seccomp is not None and not nnp:
-        _install_seccomp(cfg)  # while we still have CAP_SYS_ADMIN (runc's order)
-    args, env = _prepare_process(proc)
+    _setup_system(cfg.spec, builder)
+    args = _prepare_process(cfg, proc, env)
+    _log(cfg, "debug", "init: closing the pipe to signal completion")
     _ready(cfg)
     # from here on only start (or a kill) moves us
-    _wait_for_start(cfg.state_dir_fd)
+    _wait_for_start(cfg.fifo_fd)
     if hks.get("startContainer"):
         try:
-            hooks.run_all(cfg.spec, "startContainer", _hook_state(cfg, "running"))
+            hooks.run_all(cfg.spec, "startContainer", _hook_state(cfg, "created"), env)
         except hooks.HookError as e:
-            os.write(2, f"pallet-runc init: {e}\n".encode())
+            os.write(2, f"{e}\n".encode())
             os._exit(1)
     _close_fds(cfg.preserve_fds)
-    if cfg.seccomp is not None and nnp:
-        _install_seccomp(cfg)  # as close to exec as possible
     if cfg.init is not None:
         # signals stay blocked: the init takes them over with sigtimedwait
-        cfg.init.run(list(args), env)
+        cfg.init.run(list(args[1:]), env)
         os._exit(1)  # run() does not return
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _exec(args, env)
@@ -248,10 +268,7 @@ def _install_seccomp(cfg: ChildConfig) -> None:
     try:
         seccomp.install(cfg.seccomp, cfg.seccomp_flags)
     except OSError as e:
-        if cfg.pipe_w >= 0:
-            raise ChildError(f"error loading seccomp filter: {linux.describe(e)}") from None
-        os.write(2, f"pallet-runc init: error loading seccomp filter: {linux.describe(e)}\n".encode())
-        os._exit(1)
+        raise ChildError(f"error loading seccomp filter: {linux.describe(e)}") from None
 
 
 def _exec_in(cfg: ChildConfig) -> None:
@@ -260,17 +277,14 @@ def _exec_in(cfg: ChildConfig) -> None:
     mount one last, which also moves root and cwd to the container's root),
     then is set up like the container's first process, and runs at once."""
     proc = cfg.spec.get("process") or {}
+    env = _environment(proc)
     _enter(cfg, proc)
     if proc.get("terminal"):
         _setup_console(cfg, proc)
-    nnp = bool(proc.get("noNewPrivileges"))
-    if cfg.seccomp is not None and not nnp:
-        _install_seccomp(cfg)
-    args, env = _prepare_process(proc)
+    _apply_apparmor(proc.get("apparmorProfile"))
+    args = _prepare_process(cfg, proc, env)
     _ready(cfg)
     _close_fds(cfg.preserve_fds)
-    if cfg.seccomp is not None and nnp:
-        _install_seccomp(cfg)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _exec(args, env)
 
@@ -285,7 +299,13 @@ def _enter_outer(cfg: ChildConfig, proc: dict) -> None:
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     _reset_signal_handlers()
     if cfg.cgroup_paths:
-        cgroups.join_self(cfg.cgroup_paths)
+        try:
+            cgroups.join_self(cfg.cgroup_paths)
+        except cgroups.CgroupError as e:
+            # runc's parent writes the host pid, which the parent puts in here
+            why = str(e).split(": ", 1)[-1] if str(e).startswith("failed to write") else str(e)
+            raise ChildError("error adding pid {pid} to cgroups: failed to write {pid}: " + why,
+                             init=False) from None
     if proc.get("oomScoreAdj") is not None:
         _write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]))
     cfg.outer_done = True
@@ -302,37 +322,74 @@ def _enter(cfg: ChildConfig, proc: dict) -> None:
     _setup_stdio(cfg)
 
 
-def _setup_system(spec: dict) -> None:
-    """Hostname, sysctls, then read-only and masked paths and the read-only root
-    (after the sysctls, which need /proc/sys writable)."""
+def _apply_apparmor(profile: str | None) -> None:
+    """aa_change_onexec, as runc does it: "exec <profile>" into the process's
+    AppArmor attribute, for the next execve (an error without AppArmor)."""
+    if not profile:
+        return
+    path = "/proc/self/attr/apparmor/exec"
+    if not os.path.exists(path):
+        path = "/proc/self/attr/exec"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"exec {profile}".encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise ChildError(f"unable to apply apparmor profile: apparmor failed to apply profile: "
+                         f"{'open' if e.filename else 'write'} {path}: "
+                         f"{os.strerror(e.errno).lower()}") from None
+
+
+def _setup_system(spec: dict, builder: RootfsBuilder) -> None:
+    """runc's order: the delayed read-only mounts and the read-only root, then
+    hostname, AppArmor, sysctls, read-only and masked paths."""
     lnx = spec.get("linux") or {}
+    try:
+        builder.finalize()
+        if (spec.get("root") or {}).get("readonly"):
+            readonly_root()
+    except OSError as e:
+        raise ChildError(f"error setting rootfs as readonly: {linux.describe(e)}") from None
     if spec.get("hostname"):
         linux.sethostname(spec["hostname"])
     if spec.get("domainname"):
         linux.setdomainname(spec["domainname"])
+    _apply_apparmor((spec.get("process") or {}).get("apparmorProfile"))
     for key, value in (lnx.get("sysctl") or {}).items():
         _write_file("/proc/sys/" + key.replace(".", "/"), value)
     try:
         readonly_paths(lnx.get("readonlyPaths"))
         masked_paths(lnx.get("maskedPaths"))
-        if (spec.get("root") or {}).get("readonly"):
-            readonly_root()
     except OSError as e:
         raise ChildError(f"error finalizing rootfs: {linux.describe(e)}") from None
 
 
-def _prepare_process(proc: dict) -> tuple[list, dict]:
-    """rlimits, no_new_privs, user, capabilities, cwd; the executable checked."""
+def _prepare_process(cfg: ChildConfig, proc: dict, env: dict) -> list:
+    """rlimits, no_new_privs, seccomp, the stdio's owner, user and capabilities,
+    cwd, the executable found -- in runc's order; [path, argv...] to exec."""
     _set_rlimits(proc.get("rlimits"))
-    if proc.get("noNewPrivileges"):
+    nnp = bool(proc.get("noNewPrivileges"))
+    if nnp:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    env = _environment(proc)
-    _switch_user(proc, env)
+    if cfg.seccomp is not None and not nnp:
+        _install_seccomp(cfg)  # while we still have CAP_SYS_ADMIN (runc's order)
+    _switch_user(cfg, proc, env)
     args = proc.get("args") or []
     if not args:
         raise ChildError("args must not be empty", "InvalidArgument")
-    _lookpath(args[0], env)
-    return args, env
+    args = [_lookpath(args[0], env)] + list(args)
+    try:
+        os.listdir("/proc/self/fd")  # runc closes the fds it finds there: it needs /proc
+    except OSError as e:
+        raise ChildError(f"error closing exec fds: open /proc/self/fd: "
+                         f"{os.strerror(e.errno).lower()}", init=False) from None
+    if cfg.seccomp is not None and nnp:
+        # as late as possible, yet before start: the startContainer hooks run
+        # under it, as with runc
+        _install_seccomp(cfg)
+    return args
 
 
 def _ready(cfg: ChildConfig) -> None:
@@ -388,12 +445,27 @@ def _setup_stdio(cfg: ChildConfig) -> None:
         os.close(fd)
 
 
+def _mount_sources(cfg: ChildConfig) -> dict:
+    """In a new user namespace: the bind sources, opened for us by the runtime
+    (see spawn.send_mount_sources); source -> fd."""
+    if cfg.mount_sock < 0:
+        return {}
+    import socket  # before pivot_root: the host's library is still there
+    _ask_parent(cfg, type="mountsources")
+    fds = array.array("i")
+    msg, anc, _flags, _addr = socket.socket(fileno=cfg.mount_sock).recvmsg(
+        65536, socket.CMSG_SPACE(256 * fds.itemsize))
+    for _level, _kind, data in anc:
+        fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return dict(zip(json.loads(msg), fds))
+
+
 def _setup_rootfs(cfg: ChildConfig) -> RootfsBuilder:
-    builder = RootfsBuilder(cfg.spec, cfg.bundle, cfg.rootfs)
+    builder = RootfsBuilder(cfg.spec, cfg.bundle, cfg.rootfs, _mount_sources(cfg))
     try:
         builder.prepare()
     except OSError as e:
-        raise ChildError(f"error preparing rootfs {cfg.rootfs}: {linux.describe(e)}") from None
+        raise ChildError(f"error preparing rootfs: {linux.describe(e)}") from None
     for m in cfg.spec.get("mounts") or ():
         try:
             builder.mount_one(m)
@@ -417,23 +489,23 @@ def _pivot(cfg: ChildConfig, builder: RootfsBuilder) -> None:
 
 def _setup_console(cfg: ChildConfig, proc: dict) -> None:
     """A pty from the container's own devpts; the master goes to the console
-    socket (SCM_RIGHTS, as runc does), the slave becomes the controlling tty."""
+    socket (SCM_RIGHTS, as runc does), the slave becomes the controlling tty
+    and stdio (its owner is set with the rest of the stdio, later)."""
     if cfg.console is None:
         raise ChildError("cannot allocate tty if runc will detach without setting console socket",
                          "InvalidArgument")
     master, slave = os.openpty()
-    user = proc.get("user") or {}
-    try:
-        os.fchown(slave, user.get("uid", 0), user.get("gid", 0))
-    except OSError:
-        pass
     size = proc.get("consoleSize")
     if size:
         fcntl.ioctl(slave, 0x5414, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
     cfg.console.sendmsg([b"/dev/ptmx"], [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack("i", master))])
+    # a receiver hangs up once it has the pty (runc's, containerd's, ours): wait
+    # a moment for that, so that what it sets on the pty (runc clears ONLCR)
+    # is there before the program writes anything
+    select.select([cfg.console], [], [], 0.1)
     cfg.console.close()
     os.close(master)
-    if cfg.state_dir_fd >= 0:
+    if cfg.fifo_fd >= 0:
         _mount_console(slave)
     fcntl.ioctl(slave, _TIOCSCTTY, 0)
     for target in (0, 1, 2):
@@ -476,39 +548,73 @@ def _set_rlimits(rlimits) -> None:
 
 
 def _environment(proc: dict) -> dict:
+    """process.env as runc's init sets it: each NAME=value in order, a later
+    one replacing an earlier one in its place; runc's errors for the others."""
     env = {}
     for item in proc.get("env") or ():
         key, sep, value = item.partition("=")
-        if key:
-            env[key] = value
+        if not sep:
+            raise ChildError(f"invalid environment variable: {_go_quote(item)}")
+        if not key:
+            raise ChildError(f"environment variable name can't be empty: {_go_quote(item)}")
+        env[key] = value
     return env
 
 
-def _home_of(uid: int) -> str:
+def _go_quote(text: str) -> str:
+    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{out}"'
+
+
+def _passwd_home(uid: int) -> str:
+    """The home of ``uid`` in the container's /etc/passwd ("/" if it has none)."""
     try:
         with open("/etc/passwd", "rb") as f:
             for line in f.read().decode(errors="replace").splitlines():
                 parts = line.split(":")
                 if len(parts) >= 6 and parts[2] == str(uid):
-                    return parts[5] or "/"
+                    return parts[5]
     except OSError:
         pass
     return "/"
 
 
-def _switch_user(proc: dict, env: dict) -> None:
-    """Bounding set, user, cwd, then the capability sets (runc's finalizeNamespace)."""
+def _fix_stdio_owner(uid: int) -> None:
+    """runc's fixStdioPermissions: 0, 1 and 2 belong to the user (their group
+    kept: gid 5 on a pty from devpts), except /dev/null; refusals are ignored."""
+    try:
+        null = os.stat("/dev/null").st_rdev
+    except OSError as e:
+        raise ChildError(f"stat /dev/null: {os.strerror(e.errno).lower()}") from None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid or st.st_rdev == null:
+            continue
+        try:
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as e:
+            if e.errno not in (22, 1, 30):  # EINVAL, EPERM, EROFS
+                raise ChildError(f"fchown fd {fd}: {os.strerror(e.errno).lower()}") from None
+
+
+def _switch_user(cfg: ChildConfig, proc: dict, env: dict) -> None:
+    """runc's finalizeNamespace: stdio's owner, bounding set, groups, user,
+    HOME, cwd, then the capability sets (unknown names skipped, with runc's
+    warning)."""
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     caps = proc.get("capabilities")
     cwd = proc.get("cwd") or "/"
-    if "HOME" not in env:
-        env["HOME"] = _home_of(uid)
-    try:
-        if caps is not None:
-            linux.drop_bounding_set(caps)
-    except ValueError as e:
-        raise ChildError(str(e), "InvalidArgument") from None
+    if caps is not None:
+        unknown = linux.unknown_capabilities(caps)
+        if unknown:
+            _log(cfg, "warning", "ignoring unknown or unavailable capabilities: "
+                                 f"[{' '.join(sorted(unknown))}]")
+        linux.drop_bounding_set(caps)
+    _fix_stdio_owner(uid)
     chdir_done = _chdir(cwd, late=False)
     # keep the permitted set across setuid; capset below trims it to the spec
     linux.prctl(linux.PR_SET_KEEPCAPS, 1)
@@ -518,15 +624,14 @@ def _switch_user(proc: dict, env: dict) -> None:
         os.setresuid(uid, uid, uid)
     except OSError as e:
         raise ChildError(f"setup user {uid}:{gid}: {os.strerror(e.errno).lower()}") from None
+    if not env.get("HOME"):
+        env["HOME"] = _passwd_home(uid)
     if not chdir_done:
         _chdir(cwd, late=True)
     linux.prctl(linux.PR_SET_KEEPCAPS, 0)
     os.umask(user["umask"] if user.get("umask") is not None else 0o022)
     if caps is not None:
-        try:
-            linux.apply_capabilities(caps)
-        except ValueError as e:
-            raise ChildError(str(e), "InvalidArgument") from None
+        linux.apply_capabilities(caps)
 
 
 def _chdir(cwd: str, late: bool) -> bool:
@@ -544,46 +649,61 @@ def _chdir(cwd: str, late: bool) -> bool:
                          f'{os.strerror(e.errno).lower()}', "InvalidArgument") from None
 
 
-def _check_executable(path: str, name: str) -> str | None:
-    """None if ``path`` is an executable file, else why not (Go's findExecutable)."""
+def _executable(path: str) -> OSError | None:
+    """Go's findExecutable: None, or why ``path`` cannot be run (a directory
+    or a file without an x bit is "permission denied")."""
     try:
         st = os.stat(path)
     except OSError as e:
-        return f"stat {path}: {os.strerror(e.errno).lower()}"
-    if stat.S_ISDIR(st.st_mode):
-        return f"{path}: is a directory"
-    if not st.st_mode & 0o111:
-        return f"{path}: permission denied"
+        return OSError(e.errno, f"stat {path}: {os.strerror(e.errno).lower()}")
+    if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
+        return OSError(13, "permission denied")
     return None
 
 
 def _lookpath(name: str, env: dict) -> str:
-    """Resolve the executable like Go's exec.LookPath with the container's PATH,
-    so that a missing one fails create (not start), as with runc."""
+    """Go's exec.LookPath with the container's PATH, so that a missing program
+    fails create (not start), with Go's words, as with runc."""
     if "/" in name:
-        why = _check_executable(name, name)
-        if why:
-            raise ChildError(f'exec: "{name}": {why}', "InvalidArgument")
+        why = _executable(name)
+        if why is not None:
+            raise ChildError(f'exec: {_go_quote(name)}: {why.strerror}', "InvalidArgument",
+                             init=False)
         return name
     for d in (env.get("PATH") or "").split(":"):
         path = os.path.join(d or ".", name)
-        if _check_executable(path, name) is None:
+        if _executable(path) is None:
             return path
-    raise ChildError(f'exec: "{name}": executable file not found in $PATH', "InvalidArgument")
+    raise ChildError(f'exec: {_go_quote(name)}: executable file not found in $PATH',
+                     "InvalidArgument", init=False)
 
 
-def _wait_for_start(dir_fd: int) -> None:
+def _make_cwd(cwd: str) -> None:
+    """runc makes the process's cwd when the rootfs lacks it (0755), inside the jail."""
+    try:
+        os.makedirs(cwd, 0o755, exist_ok=True)
+    except FileExistsError:
+        pass  # not a directory: chdir says so, later
+    except OSError as e:
+        raise ChildError(f"mkdir {cwd}: {os.strerror(e.errno).lower()}") from None
+
+
+def _wait_for_start(fifo_fd: int) -> None:
     """Block in open(O_WRONLY) on exec.fifo until ``start`` opens it for reading.
 
-    The FIFO is opened relative to an O_PATH descriptor of the state directory
-    taken before pivot_root, so neither /proc nor the host path is needed.
+    The FIFO is reopened through the O_PATH descriptor taken before fork
+    (/proc/self/fd/N, as runc does), so no host path is needed after pivot_root.
     """
-    fd = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    path = f"/proc/self/fd/{fifo_fd}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ChildError(f"open exec fifo {path}: {os.strerror(e.errno).lower()}") from None
     try:
         os.write(fd, b"0")
     finally:
         os.close(fd)
-        os.close(dir_fd)
+        os.close(fifo_fd)
 
 
 def _close_fds(preserve: int) -> None:
@@ -599,14 +719,14 @@ def _close_fds(preserve: int) -> None:
 
 
 def _exec(args, env: dict) -> None:
-    path = _lookpath(args[0], env)
+    """execve the program (``args``: its path, found at create, then its argv);
+    if that fails now, runc's init writes "exec <path>: <error>" to the
+    container's stderr and exits 1."""
     try:
-        os.execve(path, list(args), env)
+        os.execve(args[0], list(args[1:]), env)
     except OSError as e:
-        # nobody listens on the pipe any more: say it on the container's stderr
-        msg = f'exec: "{args[0]}": {os.strerror(e.errno).lower()}\n'
         try:
-            os.write(2, msg.encode())
+            os.write(2, f"exec {args[0]}: {os.strerror(e.errno).lower()}\n".encode())
         except OSError:
             pass
-        os._exit(126 if e.errno == 13 else 127)
+        os._exit(1)

@@ -1,7 +1,11 @@
 """NsRuntime: pallet's OCI runtime as a library (runc's operations in-process).
 
 Used in-process by pallet-shim (the fast path: the container is forked from
-the calling process, no interpreter is started) and by ``pallet-runc``.
+the calling process, no interpreter is started) and by ``pallet-runc``.  It
+behaves as runc 1.1 does -- its messages, its states, its cgroups (every
+container gets one, named after it when the spec names none), its order of
+events (poststart hooks at the end of create, as runc runs them) -- so that
+both callers see runc.
 
 Process model.  ``create`` forks once.  When the spec asks for a new PID
 namespace, the calling *thread* unshares CLONE_NEWPID just around the fork
@@ -25,7 +29,7 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
-from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns.errtext import describe
 from pallet.plugins.runtime_ns.state import (
     EXEC_FIFO,
@@ -36,43 +40,73 @@ from pallet.plugins.runtime_ns.state import (
 
 #: how long start waits for the process blocked on exec.fifo
 START_TIMEOUT = 10.0
-#: how long delete waits for a killed container to die
+#: how long delete waits for a killed container to die (runc: 100 x 100 ms)
 KILL_TIMEOUT = 10.0
 #: the compiled seccomp program kept for exec
 SECCOMP_FILE = "seccomp.bpf"
 
 
-def _no_warning(message: str) -> None:
+def _no_log(level: str, msg: str, caller=None, fields=()) -> None:
     pass
 
 
 class NsRuntime:
     """An OCI runtime storing its state under ``root`` (runc's ``--root``).
 
+    ``root`` may be a callable giving it (resolved on first use, so that a
+    runtime handed another root at once never computes its default).
     ``init`` is the init role's object (``run(argv, env)``), used when the
-    spec has the annotation ``org.pallet.init: builtin``.  ``warn`` receives
-    one-line warnings (settings accepted but not applied, failed poststop
-    hooks).  ``cgroup_v2_root`` makes the runtime use cgroup v2 below that
-    mount point; by default v2 is used when /sys/fs/cgroup is a cgroup2
-    mount, v1 otherwise.
+    spec has the annotation ``org.pallet.init: builtin``; ``init_loader``
+    gives it on first need instead.  ``log(level, msg, caller=None,
+    fields=())`` receives runc's warning, error and debug lines (logrus's
+    levels: "warning", "error", "debug"); ``warn(msg)`` is its warnings only.
+    ``cgroup_v2_root`` makes the runtime use cgroup v2 below that mount
+    point; by default v2 is used when /sys/fs/cgroup is a cgroup2 mount, v1
+    (and the unified hierarchy beside it, in hybrid mode) otherwise.
     """
 
     name = "runtime_ns"
 
-    def __init__(self, root: str, init=None, warn=None, cgroup_v2_root: str | None = None,
-                 init_loader=None):
-        self.root = os.path.abspath(root)
+    def __init__(self, root, init=None, warn=None, cgroup_v2_root: str | None = None,
+                 init_loader=None, log=None):
+        self._root = root
         self.init = init
-        #: called for the init object the first time a spec asks for it (so
-        #: that pallet-runc imports the init only then)
         self.init_loader = init_loader
-        self.warn = warn or _no_warning
+        self.log = log or _no_log
+        self._warn = warn
         self.cgroup_v2_root = cgroup_v2_root
+
+    @property
+    def root(self) -> str:
+        if callable(self._root):
+            self._root = self._root()
+        return os.path.abspath(self._root)
+
+    def warn(self, message: str) -> None:
+        if self._warn is not None:
+            self._warn(message)
+        else:
+            self.log("warning", message)
+
+    def __getstate__(self) -> dict:
+        """What travels to the shim pickled: the resolved root and init, no callables."""
+        init = self.init
+        if init is None and self.init_loader is not None:
+            init = self.init_loader()
+        return {"_root": self.root, "init": init, "init_loader": None, "log": _no_log,
+                "_warn": None, "cgroup_v2_root": self.cgroup_v2_root}
+
+    def with_root(self, root: str, log=None) -> "NsRuntime":
+        """The same runtime (same init) on another state root, e.g. one per
+        containerd namespace below ``kernel.paths.runtime_root``; ``log`` as
+        for the constructor (default: this one's)."""
+        return NsRuntime(root, init=self.init, warn=self._warn, cgroup_v2_root=self.cgroup_v2_root,
+                         init_loader=self.init_loader, log=log or self.log)
 
     # --- helpers ----------------------------------------------------------------------
     def _dir(self, cid: str) -> str:
         if not valid_id(cid):
-            raise InvalidArgument(f"invalid container id format: {cid}")
+            raise InvalidArgument("invalid container ID format")
         return os.path.join(self.root, cid)
 
     def _load(self, cid: str) -> ContainerState:
@@ -101,12 +135,13 @@ class NsRuntime:
 
         Returns the host pid of the container's PID 1 (a child of the caller,
         or reparented to it when a user or time namespace needs an
-        intermediate process).
+        intermediate process).  The poststart hooks run at the end, as runc
+        1.1 runs them (the spec would have them after start).
         """
         # the container process runs this code after pivot_root, where nothing
         # can be imported any more: load all of it now (and only for create,
         # so that state/list/kill stay cheap for pallet-runc)
-        from pallet.plugins.runtime_ns import hooks, linux, process, spawn  # noqa: F401
+        from pallet.plugins.runtime_ns import devices, hooks, linux, process, spawn  # noqa: F401
 
         directory = self._dir(id)
         bundle = os.path.abspath(bundle)
@@ -114,14 +149,25 @@ class NsRuntime:
         rootfs = _rootfs_of(spec, bundle)
         init = self._init_for(spec)
         program, flags = _seccomp_of(spec)
-        self._warn_unsupported(spec)
+        lnx = spec.get("linux") or {}
+        res = lnx.get("resources") or {}
+        cg, cg_version = self._cgroup_driver()
+        if res.get("unified") and cg_version == 1:
+            raise InvalidArgument("invalid configuration: cannot use unified on cgroup v1")
+        if os.path.lexists(directory):
+            raise AlreadyExists("container with given ID already exists")
+        cg_paths = cg.paths_for(lnx.get("cgroupsPath") or id)
+        try:
+            for warning in cg.check_unused(cg_paths):
+                self.warn(warning)
+        except cg.CgroupError as e:
+            raise PalletError(str(e)) from None
         os.makedirs(self.root, 0o700, exist_ok=True)
         try:
             os.mkdir(directory, 0o711)
         except FileExistsError:
-            raise AlreadyExists(f"container with id exists: {id}") from None
-        cg_paths, cg_created, cg = {}, [], None
-        pid = None
+            raise AlreadyExists("container with given ID already exists") from None
+        cg_created, pid = [], None
         try:
             ContainerState.placeholder(directory, id, bundle, rootfs, spec).save()
             fifo = os.path.join(directory, EXEC_FIFO)
@@ -129,16 +175,17 @@ class NsRuntime:
             os.chmod(fifo, 0o622)  # against the umask: the container user writes it
             if program is not None:
                 write_atomic(os.path.join(directory, SECCOMP_FILE), program)
-            lnx = spec.get("linux") or {}
-            cg, cg_version = self._cgroup_driver()
-            if lnx.get("cgroupsPath"):
-                try:
-                    cg_paths, cg_created = cg.create(lnx["cgroupsPath"], lnx.get("resources"))
-                except (cg.CgroupError, OSError) as e:
-                    raise PalletError(f"create cgroup {lnx['cgroupsPath']}: {describe(e)}") from None
+            rules = devices.rules_of(res.get("devices"))
+            try:
+                cg_paths, cg_created = cg.create(lnx.get("cgroupsPath") or id, res, rules)
+            except (cg.CgroupError, OSError) as e:
+                raise PalletError("unable to start container process: error setting cgroup config "
+                                  f"for procHooks process: {describe(e)}") from None
             opened: list[int] = []
             try:
                 ns = spawn.namespaces_of(spec, opened)
+                fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+                opened.append(fifo_fd)
 
                 def on_hooks(child_pid):
                     state = hooks.state_json(spec, id, "creating", child_pid, bundle)
@@ -146,9 +193,10 @@ class NsRuntime:
                     hooks.run_all(spec, "createRuntime", state)
 
                 pid = spawn.spawn(spec, ns, (stdin, stdout, stderr), terminal_socket, preserve_fds,
-                                  directory=directory, on_hooks=on_hooks, id=id, bundle=bundle,
+                                  fifo_fd=fifo_fd, on_hooks=on_hooks, id=id, bundle=bundle,
                                   rootfs=rootfs, init=init, cgroup_paths=cg_paths,
-                                  no_pivot=no_pivot, seccomp=program, seccomp_flags=flags)
+                                  no_pivot=no_pivot, seccomp=program, seccomp_flags=flags,
+                                  log=self.log)
             finally:
                 for fd in opened:
                     os.close(fd)
@@ -156,18 +204,24 @@ class NsRuntime:
                                     cgroup_version=cg_version)
             st.data["pallet"]["seccomp_flags"] = flags if program is not None else None
             st.data["pallet"]["hooks"] = sorted(k for k, v in (spec.get("hooks") or {}).items() if v)
+            st.data["pallet"]["resources"] = res
             st.save()
+            if (spec.get("hooks") or {}).get("poststart"):
+                try:
+                    hooks.run_all(spec, "poststart", hooks.state_json(spec, id, "created", pid,
+                                                                      bundle))
+                except hooks.HookError as e:
+                    raise PalletError(str(e)) from None
             if pid_file:
-                write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+                write_pid_file(pid_file, pid)
             return pid
         except BaseException:
             if pid is not None:  # never leave a process waiting for a start that cannot come
                 spawn._kill_and_reap(pid)
-            if cg is not None:
-                try:
-                    cg.remove_dirs(cg_created, leaves=set(cg_paths.values()))
-                except cg.CgroupError:
-                    pass
+            try:
+                cg.remove_container(cg_paths)
+            except cg.CgroupError:
+                pass
             _remove_state_dir(directory)
             raise
 
@@ -181,24 +235,18 @@ class NsRuntime:
                                   "but no init plugin is loaded")
         return self.init
 
-    def _warn_unsupported(self, spec: dict) -> None:
-        proc = spec.get("process") or {}
-        if proc.get("apparmorProfile"):
-            self.warn(f"apparmor is not supported: profile {proc['apparmorProfile']!r} not applied")
-        if proc.get("selinuxLabel"):
-            self.warn(f"selinux is not supported: label {proc['selinuxLabel']!r} not applied")
-        if (spec.get("linux") or {}).get("mountLabel"):
-            self.warn("selinux is not supported: linux.mountLabel not applied")
-
     # --- exec --------------------------------------------------------------------------
     def exec(self, id: str, process: dict, *, stdin=None, stdout=None, stderr=None,
-             terminal_socket=None, pid_file=None, preserve_fds=0) -> int:
-        """Run ``process`` (an OCI ``process`` object) in the running container ``id``.
+             terminal_socket=None, pid_file=None, preserve_fds=0, ignore_paused=False,
+             cgroups=None) -> int:
+        """Run ``process`` (an OCI ``process`` object) in the container ``id``.
 
-        It joins the container's namespaces and cgroups and starts at once
-        (no exec FIFO), under the container's seccomp filter.  Returns its
-        host pid, a child of the caller, which waits for it as for the
-        container's PID 1.
+        It joins the container's namespaces and cgroups (``cgroups``:
+        controller -> sub-cgroup to join instead, "" for all, runc's
+        ``exec --cgroup``) and starts at once (no exec FIFO), under the
+        container's seccomp filter.  A paused container is refused unless
+        ``ignore_paused`` (the process then waits, frozen, for resume).
+        Returns its host pid, a child of the caller.
         """
         from pallet.plugins.runtime_ns import linux, spawn  # noqa: F401  (see create)
         from pallet.plugins.runtime_ns import process as _process  # noqa: F401
@@ -206,9 +254,10 @@ class NsRuntime:
         st = self._load(id)
         status = st.status()
         if status in ("stopped", "creating"):
-            raise FailedPrecondition(f"cannot exec in a {status} container")
-        if status == "paused":
-            raise FailedPrecondition("cannot exec in a paused container")
+            raise FailedPrecondition("cannot exec in a stopped container")
+        if status == "paused" and not ignore_paused:
+            raise FailedPrecondition("cannot exec in a paused container (use --ignore-paused to "
+                                     "override)")
         if not isinstance(process, dict) or not process.get("args"):
             raise InvalidArgument("args must not be empty")
         _check_process(process)
@@ -216,6 +265,7 @@ class NsRuntime:
         if st.data["pallet"].get("seccomp_flags") is not None:
             with open(os.path.join(st.dir, SECCOMP_FILE), "rb") as f:
                 program = f.read()
+        paths = _sub_cgroups(st.cgroup_paths, cgroups)
         spec = {"process": process}
         kinds = {"NEWPID": "pid", "NEWNET": "network", "NEWNS": "mount", "NEWIPC": "ipc",
                  "NEWUTS": "uts", "NEWCGROUP": "cgroup", "NEWUSER": "user", "NEWTIME": "time"}
@@ -228,13 +278,14 @@ class NsRuntime:
             # create), so /proc/<pid>/ns/* names them whatever their origin
             ns = spawn.namespaces_of_container(st.pid, present, opened)
             pid = spawn.spawn(spec, ns, (stdin, stdout, stderr), terminal_socket, preserve_fds,
-                              cgroup_paths=st.cgroup_paths, seccomp=program,
-                              seccomp_flags=st.data["pallet"].get("seccomp_flags") or 0)
+                              cgroup_paths=paths, seccomp=program,
+                              seccomp_flags=st.data["pallet"].get("seccomp_flags") or 0,
+                              log=self.log)
         finally:
             for fd in opened:
                 os.close(fd)
         if pid_file:
-            write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+            write_pid_file(pid_file, pid)
         return pid
 
     def features(self) -> dict:
@@ -242,24 +293,17 @@ class NsRuntime:
         from pallet.plugins.runtime_ns.features import features
         return features()
 
-    def with_root(self, root: str) -> "NsRuntime":
-        """The same runtime (same init) on another state root, e.g. one per
-        containerd namespace below ``kernel.paths.runtime_root``."""
-        return NsRuntime(root, init=self.init, warn=self.warn, cgroup_v2_root=self.cgroup_v2_root,
-                         init_loader=self.init_loader)
-
     # --- start, kill, delete, state, list ------------------------------------------------
     def start(self, id: str) -> None:
-        """Let the process blocked since ``create`` exec the user program;
-        then run the poststart hooks."""
+        """Let the process blocked since ``create`` exec the user program."""
         st = self._load(id)
         status = st.status()
         if status == "stopped":
             raise FailedPrecondition("cannot start a container that has stopped")
+        if status == "running":
+            raise FailedPrecondition("cannot start an already running container")
         if status != "created":
-            raise FailedPrecondition(f"cannot start an already {status} container"
-                                     if status != "creating" else "cannot start a container "
-                                     "that is still being created")
+            raise FailedPrecondition(f"cannot start a container in the {status} state")
         try:
             fd = os.open(st.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -275,28 +319,18 @@ class NsRuntime:
                     data = os.read(fd, 1)
                     if data == b"0":
                         break
-                    raise PalletError(f"start container {id}: unexpected data on exec fifo")
+                    raise PalletError("cannot start an already running container")
                 if not st.alive():
-                    raise FailedPrecondition("cannot start a container that has stopped")
+                    raise PalletError("container process is already dead")
                 if time.monotonic() > deadline:
-                    raise PalletError(f"start container {id}: timeout waiting for the container process")
+                    raise PalletError(f"start container {id}: timeout waiting for the container "
+                                      "process")
         finally:
             os.close(fd)
         try:
             os.unlink(st.fifo)
         except FileNotFoundError:
             pass
-        spec = self._spec_hooks(st, "poststart")
-        if spec is not None:
-            from pallet.plugins.runtime_ns import hooks
-            try:
-                hooks.run_all(spec, "poststart", hooks.state_json(spec, id, "running", st.pid,
-                                                                  st.bundle))
-            except hooks.HookError as e:
-                # runc: a failed poststart hook is an error of start, the
-                # container is killed
-                self._kill_all(st)
-                raise PalletError(f"start container {id}: {e}") from None
 
     def _spec_hooks(self, st: ContainerState, kind: str) -> dict | None:
         """The bundle's spec if it had ``kind`` hooks at create (the state
@@ -311,81 +345,122 @@ class NsRuntime:
             return None
 
     def kill(self, id: str, signal: int, all: bool = False) -> None:
-        """Send ``signal`` to the container's PID 1 (every process with ``all``)."""
+        """runc's Signal: to PID 1 (a SIGKILL thaws a paused container), or with
+        ``all`` to every process of the cgroup (frozen meanwhile, thawed after)."""
         st = self._load(id)
+        status = st.status()
+        cg = st.cgroup_module
         if all:
-            cg = st.cgroup_module
-            pids = cg.pids(st.cgroup_paths) if st.cgroup_paths else []
-            if st.alive() and st.pid not in pids:
-                pids.append(st.pid)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal)
-                except ProcessLookupError:
-                    pass
-            if signal == 9 and st.cgroup_paths and cg.is_frozen(st.cgroup_paths):
-                cg.freeze(st.cgroup_paths, False)  # frozen tasks die only once thawed
+            if status == "stopped" and not cg.exists(st.cgroup_paths):
+                return
+            self._signal_all(st, signal)
             return
-        if not st.alive():
+        if status not in ("running", "created", "paused"):
             raise FailedPrecondition("container not running")
         try:
             os.kill(st.pid, signal)
-        except ProcessLookupError:
-            raise FailedPrecondition("container not running") from None
+        except OSError as e:
+            raise PalletError(f"unable to signal init: {os.strerror(e.errno).lower()}") from None
+        if status == "paused" and signal == 9:
+            _quiet(cg.freeze, st.cgroup_paths, False)
 
-    def delete(self, id: str, force: bool = False) -> None:
-        """Remove a stopped (or created) container; ``force`` kills a running one.
-        Then run the poststop hooks (a failure is only a warning, as in runc)."""
-        st = self._load(id)
-        status = st.status()
-        if status in ("running", "paused", "creating") and not force:
-            raise FailedPrecondition(f"cannot delete container {id} that is not stopped: {status}")
-        if status != "stopped" or st.cgroup_paths:
-            self._kill_all(st)
+    def _signal_all(self, st: ContainerState, signal: int) -> None:
+        """runc's signalAllProcesses: freeze, signal every pid, thaw."""
         cg = st.cgroup_module
         try:
-            cg.remove_dirs(st.cgroups_created, leaves=set(st.cgroup_paths.values()))
+            cg.freeze(st.cgroup_paths, True)
         except cg.CgroupError as e:
-            raise PalletError(f"delete container {id}: {e}") from None
+            self.warn(str(e))
+        try:
+            pids = cg.all_pids(st.cgroup_paths)
+        finally:
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal)
+            except OSError as e:
+                self.warn(os.strerror(e.errno).lower())
+        try:
+            cg.freeze(st.cgroup_paths, False)
+        except cg.CgroupError as e:
+            self.warn(str(e))
+
+    def delete(self, id: str, force: bool = False) -> None:
+        """runc's delete: a stopped container is destroyed, a created one (or
+        any, with ``force``) killed first; the poststop hooks run last (a
+        failure is logged, the container is gone anyway, as with runc)."""
+        try:
+            st = self._load(id)
+        except NotFound:
+            # an aborted create may have left the directory without a state
+            _remove_state_dir(os.path.join(self.root, id))
+            raise
+        status = st.status()
+        if force or status == "created":
+            self._kill_container(st)
+        elif status != "stopped":
+            raise FailedPrecondition(f"cannot delete container {id} that is not stopped: {status}")
+        self._destroy(st)
+
+    def _kill_container(self, st: ContainerState) -> None:
+        """runc's killContainer: SIGKILL to PID 1, then wait for it to go."""
+        status = st.status()
+        if status in ("running", "created", "paused"):
+            try:
+                os.kill(st.pid, 9)
+            except OSError:
+                pass
+            if status == "paused":
+                _quiet(st.cgroup_module.freeze, st.cgroup_paths, False)
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while st.alive():
+            if time.monotonic() > deadline:
+                raise PalletError("container init still running")
+            time.sleep(0.002)
+
+    def _destroy(self, st: ContainerState) -> None:
+        cg = st.cgroup_module
+        kinds = {ns.get("type"): ns for ns in st.data["pallet"].get("namespaces") or ()}
+        if "pid" not in kinds or kinds["pid"].get("path"):
+            # no PID namespace of its own: its processes do not die with PID 1
+            self._signal_all(st, 9)
+        self._wait_cgroup_empty(st)
+        error = None
+        try:
+            cg.remove_container(st.cgroup_paths, log=self.log)
+        except cg.CgroupError as e:
+            error = str(e)
         spec = self._spec_hooks(st, "poststop")
         _remove_state_dir(st.dir)
         if spec is not None:
             from pallet.plugins.runtime_ns import hooks
             try:
-                hooks.run_all(spec, "poststop", hooks.state_json(spec, id, "stopped", 0, st.bundle))
+                hooks.run_all(spec, "poststop", hooks.state_json(spec, st.id, "stopped", 0,
+                                                                 st.bundle))
             except hooks.HookError as e:
-                self.warn(str(e))
+                error = error or str(e)
+        if error:
+            self.log("error", error)
 
-    def _kill_all(self, st: ContainerState) -> None:
+    def _wait_cgroup_empty(self, st: ContainerState) -> None:
+        """The processes of a dying PID namespace leave its cgroup a moment
+        after PID 1: wait for them (zombies of ours are reaped by our caller)."""
         cg = st.cgroup_module
         deadline = time.monotonic() + KILL_TIMEOUT
-        while True:
-            pids = cg.pids(st.cgroup_paths) if st.cgroup_paths else []
-            alive = st.alive()
-            if alive:
-                pids.append(st.pid)
-            if not pids:
+        while time.monotonic() < deadline:
+            pids = cg.all_pids(st.cgroup_paths) if st.cgroup_paths else []
+            if not pids or _only_zombies(pids):
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            if st.cgroup_paths and cg.is_frozen(st.cgroup_paths):
-                cg.freeze(st.cgroup_paths, False)
-            if not alive and _only_zombies(pids):
-                return
-            if time.monotonic() > deadline:
-                raise PalletError(f"delete container {st.id}: processes still alive after SIGKILL")
             time.sleep(0.002)
 
     def state(self, id: str) -> dict:
         """runc's state JSON fields (ociVersion, id, pid, status, bundle, rootfs,
-        created, owner, annotations)."""
+        created, annotations, owner)."""
         return self._load(id).oci()
 
     def list(self) -> list[dict]:
-        """The state of every container under the root."""
+        """The state of every container under the root (runc's list: owner is
+        the user owning the container's directory)."""
         out = []
         try:
             entries = sorted(os.scandir(self.root), key=lambda e: e.name)
@@ -394,15 +469,19 @@ class NsRuntime:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 try:
-                    out.append(ContainerState.load(entry.path).oci())
-                except (FileNotFoundError, ValueError, KeyError):
+                    state = ContainerState.load(entry.path).oci()
+                    uid = entry.stat(follow_symlinks=False).st_uid
+                except (FileNotFoundError, ValueError, KeyError) as e:
+                    self.log("error", f"load container {entry.name}: {describe(e)}")
                     continue  # being created or removed right now
+                state["owner"] = _user_name(uid)
+                out.append(state)
         return out
 
     def pause(self, id: str) -> None:
-        """Freeze every process of the container (needs linux.cgroupsPath)."""
+        """Freeze every process of the container (runc: running or created only)."""
         st = self._load(id)
-        if st.status() != "running":
+        if st.status() not in ("running", "created"):
             raise FailedPrecondition("container not running")
         self._freeze(st, True)
 
@@ -413,8 +492,6 @@ class NsRuntime:
         self._freeze(st, False)
 
     def _freeze(self, st, frozen):
-        if not st.cgroup_paths:
-            raise FailedPrecondition(f"container {st.id} has no cgroup to freeze")
         cg = st.cgroup_module
         try:
             cg.freeze(st.cgroup_paths, frozen)
@@ -422,54 +499,94 @@ class NsRuntime:
             raise PalletError(str(e)) from None
 
     def pids(self, id: str) -> list[int]:
-        """Host pids of the container's processes (its cgroup, or just PID 1)."""
+        """Host pids of the container's processes (its cgroup and below)."""
         st = self._load(id)
-        if st.cgroup_paths:
-            return st.cgroup_module.pids(st.cgroup_paths)
-        return [st.pid] if st.alive() else []
+        return st.cgroup_module.all_pids(st.cgroup_paths)
 
     def update(self, id: str, resources: dict) -> None:
-        """Change the limits of a container (``linux.resources`` fields)."""
-        st = self._load(id)
-        if st.status() == "stopped":
-            raise FailedPrecondition("cannot update a stopped container")
-        if not st.cgroup_paths:
-            raise FailedPrecondition(f"container {id} has no cgroup to update")
-        cg = st.cgroup_module
-        try:
-            cg.apply(st.cgroup_paths, resources)
-        except (cg.CgroupError, OSError) as e:
-            raise PalletError(f"update container {id}: {describe(e)}") from None
-
-    def stats(self, id: str) -> dict:
-        """runc's ``events --stats`` data: cpu, memory, pids, blkio, hugetlb."""
+        """Change the limits of a container (``linux.resources`` fields to
+        write; the devices cgroup is left as it is, as runc leaves it)."""
         st = self._load(id)
         if st.status() == "stopped":
             raise FailedPrecondition("container not running")
-        if not st.cgroup_paths:
-            return {}
+        cg = st.cgroup_module
+        merged = _merge(st.data["pallet"].get("resources") or {}, resources)
+        # runc's update leaves the device rules alone (pallet-runc never passes
+        # any); other callers may replace them
+        devices = None
+        if "devices" in resources:
+            from pallet.plugins.runtime_ns.devices import rules_of
+            devices = rules_of(resources["devices"])
+        try:
+            cg.apply(st.cgroup_paths, merged if st.cgroup_version == 2 else resources, devices)
+        except (cg.CgroupError, OSError) as e:
+            # runc sets its config back after a failure, with the new values it
+            # has already put into it: the same error again, as a warning
+            self.warn(f"Setting back cgroup configs failed due to error: {describe(e)}, your "
+                      "state.json and actual configs might be inconsistent.")
+            raise PalletError(describe(e)) from None
+        st.data["pallet"]["resources"] = merged
+        st.save()
+
+    def stats(self, id: str) -> dict:
+        """runc's ``events --stats`` data (types.Stats: cpu, cpuset, memory, pids,
+        blkio, hugetlb, intel_rdt, network_interfaces)."""
+        st = self._load(id)
+        if st.status() == "stopped":
+            raise FailedPrecondition("container not running")
         return st.cgroup_module.stats(st.cgroup_paths)
 
 
 # --- module helpers ----------------------------------------------------------------------
 
 def read_spec(bundle: str) -> dict:
-    """The bundle's config.json, validated against the OCI schema."""
+    """The bundle's config.json: runc's checks of the process first, then the
+    OCI schema."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            spec = json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
-        raise InvalidArgument(f"open {path}: no such file or directory") from None
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(f"read {path}: {describe(e)}") from None
-    from pallet.plugins.runtime_ns.validate import SchemaError, semantic_errors, validate_config
+        raise InvalidArgument("JSON specification file config.json not found") from None
+    except OSError as e:
+        raise InvalidArgument(f"open {path}: {describe(e)}") from None
+    try:
+        # runc decodes the first JSON value of the file, with Go's messages
+        spec, _end = json.first_value(data.decode("utf-8", errors="replace"))
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    from pallet.plugins.runtime_ns.validate import (SchemaError, process_errors, semantic_errors,
+                                                    validate_config)
+    why = process_errors(spec.get("process") if isinstance(spec, dict) else None)
+    if why:
+        raise InvalidArgument(why)
+    for rl in (spec.get("process") or {}).get("rlimits") or ():
+        if isinstance(rl, dict) and rl.get("type") not in _RLIMITS:
+            raise InvalidArgument(f"wrong rlimit value: {rl.get('type')}")
     try:
         validate_config(spec)
         semantic_errors(spec)
     except SchemaError as e:
         raise InvalidArgument(f"invalid configuration {path}: {e}") from None
     return spec
+
+
+#: the rlimits runc knows (its strToRlimit)
+_RLIMITS = frozenset(f"RLIMIT_{n}" for n in (
+    "AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE",
+    "NPROC", "RSS", "RTPRIO", "RTTIME", "SIGPENDING", "STACK"))
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """runc's createPidFile: ".<name>" beside it, created exclusively, then renamed."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def _check_process(process: dict) -> None:
@@ -480,6 +597,28 @@ def _check_process(process: dict) -> None:
         semantic_errors({"process": process})
     except SchemaError as e:
         raise InvalidArgument(f"invalid process: {e}") from None
+
+
+def _sub_cgroups(paths: dict, subs) -> dict:
+    """The container's cgroup paths with runc's ``exec --cgroup`` sub-cgroups."""
+    if not subs:
+        return paths
+    out = dict(paths)
+    for ctrl, sub in subs.items():
+        for name, path in paths.items():
+            if ctrl == "" or name == ctrl or (ctrl and name.split(",").count(ctrl)):
+                out[name] = os.path.join(path, sub.lstrip("/"))
+    return out
+
+
+def _merge(old: dict, new: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in old.items()}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _seccomp_of(spec: dict):
@@ -495,20 +634,46 @@ def _seccomp_of(spec: dict):
 
 
 def _rootfs_of(spec: dict, bundle: str) -> str:
+    """root.path joined to the bundle, refused as runc refuses it: missing, or
+    reached through a symlink."""
     root = (spec.get("root") or {}).get("path")
     if not root:
         raise InvalidArgument("root.path is not set in config.json")
-    path = os.path.realpath(os.path.join(bundle, root))
-    if not os.path.isdir(path):
-        raise InvalidArgument(f"rootfs ({path}) does not exist")
+    path = os.path.normpath(os.path.join(bundle, root))
+    try:
+        os.stat(path)
+    except OSError as e:
+        raise InvalidArgument(f"invalid rootfs: stat {path}: "
+                              f"{os.strerror(e.errno).lower()}") from None
+    if os.path.realpath(path) != path:
+        raise InvalidArgument("invalid rootfs: not an absolute path, or a symlink")
     return path
+
+
+def _user_name(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 2 and parts[2] == str(uid):
+                    return parts[0]
+    except OSError:
+        pass
+    return f"#{uid}"
+
+
+def _quiet(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        pass
 
 
 def _remove_state_dir(path: str) -> None:
     """rm -r of a state directory (flat: state.json, exec.fifo, temporaries)."""
     try:
         entries = list(os.scandir(path))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
         try:

@@ -15,7 +15,7 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
-from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns.errtext import describe
 
 #: how long create waits for the container process to report "ready"
@@ -24,19 +24,26 @@ CREATE_TIMEOUT = 60.0
 _ERRORS = {cls.__name__: cls for cls in (InvalidArgument, NotFound, AlreadyExists,
                                            FailedPrecondition, PalletError)}
 
+
+def _no_log(level, msg, caller=None, fields=()) -> None:
+    pass
+
 #: the order a joining process enters a container's namespaces: the user one
 #: first (it owns the others), the mount one last, since it moves root and cwd
 #: (setns(2)); pid is done at fork
 JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "time", "mount")
 
 
-def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_hooks=None,
-          **child) -> int:
-    """Fork the container process (or, without ``directory``, a process
-    joining a container) and serve it until "ready"; its host pid.
+def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hooks=None,
+          log=None, **child) -> int:
+    """Fork the container process (or, without ``fifo_fd``, a process joining
+    a container) and serve it until "ready"; its host pid.
 
     ``ns`` is a ``Namespaces`` (see below); ``on_hooks(pid)`` runs the
-    createRuntime hooks when the child asks for them.
+    createRuntime hooks when the child asks for them; ``log(level, msg)``
+    receives the child's warnings and runc's debug lines.  A failure is
+    worded as runc words it: "unable to start container process: ", then for
+    the set-up of a new container "error during container init: ".
     """
     from pallet.plugins.runtime_ns import process
     proc = spec.get("process") or {}
@@ -56,17 +63,24 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
                 raise InvalidArgument("cannot allocate tty if runc will detach without "
                                       "setting console socket")
             console = _connect(terminal_socket)
-        dir_fd = -1
-        if directory is not None:
-            dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            opened.append(dir_fd)
+        log = log or _no_log
+        sources = _bind_sources(spec, child.get("bundle") or "") \
+            if ns.user and ns.user[0] == "new" else []
+        if sources:
+            import socket
+            src_parent, src_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += [src_parent.detach(), src_child.detach()]
+            child["mount_sock"] = opened[-1]
         pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         cfg = process.ChildConfig(
-            spec=spec, pipe_w=pipe_w, sync_r=sync_r, state_dir_fd=dir_fd, stdio=tuple(fds),
+            spec=spec, pipe_w=pipe_w, sync_r=sync_r, fifo_fd=fifo_fd, stdio=tuple(fds),
             console=console, preserve_fds=preserve_fds, ns_join=ns.joins, ns_new=ns.new,
             intermediate=ns.intermediate, user_ns=ns.user, pid_ns=ns.pid if ns.intermediate else None,
             time_offsets=ns.time_offsets, **child)
+        me = os.getpid()
+        log("debug", f"nsexec[{me}]: => nsexec container setup")
+        log("debug", f"nsexec-0[{me}]: ~> nsexec stage-0")
         pid = fork_in_pidns(None if ns.intermediate else ns.pid, cfg)
         pids.append(pid)
         os.close(pipe_w)
@@ -79,10 +93,17 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
             msg = chan.next(pids[-1])
             kind = msg.get("type")
             if kind == "ready":
+                log("debug", f"nsexec-0[{me}]: <~ nsexec stage-0")
                 return pids[-1]
+            if kind == "log":
+                log(msg.get("level", "debug"), msg.get("msg", ""))
+                continue
             if kind == "error":
                 cls = _ERRORS.get(msg.get("kind"), PalletError)
-                raise cls("unable to start container process: " + msg.get("message", "unknown error"))
+                during = "error during container init: " if msg.get("init") and fifo_fd >= 0 \
+                    else ""
+                text = msg.get("message", "unknown error").replace("{pid}", str(pids[-1]))
+                raise cls("unable to start container process: " + during + text)
             if kind == "exited":
                 pids.pop()  # reaped already: never signal a pid that may be reused
                 raise PalletError("unable to start container process: " + msg["message"])
@@ -91,11 +112,16 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
             elif kind == "pid":
                 # the intermediate is done: collect it, the container process
                 # is reparented to us (a subreaper) or to init
+                log("debug", f"nsexec-0[{me}]: forward stage-1 ({pids[0]}) and stage-2 "
+                             f"({msg['pid']}) pids to runc")
                 _reap(pids[0])
                 pids[0] = -pids[0]
                 pids.append(int(msg["pid"]))
             elif kind == "hooks":
-                _answer(sync_w, lambda: on_hooks(pids[-1]) if on_hooks else None)
+                _answer(sync_w, lambda: on_hooks(pids[-1]) if on_hooks else None, fifo_fd >= 0)
+            elif kind == "mountsources":
+                _answer(sync_w, lambda: send_mount_sources(pids[-1], sources, opened[-2]),
+                        fifo_fd >= 0)
             else:
                 raise PalletError(f"unable to start container process: unexpected message {kind!r}")
     except BaseException:
@@ -113,8 +139,9 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, directory=None, on_
             console.close()
 
 
-def _answer(sync_w: int, work) -> None:
-    """Do ``work`` for the child and tell it the outcome; re-raise a failure."""
+def _answer(sync_w: int, work, init: bool = False) -> None:
+    """Do ``work`` for the child and tell it the outcome; re-raise a failure
+    (worded as a failure of the container's set-up, as runc words a hook's)."""
     try:
         work()
     except BaseException as e:
@@ -124,8 +151,55 @@ def _answer(sync_w: int, work) -> None:
             pass
         if isinstance(e, PalletError):
             raise
-        raise PalletError(describe(e)) from None
+        during = "error during container init: " if init else ""
+        raise PalletError(f"unable to start container process: {during}{describe(e)}") from None
     os.write(sync_w, b'{"ok": true}\n')
+
+
+def _bind_sources(spec: dict, bundle: str) -> list[str]:
+    """The host paths the spec bind-mounts (relative ones from the bundle)."""
+    from pallet.linux.syscalls import MS_BIND, parse_options
+    out = []
+    for m in spec.get("mounts") or ():
+        flags, _prop, _data = parse_options(m.get("options") or ())
+        if m.get("type") == "bind" or flags & MS_BIND:
+            source = m.get("source") or ""
+            out.append(source if os.path.isabs(source) else os.path.join(bundle, source))
+    return out
+
+
+def send_mount_sources(pid: int, sources: list[str], sock_fd: int) -> None:
+    """runc's send_mountsources: open every bind source as the host's root, but
+    from the container's new mount namespace (what it will mount from), and
+    pass the descriptors over ``sock_fd`` -- from a child of ours, since a
+    process with threads may not change its mount namespace (setns(2))."""
+    import socket
+    r, w = os.pipe2(os.O_CLOEXEC)
+    helper = os.fork()
+    if helper == 0:
+        try:
+            from pallet.plugins.runtime_ns import linux
+            linux.setns(os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC),
+                        linux.CLONE_NEWNS, "container mount namespace")
+            fds = [os.open(src, os.O_PATH | os.O_CLOEXEC) for src in sources]
+            sock = socket.socket(fileno=os.dup(sock_fd))
+            sock.sendmsg([json.dumps(sources).encode()],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
+            os._exit(0)
+        except OSError as e:
+            os.write(w, describe(e).encode())
+            os._exit(1)
+    os.close(w)
+    failed = os.read(r, 4096).decode(errors="replace")
+    os.close(r)
+    _reap(helper)
+    if failed:
+        raise PalletError(f"failed to open mount source: {failed}")
+
+
+def _fd_array(fds):
+    import array
+    return array.array("i", fds)
 
 
 def write_id_maps(pid: int, spec: dict) -> None:

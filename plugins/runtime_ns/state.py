@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from pallet.plugins.runtime_ns import _jsonlite as json
+from pallet.oci import jsonlite as json
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -38,10 +38,13 @@ def valid_id(cid: str) -> bool:
 
 
 def now_rfc3339() -> str:
-    """The current UTC time as Go's RFC3339Nano prints it."""
+    """The current UTC time as Go's RFC3339Nano prints it (trailing zeros of
+    the fraction dropped, and the dot with them if none is left)."""
     ns = time.time_ns()
     secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+    fraction = f"{frac:09d}".rstrip("0")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + \
+        (f".{fraction}" if fraction else "") + "Z"
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -103,6 +106,7 @@ class ContainerState:
             "namespace_paths": ns,
             "pallet": {
                 "ociVersion": spec.get("ociVersion", OCI_VERSION),
+                "namespaces": list((spec.get("linux") or {}).get("namespaces") or ()),
                 "bundle": bundle,
                 "owner": owner,
                 "annotations": spec.get("annotations") or {},
@@ -187,13 +191,14 @@ class ContainerState:
         if not self.alive():
             return "stopped"
         if self.cgroup_paths and self.cgroup_module.is_frozen(self.cgroup_paths):
-            return "paused"
+            return "paused"  # runc: the freezer says FROZEN
         if os.path.exists(self.fifo):
             return "created"
         return "running"
 
     def oci(self) -> dict:
-        """runc's ``state`` output (the OCI runtime state plus runc's extras)."""
+        """runc's ``state`` output (the OCI runtime state plus runc's extras),
+        in the order of runc's containerState struct."""
         status = self.status()
         extra = self.data["pallet"]
         out = {
@@ -204,8 +209,8 @@ class ContainerState:
             "bundle": extra["bundle"],
             "rootfs": self.data["config"]["rootfs"],
             "created": self.data["created"],
-            "owner": extra.get("owner", ""),
         }
         if extra.get("annotations"):
             out["annotations"] = extra["annotations"]
+        out["owner"] = extra.get("owner", "")
         return out

@@ -60,6 +60,9 @@ _KNOWN_PATTERNS[".{1,}"] = lambda s: any(c != "\n" for c in s)
 _pattern_cache: dict = {}
 
 
+_CAPABILITY = "^CAP_[A-Z_]+$"
+
+
 class SchemaError(Exception):
     """``config.json`` does not follow the schema; ``path`` names the field."""
 
@@ -114,7 +117,10 @@ class _Validator:
                 for i, item in enumerate(value):
                     self.check(item, items, doc, f"{path}[{i}]")
         elif isinstance(value, str):
-            if "pattern" in schema and not _matches(schema["pattern"], value):
+            # runc takes any string as a capability name (it warns about the
+            # ones it does not know, and skips them): so does the runtime
+            if "pattern" in schema and schema["pattern"] != _CAPABILITY and \
+                    not _matches(schema["pattern"], value):
                 raise SchemaError(path, f"{value!r} does not match {schema['pattern']!r}")
         elif _TYPES["number"](value):
             if "minimum" in schema and value < schema["minimum"]:
@@ -214,7 +220,6 @@ def validate_state(doc) -> None:
 
 # --- beyond the schema (runc's libcontainer/configs/validate) ------------------------------
 
-_CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 #: sysctl prefix -> namespace it needs (runc's validate.sysctl)
 _SYSCTL_NS = (("net.", "network"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"),
               ("kernel.shm", "ipc"), ("fs.mqueue.", "ipc"))
@@ -222,16 +227,25 @@ _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", 
                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 
 
+def process_errors(process) -> str | None:
+    """runc's validateProcessSpec, which runs before anything else looks at the
+    spec: its message, or None."""
+    if not isinstance(process, dict):
+        return "process property must not be empty"
+    cwd = process.get("cwd")
+    if not cwd:
+        return "Cwd property must not be empty"
+    if isinstance(cwd, str) and not cwd.startswith("/"):
+        return "Cwd must be an absolute path"
+    if not process.get("args"):
+        return "args must not be empty"
+    if process.get("selinuxLabel"):
+        return "selinux label is specified in config, but selinux is disabled or not supported"
+    return None
+
+
 def semantic_errors(spec: dict) -> None:
     """Raise SchemaError for what runc rejects though the schema allows it."""
-    from pallet.plugins.runtime_ns.linux import CAP_NUMBERS
-    process = spec.get("process") or {}
-    for kind in _CAP_SETS:
-        for i, name in enumerate((process.get("capabilities") or {}).get(kind) or ()):
-            if name not in CAP_NUMBERS:
-                raise SchemaError(f"process.capabilities.{kind}[{i}]", f"unknown capability {name!r}")
-    if process and not process.get("cwd", "").startswith("/"):
-        raise SchemaError("process.cwd", "must be an absolute path")
     lnx = spec.get("linux") or {}
     kinds = {}
     for i, ns in enumerate(lnx.get("namespaces") or ()):

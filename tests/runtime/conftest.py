@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+pytest.register_assert_rewrite("differential")
+
 from rt_helpers import BUSYBOX, Bundle, Output, reap_all
 
 
@@ -70,3 +72,37 @@ def output(tmp_path):
     out = Output(str(tmp_path / "out.txt"))
     yield out
     out.close()
+
+
+@pytest.fixture
+def diff_bundle(tmp_path, applets):
+    """A bundle for a differential test (runc's default spec, busybox rootfs);
+    skipped without Debian's runc 1.1."""
+    from differential import DiffBundle, runc_available
+
+    if not runc_available():
+        pytest.skip("Debian's runc 1.1 is not installed (apt-get install runc)")
+    # the containers of run -d and create go to the machine's init, which
+    # reaps them, as under a shell: a subreaper that does not reap while a
+    # command waits for PID 1 to go would keep it a zombie
+    from pallet.linux.syscalls import prctl
+    reap_all()
+    prctl(36, 0)  # PR_SET_CHILD_SUBREAPER
+    yield DiffBundle(str(tmp_path / "bundle"), applets)
+    prctl(36, 1)
+
+
+@pytest.fixture
+def open_diff_bundle(diff_bundle):
+    """A differential bundle in a directory anyone may cross (/tmp/pl-diff-*),
+    for user namespaces, whose root is not the host's."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="pl-diff-")
+    os.chmod(top, 0o755)
+    diff_bundle.path = os.path.join(top, "bundle")
+    diff_bundle.rootfs = os.path.join(diff_bundle.path, "rootfs")
+    yield diff_bundle
+    subprocess.run(["umount", "-R", "-l", diff_bundle.rootfs], capture_output=True)
+    shutil.rmtree(top, ignore_errors=True)

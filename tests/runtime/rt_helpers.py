@@ -35,7 +35,7 @@ class Bundle:
     """A bundle directory whose config.json tests adjust before create."""
 
     def __init__(self, path: str, applets):
-        from pallet.plugins.runtime_ns.specgen import default_spec
+        from pallet.oci.spec import default_spec
 
         self.path = path
         self.rootfs = make_rootfs(os.path.join(path, "rootfs"), applets)

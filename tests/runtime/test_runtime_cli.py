@@ -56,7 +56,7 @@ def test_usage_errors(root):
     proc = pallet_runc("frobnicate", root=root)
     assert proc.returncode == 3 and "No help topic for 'frobnicate'" in proc.stderr
     proc = pallet_runc("--bogus", "list", root=root)
-    assert proc.returncode == 1 and "flag provided but not defined: --bogus" in proc.stderr
+    assert proc.returncode == 1 and "flag provided but not defined: -bogus" in proc.stderr
     for p in (pallet_runc("--version", root=root), pallet_runc("--help", root=root)):
         assert p.returncode == 0 and "version" in p.stdout
         _no_traceback(p)
@@ -68,7 +68,7 @@ def test_spec(tmp_path, root):
     spec = json.loads((tmp_path / "config.json").read_text())
     assert spec["process"]["args"] == ["sh"] and spec["root"]["path"] == "rootfs"
     again = pallet_runc("spec", "--bundle", str(tmp_path), root=root)
-    assert again.returncode == 1 and "File config.json exists. Remove it first." in again.stderr
+    assert again.returncode == 1 and "File config.json exists. Remove it first" in again.stderr
 
 
 def test_run_foreground_exit_status(root, bundle):
@@ -86,7 +86,7 @@ def test_run_bad_executable(root, bundle):
     proc = pallet_runc("run", "-b", bundle.path, new_id(), root=root)
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith(
-        'level=error msg="pallet-runc run failed: unable to start container process: '
+        'level=error msg="runc run failed: unable to start container process: '
         'exec: \\"no-such-program\\": executable file not found in $PATH"')
     _no_traceback(proc)
     assert pallet_runc("list", "-q", root=root).stdout == ""
@@ -143,13 +143,17 @@ def test_run_detached_then_delete_force(root, bundle, tmp_path):
     assert pallet_runc("list", "-q", root=root).stdout == ""
 
 
-def test_cli_starts_fast(root):
-    """No heavy import on the way to a command (grpc, aiohttp, the kernel)."""
+def test_cli_starts_fast(root, tmp_path):
+    """No heavy import on the way to a command (grpc, aiohttp, the full
+    kernel's stevedore and pluggy): the kernel's fast path answers once its
+    cache is warm."""
     code = ("import sys; sys.argv=['pallet-runc','--root',%r,'list','-q'];"
             "from pallet.commands.runc import main; main();"
-            "bad=[m for m in ('grpc','aiohttp','pluggy','stevedore','ctypes','pallet.core.kernel')"
+            "bad=[m for m in ('grpc','aiohttp','pluggy','stevedore','attrs','pallet.core.kernel')"
             " if m in sys.modules]; print(bad)" % root)
-    proc = subprocess.run([_python(), "-c", code], capture_output=True, text=True, timeout=30)
+    for _ in range(2):  # the first run may fill the cache
+        proc = subprocess.run([_python(), "-c", code], capture_output=True, text=True,
+                              timeout=30, cwd=str(tmp_path))
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
     start = time.monotonic()
     pallet_runc("list", "-q", root=root, check=True)
@@ -180,9 +184,10 @@ def test_exec(root, bundle, tmp_path):
     assert done.returncode == 4, done.stderr
     assert done.stdout.split() == ["cli-exec", "/tmp", "12", "1000"]
     missing = pallet_runc("exec", cid, "nope", root=root)
-    assert missing.returncode == 1 and "executable file not found in $PATH" in missing.stderr
+    assert missing.returncode == 255 and "executable file not found in $PATH" in missing.stderr
     unknown = pallet_runc("exec", "no-such-container", "true", root=root)
-    assert unknown.returncode == 1 and 'msg="container does not exist"' in unknown.stderr
+    assert unknown.returncode == 255 and 'msg="exec failed: container does not exist"' in \
+        unknown.stderr
     _no_traceback(unknown)
     state = json.loads(pallet_runc("state", cid, root=root).stdout)
     assert pallet_runc("delete", "-f", cid, root=root).returncode == 0
@@ -222,7 +227,8 @@ def test_features_follow_the_schema(root):
 def test_systemd_cgroup_is_a_clear_error(root, bundle):
     bundle.write(["true"])
     done = pallet_runc("--systemd-cgroup", "create", "-b", bundle.path, new_id(), root=root)
-    assert done.returncode == 1 and "--systemd-cgroup is not supported" in done.stderr
+    assert done.returncode == 1 and ("systemd not running on this host" in done.stderr or
+                                     "cgroupfs only" in done.stderr)
     _no_traceback(done)
 
 
@@ -249,7 +255,7 @@ def test_invalid_bundle_is_one_line(root, bundle):
     bundle.write(["sleep", "30"])
     assert _run_detached(root, bundle, exists) == 0
     again = pallet_runc("create", "-b", bundle.path, exists, root=root)
-    assert again.returncode == 1 and f"container with id exists: {exists}" in again.stderr
+    assert again.returncode == 1 and "container with given ID already exists" in again.stderr
     start = pallet_runc("start", exists, root=root)
     assert start.returncode == 1 and "cannot start an already running container" in start.stderr
     notpaused = pallet_runc("resume", exists, root=root)
@@ -285,7 +291,8 @@ def test_update_events_ps_pause(root, bundle, tmp_path):
         assert done.returncode == 0, done.stderr
         assert open(cgroups.mounts()["pids"] + top + "/pids.max").read().strip() == "33"
         bad = pallet_runc("update", "-r", "-", cid, root=root, input='{"pids": {"limit": "x"}}')
-        assert bad.returncode == 1 and "pids.limit: expected integer" in bad.stderr
+        assert bad.returncode == 1 and "json: cannot unmarshal string into Go struct field " \
+            "LinuxPids.pids.limit of type int64" in bad.stderr
 
         ev = pallet_runc("events", "--stats", cid, root=root)
         assert ev.returncode == 0, ev.stderr
@@ -311,13 +318,14 @@ def test_update_events_ps_pause(root, bundle, tmp_path):
         paused = json.loads(pallet_runc("state", cid, root=root).stdout)
         assert paused["status"] == "paused"
         assert pallet_runc("resume", cid, root=root).returncode == 0
-        # a stream of events ends once the container is gone
+        # a stream of events ends once the container is gone (deleted, as with runc)
         stream = subprocess.Popen(_cmd(root, "events", "--interval", "100ms", cid),
                                   stdout=subprocess.PIPE, text=True)
         first = json.loads(stream.stdout.readline())
         assert first["type"] == "stats"
         assert pallet_runc("kill", "--all", cid, "KILL", root=root).returncode == 0
         wait_status(state["pid"])
+        assert pallet_runc("delete", cid, root=root).returncode == 0
         stream.wait(timeout=10)
     finally:
         pallet_runc("delete", "-f", cid, root=root)
@@ -345,7 +353,8 @@ def test_exec_flags(root, bundle, tmp_path):
         assert done.returncode == 0, done.stderr
         assert int(pidfile.read_text()) > 0
         badcap = pallet_runc("exec", "--cap", "CAP_NOPE", cid, "true", root=root)
-        assert badcap.returncode == 1 and "unknown capability 'CAP_NOPE'" in badcap.stderr
+        assert badcap.returncode == 0 and "ignoring unknown or unavailable capabilities: " \
+            "[CAP_NOPE]" in badcap.stderr
         _no_traceback(badcap)
     finally:
         pallet_runc("delete", "-f", cid, root=root)

@@ -117,7 +117,7 @@ def test_exec_does_not_trust_a_fake_proc(runtime, bundle, output, tmp_path):
     from test_runtime_spec import _own_capabilities
     _spec_caps(bundle, _own_capabilities())
     bundle.write(["sh", "-c", "umount -l /proc && mount -t tmpfs none /proc && "
-                              "mkdir -p /proc/sys/kernel /proc/self && "
+                              "mkdir -p /proc/sys/kernel /proc/self/fd && "
                               "echo 0 > /proc/sys/kernel/cap_last_cap && "
                               "echo faked > /tmp/ready; sleep 30"])
     cid = new_id()
@@ -224,7 +224,7 @@ def test_scratch_image_with_one_static_binary_and_the_builtin_init(runtime, tmp_
     import shutil
 
     from pallet.plugins.init_tini.spec import add_init
-    from pallet.plugins.runtime_ns.specgen import default_spec
+    from pallet.oci.spec import default_spec
     bundle = tmp_path / "scratch"
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True)

@@ -7,7 +7,9 @@ import pytest
 
 from pallet.plugins.init_tini.spec import ANNOTATION, add_init
 from pallet.plugins.runtime_ns import cgroups, linux
-from pallet.commands.runc import parse, parse_signal
+from pallet.commands.runc import Fatal, parse_signal
+from pallet.commands.runc_flags import (BOOL, INT, STRING, Flag, UsageError, parse_duration,
+                                        parse_flags, parse_int, ram_in_bytes, reorder)
 from pallet.plugins.runtime_ns.mounts import parse_options, secure_join
 from pallet.plugins.runtime_ns.state import valid_id
 
@@ -37,10 +39,11 @@ def test_parse_mount_options():
     assert flags == 0
 
 
-def test_cap_mask():
-    assert linux.cap_mask(["CAP_KILL", "NET_BIND_SERVICE"]) == (1 << 5) | (1 << 10)
-    with pytest.raises(ValueError, match="unknown capability"):
-        linux.cap_mask(["CAP_NOPE"])
+def test_cap_mask_skips_what_runc_does_not_know():
+    assert linux.cap_mask(["CAP_KILL", "CAP_NET_BIND_SERVICE"]) == (1 << 5) | (1 << 10)
+    assert linux.cap_mask(["CAP_NOPE", "cap_kill", "KILL"]) == 0
+    assert linux.unknown_capabilities({"bounding": ["CAP_KILL", "cap_kill"],
+                                       "effective": ["CAP_NOPE"]}) == {"cap_kill", "CAP_NOPE"}
 
 
 def test_valid_ids():
@@ -52,27 +55,95 @@ def test_valid_ids():
 def test_signals():
     assert parse_signal("9") == 9 and parse_signal("KILL") == 9 and parse_signal("SIGTERM") == 15
     assert parse_signal("sighup") == 1
-    for bad in ("BADSIG", "0", "999"):
-        with pytest.raises(RuntimeError, match="unknown signal"):
+    # runc takes any number as is: the kernel judges it
+    assert parse_signal("0") == 0 and parse_signal("999") == 999
+    for bad in ("BADSIG", "SIG_DFL", "x9"):
+        with pytest.raises(Fatal, match="unknown signal"):
             parse_signal(bad)
 
 
-def test_cli_parser():
-    spec = {"--bundle": "bundle=", "-b": "bundle=", "--detach": "detach", "-d": "detach"}
-    assert parse(["-d", "--bundle=/x", "id", "--not-a-flag"], spec) == (
+def test_cli_parser_as_go_and_urfave():
+    flags = [Flag("bundle, b", STRING, ""), Flag("detach, d", BOOL, ""),
+             Flag("preserve-fds", INT, "", 0)]
+    assert parse_flags(flags, ["-d", "--bundle=/x", "id", "--not-a-flag"]) == (
         {"detach": True, "bundle": "/x"}, ["id", "--not-a-flag"])
-    assert parse(["-b", "/y", "id"], spec) == ({"bundle": "/y"}, ["id"])
-    assert parse(["-bundle", "/z", "id"], spec)[0] == {"bundle": "/z"}
+    assert parse_flags(flags, ["-b", "/y", "id"]) == ({"bundle": "/y"}, ["id"])
+    assert parse_flags(flags, ["-bundle", "/z", "--", "-d"]) == ({"bundle": "/z"}, ["-d"])
+    assert parse_flags(flags, ["--preserve-fds", "0x10", "x"])[0] == {"preserve-fds": 16}
+    for args, message in ((["--nope"], "flag provided but not defined: -nope"),
+                          (["-b"], "flag needs an argument: -b"),
+                          (["-d=maybe"], 'invalid boolean value "maybe" for -d: parse error'),
+                          (["--preserve-fds", "1x"], 'invalid value "1x" for flag '
+                                                      "-preserve-fds: parse error"),
+                          (["-b", "a", "--bundle", "c"], "Cannot use two forms of the same "
+                                                         "flag: b bundle")):
+        with pytest.raises(UsageError, match=message):
+            parse_flags(flags, args)
+    # flags after the arguments move before them, with their values
+    assert reorder(flags, ["id", "--bundle", "/b", "-d"]) == ["--bundle", "/b", "-d", "id"]
+    assert reorder(flags, ["id", "--", "-d"]) == ["--", "id", "-d"]
+
+
+def test_go_values():
+    assert [parse_int(t) for t in ("10", "0x10", "010", "1_000", "-5", "1x", "", "08")] == \
+        [10, 16, 8, 1000, -5, None, None, None]
+    assert parse_duration("1h2m0.5s") == 3720.5 and parse_duration("500ms") == 0.5
+    assert parse_duration("1") is None
+    assert ram_in_bytes("64k") == 65536 and ram_in_bytes("1.5 GiB") == 3 << 29
+    for bad in ("x", "-1", "1."):
+        with pytest.raises(ValueError, match="invalid size"):
+            ram_in_bytes(bad)
 
 
 def test_cgroup_paths():
-    assert cgroups.normalize("system.slice:pallet:abc") == "/system.slice/pallet-abc.scope"
+    assert cgroups.normalize("system.slice:pallet:abc") == "system.slice:pallet:abc"
     assert cgroups.normalize("/docker/abc") == "/docker/abc"
-    assert cgroups._device_rule({"allow": False, "access": "rwm"}) == "a"
-    assert cgroups._device_rule({"type": "c", "major": 1, "minor": -1, "access": "rw"}) == "c 1:* rw"
+    assert cgroups.normalize("a/../../b") == "b"  # relative stays relative, as runc's CleanPath
     paths = cgroups.paths_for("/pallet-x/abc")
     for name, path in paths.items():
         assert path == os.path.join(cgroups.mounts()[name], "pallet-x/abc")
+
+
+def test_devices_emulator_writes_the_fewest_rules():
+    from pallet.plugins.runtime_ns.devices import Emulator, rules_of
+    target = Emulator.from_rules(rules_of([{"allow": False, "access": "rwm"}]))
+    # from a new (allow-all) cgroup: deny everything, then the allowances
+    moves = Emulator.from_list("a *:* rwm").transition(target)
+    assert moves[0] == (False, "a *:* rwm") and (True, "c 1:3 rwm") in moves
+    # from the same rules: nothing to write (update leaves them alone)
+    current = "\n".join(text for allow, text in moves[1:])
+    assert Emulator.from_list(current).transition(target) == []
+    # one permission less: only that one is taken away
+    fewer = Emulator.from_rules(rules_of([{"allow": False, "access": "rwm"},
+                                          {"allow": False, "type": "c", "major": 1, "minor": 3,
+                                           "access": "w"}]))
+    assert Emulator.from_list(current).transition(fewer) == []  # the defaults allow it again
+    assert Emulator.from_list(current + "\nc 1:11 rwm").transition(target) == \
+        [(False, "c 1:11 rwm")]
+
+
+def test_go_json():
+    from pallet.oci import jsonlite
+    assert jsonlite.go_dumps({"a": "<&>", "b": [1, {}], "c": None}) == \
+        '{"a":"\\u003c\\u0026\\u003e","b":[1,{}],"c":null}'
+    assert jsonlite.go_dumps({"x": [1]}, "  ") == '{\n  "x": [\n    1\n  ]\n}'
+    assert jsonlite.first_value('{"a": 1} trailing') == ({"a": 1}, 8)
+    for text, message in (("nope", "invalid character 'o' in literal null (expecting 'u')"),
+                          ("{x", "invalid character 'x' looking for beginning of object key"),
+                          ('{"a":', "unexpected EOF"), ("", "EOF")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            jsonlite.first_value(text)
+
+
+def test_default_spec_is_runcs():
+    from pallet.oci import jsonlite
+    from pallet.oci.spec import default_spec, rootless_spec
+    text = jsonlite.go_dumps(default_spec(), "\t")
+    assert text.startswith('{\n\t"ociVersion": "1.0.2-dev",\n\t"process": {\n\t\t"terminal": true')
+    rootless = rootless_spec(1000, 1000)
+    assert [ns["type"] for ns in rootless["linux"]["namespaces"]] == ["pid", "ipc", "uts",
+                                                                     "mount", "user"]
+    assert list(rootless["linux"])[:3] == ["uidMappings", "gidMappings", "namespaces"]
 
 
 def test_add_init_builtin_and_binary():
@@ -114,8 +185,13 @@ def test_plugin_wiring():
     assert rt_plugin.PALLET_ROLE == "runtime" and init_plugin.PALLET_ROLE == "init"
     kernel = _FakeKernel({}, {"runtime", "init"})
     rt = rt_plugin.pallet_provide_runtime(kernel)
+    # the init role is asked for only when a spec needs it (or when pickled for the shim)
+    assert kernel.provided == []
     assert rt.root == "/run/pallet-test/containerd/runtime"
-    assert rt.init is not None and kernel.provided == ["init"]
+    import pickle
+    shipped = pickle.loads(pickle.dumps(rt))
+    assert shipped.init is not None and kernel.provided == ["init"]
+    assert shipped.root == rt.root and rt.with_root("/tmp/x").root == "/tmp/x"
     kernel = _FakeKernel({"runtime_ns": {"root": "/tmp/elsewhere"}}, {"runtime"})
     rt = rt_plugin.pallet_provide_runtime(kernel)
     assert rt.root == "/tmp/elsewhere" and rt.init is None
@@ -134,9 +210,37 @@ def test_plugin_module_is_light():
     import sys
     code = ("import sys; import pallet.plugins.runtime_ns.plugin, pallet.plugins.init_tini.plugin;"
             "print([m for m in sys.modules if m.startswith('pallet.plugins') and "
-            "m.rsplit('.', 1)[-1] not in ('plugins', 'runtime_ns', 'init_tini', 'plugin')])")
+            "m.rsplit('.', 1)[-1] not in ('plugins', 'runtime_ns', 'init_tini', 'plugin')]);"
+            "sys.modules.pop('pallet.plugins.init_tini.plugin');"
+            "print('pluggy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.split()
+    assert lines[0] == "[]"
+
+
+def test_runtime_plugin_loads_without_pluggy():
+    """The fast path imports runtime_ns's wiring: it must not pull in pluggy."""
+    import subprocess
+    import sys
+    code = ("import sys; import pallet.plugins.runtime_ns.plugin; "
+            "print(sorted(m for m in ('pluggy', 'attrs', 'stevedore') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_unmarked_hooks_are_found_by_the_kernel():
+    """A plugin may leave its hooks unmarked (runtime_ns does): pluggy's manager
+    of the kernel takes every pallet_* function named in the hook specs."""
+    import types
+
+    from pallet.core.kernel import _plugin_manager
+    pm = _plugin_manager()
+    plugin = types.ModuleType("p")
+    plugin.pallet_provide_runtime = lambda kernel: "rt"
+    plugin.pallet_helper = lambda: None  # no such hook: left alone
+    pm.register(plugin, name="p")
+    assert pm.hook.pallet_provide_runtime(kernel=None) == "rt"
+    assert not hasattr(pm.hook, "pallet_helper")
 
 
 def test_schema_patterns_without_re_agree_with_re():
@@ -171,7 +275,7 @@ def test_jsonlite_matches_json():
 
     import pytest
 
-    from pallet.plugins.runtime_ns import _jsonlite
+    from pallet.oci import jsonlite as _jsonlite
     doc = {"a": [1, 2.5, None, True, "é\n\"x"], "b": {"c": -1e300}, "d": ""}
     assert _jsonlite.loads(json.dumps(doc)) == doc
     assert _jsonlite.dumps(doc) == json.dumps(doc)
@@ -182,16 +286,20 @@ def test_jsonlite_matches_json():
 
 
 def test_runc_cli_imports_no_enum_re_or_json():
-    """pallet-runc's start-up: the create path imports neither json, re nor enum."""
+    """pallet-runc's start-up: the create path imports neither json, re nor enum
+    (nor the socket module, which imports enum)."""
     import subprocess
     import sys
     # an editable install's import hook may have loaded some of them already:
     # make any new import of them fail instead
     code = ("import sys\n"
-            "for m in ('json', 're', 'enum', 'signal', 'subprocess'): sys.modules[m] = None\n"
-            "from pallet.commands import runc\n"
-            "from pallet.plugins.runtime_ns import runtime, process, spawn, validate, "
-            "_oci_schema, state, hooks, seccomp, cgroups\n"
+            "for m in ('json', 're', 'enum', 'signal', 'subprocess', 'socket', 'tempfile',\n"
+            "          'attrs', 'pluggy', 'stevedore', 'typing'): sys.modules[m] = None\n"
+            "from pallet.commands import runc, runc_flags, runc_help, runc_console, runc_exec\n"
+            "from pallet.commands import runc_update\n"
+            "from pallet.core import fastpath\n"
+            "from pallet.plugins.runtime_ns import plugin, runtime, process, spawn, validate, "
+            "_oci_schema, state, hooks, seccomp, cgroups, devices, mounts, features\n"
             "from pallet.plugins.init_tini import init\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -646,6 +646,20 @@ class Containerd:
                                                    payloads=payloads or {}))
         return r.applied
 
+    async def diff_compare(self, left: Sequence[Mount | Mapping],
+                           right: Sequence[Mount | Mapping], *, media_type: str = "",
+                           ref: str = "", labels: Mapping[str, str] | None = None,
+                           timeout: float | None = None) -> Descriptor:
+        """The changes from ``left`` to ``right`` as a layer blob in the content
+        store (containerd's default media type is gzip); its descriptor."""
+        r = await self._call(self._stub(diff_pb2_grpc.DiffStub).Diff,
+                             diff_pb2.DiffRequest(left=[to_mount(m) for m in left],
+                                                  right=[to_mount(m) for m in right],
+                                                  media_type=media_type, ref=ref,
+                                                  labels=dict(labels or {})),
+                             timeout=timeout)
+        return r.diff
+
     # ---- containers -------------------------------------------------------------
     async def container_create(self, container_id: str, *, spec: Mapping | bytes | None = None,
                                image: str = "", snapshot_key: str = "",

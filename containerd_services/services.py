@@ -290,6 +290,10 @@ class Backend:
     def diff_apply(self, desc, mounts):
         return storeview.applier(self.store).apply(desc, mounts)
 
+    def diff_compare(self, lower, upper, **kw):
+        """The layer blob of the changes from ``lower`` to ``upper`` (Diff.Diff)."""
+        return storeview.differ(self.store).compare(lower, upper, **kw)
+
     # ---- running --------------------------------------------------------------------
     def start(self) -> list[str]:
         """Before serving: open the ttrpc endpoint (``<address>.ttrpc``) where

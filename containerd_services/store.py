@@ -41,3 +41,14 @@ def snapshotter_names(store) -> list[str]:
 def applier(store):
     """The layer applier: ``apply(descriptor, mounts) -> descriptor``."""
     return store.applier
+
+
+def differ(store):
+    """containerd's comparer: ``compare(lower, upper, media_type=, ref=, labels=)
+    -> descriptor``; the store's own if it has one, else the walking differ
+    over its content store."""
+    own = getattr(store, "differ", None)
+    if own is not None:
+        return own
+    from pallet.imagestore.differ import Differ
+    return Differ(store.content)

@@ -400,6 +400,19 @@ class Containerd:
         await self._call(self._stub(leases_pb2_grpc.LeasesStub).Delete,
                          leases_pb2.DeleteRequest(id=lease_id, sync=sync))
 
+    async def lease_add_resource(self, lease_id: str, resource_id: str, rtype: str) -> None:
+        """Hold a blob (``content``) or snapshot (``snapshots/<name>``) with a lease."""
+        await self._call(self._stub(leases_pb2_grpc.LeasesStub).AddResource,
+                         leases_pb2.AddResourceRequest(
+                             id=lease_id, resource=leases_pb2.Resource(id=resource_id,
+                                                                       type=rtype)))
+
+    async def lease_delete_resource(self, lease_id: str, resource_id: str, rtype: str) -> None:
+        await self._call(self._stub(leases_pb2_grpc.LeasesStub).DeleteResource,
+                         leases_pb2.DeleteResourceRequest(
+                             id=lease_id, resource=leases_pb2.Resource(id=resource_id,
+                                                                       type=rtype)))
+
     async def leases(self, filters: Iterable[str] = ()) -> list:
         r = await self._call(self._stub(leases_pb2_grpc.LeasesStub).List,
                              leases_pb2.ListRequest(filters=list(filters)))

@@ -12,6 +12,7 @@ import shutil
 import time
 
 from pallet.core import errors
+from pallet.engine import initlayer
 from pallet.engine import links as linksmod
 from pallet.engine import mounts as mountsmod
 from pallet.engine import networking, resources, security
@@ -23,7 +24,12 @@ log = logging.getLogger("pallet.api_rest.containers")
 
 
 class CreateOps:
-    async def create(self, body, name: str | None) -> dict:
+    async def create(self, body, name: str | None, *, image=None, parent: str | None = None,
+                     mount_stubs=()) -> dict:
+        """``image``: the image record to use instead of looking ``Image`` up
+        (a build step's, which has no name); ``parent``: the snapshot to
+        start from instead of the image's top layer; ``mount_stubs``: more
+        mount points for the init layer (a build step's ``RUN --mount``s)."""
         if not isinstance(body, dict):
             raise errors.InvalidArgument("invalid container config: JSON object expected")
         check_create(body)
@@ -31,7 +37,7 @@ class CreateOps:
         if not image_ref:
             raise errors.InvalidArgument("config cannot be empty in order to create a container")
         host = dict(body.get("HostConfig") or {})
-        rec = await self.images.get(image_ref)
+        rec = image if image is not None else await self.images.get(image_ref)
         name = self.store.check_name(name) if name else None
         cfg = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         cfg = merge_config(cfg, rec.config.get("config") or {})
@@ -43,7 +49,7 @@ class CreateOps:
         security.check_devices(host.get("Devices"))
         specmod.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
         points = mountsmod.plan(host, cfg.get("Volumes"), self._volumes_from)
-        parent = await self.images.unpack(rec)
+        parent = await self.images.unpack(rec) if parent is None else parent
 
         cid = secrets.token_hex(32)
         while cid in self.store.by_id:
@@ -94,9 +100,12 @@ class CreateOps:
             raise
         new_volumes: list = []
         try:
-            snap_mounts = await self.ctrd.snapshot_prepare(
-                cid, parent, snapshotter=self.snapshotter,
-                labels={"containerd.io/gc.root": created})
+            # on dockerd's init layer, so that the runtime's mount points are
+            # not the container's changes (docker commit, a build's RUN)
+            _init, snap_mounts = await initlayer.prepare(
+                self.ctrd, cid, parent, self.snapshotter,
+                labels={"containerd.io/gc.root": created}, extra=mount_stubs,
+                tmp=os.path.join(self.paths.exec_root, "mnt"))
             try:
                 new_volumes = await self._prepare_volumes(c, snap_mounts)
                 await self.ctrd.container_create(

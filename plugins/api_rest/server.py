@@ -224,7 +224,7 @@ class VersionedRouter(web.UrlDispatcher):
 # Families of the Engine API that pallet does not serve yet: they answer 501
 # with docker's JSON error rather than a bare 404.
 UNIMPLEMENTED = (
-    "/build{tail:.*}", "/commit", "/images/search",
+    "/images/search",
     "/swarm{tail:.*}", "/services{tail:.*}",
     "/nodes{tail:.*}", "/tasks{tail:.*}", "/secrets{tail:.*}", "/configs{tail:.*}",
     "/plugins{tail:.*}", "/session", "/distribution/{tail:.*}",
@@ -268,6 +268,8 @@ def make_app(kernel, service) -> web.Application:
     handlers_images.register(routes)
     from pallet.plugins.api_rest import handlers_networks  # network role (net_bridge)
     handlers_networks.register(routes)
+    from pallet.plugins.api_rest import handlers_build  # builder role, and docker commit
+    handlers_build.register(routes)
     kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
     routes.add("GET", "/plugins/{name:.+}/json", _no_such("plugin"))
     for path in UNIMPLEMENTED:

@@ -76,10 +76,13 @@ def test_unknown_and_unimplemented_paths(palletd):
     assert status == 404
     status, msg = _err(palletd.api("POST", "/images/create?fromImage=busybox&tag=latest"))
     assert status in (501, 503) and msg  # no registry to pull from here
-    for method, path in (("POST", "/build"), ("POST", "/swarm/init"), ("GET", "/services"),
-                         ("POST", "/commit")):
+    for method, path in (("POST", "/swarm/init"), ("GET", "/services")):
         status, msg = _err(palletd.api(method, path))
         assert status == 501, (method, path, status)
+    # served by the builder role and the engine's commit: their own errors
+    assert _err(palletd.api("POST", "/build")) == (
+        400, "Cannot locate specified Dockerfile: Dockerfile")
+    assert _err(palletd.api("POST", "/commit")) == (404, "No such container: ")
     status, msg = _err(palletd.api("DELETE", "/_ping"))
     assert status == 405
 

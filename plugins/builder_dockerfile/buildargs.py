@@ -26,6 +26,13 @@ class BuildArgs:
         out.referenced = set(self.referenced)
         return out
 
+    def for_stage(self) -> "BuildArgs":
+        """A new stage's arguments: none allowed until it declares them (the
+        meta args stay as defaults)."""
+        out = self.clone()
+        out.allowed = {}
+        return out
+
     def add_arg(self, key: str, value: str | None) -> None:
         self.allowed[key] = value
         self.referenced.add(key)

@@ -324,14 +324,17 @@ class Context:
 
     # --- dockerd's checksums ----------------------------------------------------------------
     def path_hash(self, name: str) -> str:
-        """dockerd's ``Source.Hash`` of a cleaned path: its tarsum, or the path."""
-        entry = self.entries.get(name)
+        """dockerd's ``Source.Hash`` of a path: the tarsum of what it resolves
+        to (a symlink counts as its target), or the path itself."""
+        entry = self.entries.get(self.resolve(name))
         return entry.sum if entry is not None and entry.sum else name
 
     def dir_hash(self, name: str) -> str:
-        """``dir:<sha256>`` of every path's hash below directory ``name``."""
+        """``dir:<sha256>`` of the hashes of directory ``name`` (unless it is
+        the root) and of every path below it, sorted."""
         if name not in self._dir_sums:
-            subs = sorted(self.path_hash(e.name) for e in self.walk(name))
+            subs = sorted([self.path_hash(name)] * bool(name) +
+                          [self.path_hash(e.name) for e in self.walk(name)])
             self._dir_sums[name] = "dir:" + hashlib.sha256(",".join(subs).encode()).hexdigest()
         return self._dir_sums[name]
 

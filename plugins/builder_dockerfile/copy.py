@@ -355,7 +355,8 @@ def parse_chown(w: Writer, spec: str) -> tuple[int, int]:
         value = _lookup(w, path, name, 2)
         if value is None:
             kind = "user" if "user" in what else "group"
-            raise InvalidArgument(f"can't find {what} {name}: no such {kind}: {name}")
+            raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
+                                  f"can't find {what} {name}: no such {kind}: {name}")
         ids.append(value)
     return ids[0], ids[1]
 

@@ -69,7 +69,7 @@ def parse_ports(specs) -> dict:
         port, _, proto = spec.rpartition(":")[2].partition("/")
         proto = (proto or "tcp").lower()
         if proto not in ("tcp", "udp", "sctp"):
-            raise errors.InvalidArgument(f"invalid proto: {proto}")
+            raise errors.InvalidArgument(f"Invalid proto: {proto}")
         start, dash, end = port.partition("-")
         if not start.isdigit() or (dash and not end.isdigit()):
             raise errors.InvalidArgument(f"Invalid containerPort: {port}")
@@ -221,7 +221,7 @@ class Build:
         env = list(cfg.get("Env") or [])
         if not any(e.partition("=")[0] == "PATH" for e in env):
             cfg["Env"] = env + [bi.DEFAULT_PATH]
-        state = StageState(stage, image, cfg, args.clone())
+        state = StageState(stage, image, cfg, args.for_stage())
         triggers = list(cfg.get("OnBuild") or [])
         if triggers:
             cfg["OnBuild"] = None
@@ -427,7 +427,7 @@ class Build:
         exposed = dict(state.config.get("ExposedPorts") or {})
         exposed.update(parse_ports(ports))
         state.config["ExposedPorts"] = exposed
-        await self.commit_comment(state, "EXPOSE " + " ".join(ports))
+        await self.commit_comment(state, "EXPOSE " + " ".join(sorted(ports)))
 
     async def do_healthcheck(self, state, cmd: ins.Healthcheck, _values) -> None:
         old = state.config.get("Healthcheck") or {}

@@ -431,4 +431,6 @@ def parse(text: str | bytes) -> Parsed:
             if docs:
                 node = attrs.evolve(node, heredocs=tuple(docs), end=i)
         nodes.append(node)
+    if not nodes:
+        raise ParseError("file with no instructions", count)
     return Parsed(tuple(nodes), escape, tuple(warnings))

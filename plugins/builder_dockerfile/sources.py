@@ -122,21 +122,30 @@ class DirSource:
         return entry
 
     # --- checksums (dockerd's lazy source) ---------------------------------------------------
-    def path_hash(self, name: str) -> str:
+    def path_hash(self, path: str) -> str:
+        """dockerd's lazy ``Hash``: of what ``path`` resolves to (a missing
+        target: the path itself)."""
+        name = self.resolve(path)
         if name in self._sums:
             return self._sums[name]
         full = os.path.join(self.root, name)
-        st = os.lstat(full)
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            return name
         kind = _TYPES.get(stat.S_IFMT(st.st_mode), REG)
         link = os.readlink(full) if kind == SYM else ""
         tar_name = name + "/" if kind == DIR else name
         # Go's FileInfoHeader mode with the old file type bits, as dockerd writes it
         mode = stat.S_IMODE(st.st_mode) | {REG: 0o100000, DIR: 0o40000, SYM: 0o120000,
                                            "3": 0o20000, "4": 0o60000, "6": 0o10000}[kind]
+        # Go's FileInfoHeader names the owners from the daemon host's databases
         fields = (("name", tar_name), ("mode", str(mode)), ("uid", str(st.st_uid)),
                   ("gid", str(st.st_gid)), ("size", str(st.st_size if kind == REG else 0)),
-                  ("typeflag", kind), ("linkname", link), ("uname", ""), ("gname", ""),
-                  ("devmajor", "0"), ("devminor", "0"))
+                  ("typeflag", kind), ("linkname", link), ("uname", _user(st.st_uid)),
+                  ("gname", _group(st.st_gid)),
+                  ("devmajor", str(os.major(st.st_rdev)) if kind in ("3", "4") else "0"),
+                  ("devminor", str(os.minor(st.st_rdev)) if kind in ("3", "4") else "0"))
         h = hashlib.sha256("".join(k + v for k, v in fields).encode("utf-8", "surrogateescape"))
         if kind == REG and st.st_size:
             with open(full, "rb") as f:
@@ -146,7 +155,8 @@ class DirSource:
         return self._sums[name]
 
     def dir_hash(self, name: str) -> str:
-        subs = sorted(self.path_hash(e.name) for e in self.walk(name))
+        subs = sorted([self.path_hash(name)] * bool(name) +
+                      [self.path_hash(e.name) for e in self.walk(name)])
         return "dir:" + hashlib.sha256(",".join(subs).encode()).hexdigest()
 
     def source_hash(self, path: str) -> str:
@@ -157,6 +167,22 @@ class DirSource:
         if stat.S_ISDIR(st.st_mode):
             return self.dir_hash(name)
         return "file:" + self.path_hash(name)
+
+
+def _user(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+def _group(gid: int) -> str:
+    import grp
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
 
 
 def url_filename(url: str, disposition: str | None) -> str:

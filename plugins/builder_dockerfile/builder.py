@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 
 from pallet.core import errors
 
@@ -66,10 +67,14 @@ class DockerfileBuilder:
         tags = _check_tags(options.tags)
         session = Session(engine)
         ctx = None
+        started = time.monotonic()
         try:
             await session.open()
             ctx = await self._context(session, options, context)
+            received = time.monotonic()
             img = await self._run(engine, session, options, ctx, out)
+            log.debug("build %s: context %.3fs, steps %.3fs", session.id,
+                      received - started, time.monotonic() - received)
             for ref in tags:
                 await engine.images.repoint(str(ref), img.manifest.to_oci())
             if not tags:

@@ -76,6 +76,8 @@ class BuildCache:
         os.makedirs(root, mode=0o700, exist_ok=True)
         self.db = Database(os.path.join(root, "cache.db"), _SCHEMA)
         self._lease_ready = False
+        #: manifest digest -> image read before (blobs never change)
+        self._images: dict[str, object] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -103,10 +105,18 @@ class BuildCache:
         if row is None:
             return None
         try:
-            img = await read_image(ctrd, Descriptor(MT_DOCKER_MANIFEST, row[0], row[1]))
+            img = self._images.get(row[0])
+            if img is None:
+                img = await read_image(ctrd, Descriptor(MT_DOCKER_MANIFEST, row[0], row[1]))
+                if len(self._images) > 4096:
+                    self._images.clear()
+                self._images[row[0]] = img
+            else:
+                await ctrd.content_info(row[0])  # still there (a prune may have run)
             if img.chain:
                 await ctrd.snapshot_stat(img.chain)
         except errors.NotFound:
+            self._images.pop(row[0], None)
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM cache WHERE parent=? AND key=?", (parent, key))
             return None
@@ -123,6 +133,7 @@ class BuildCache:
         await self._lease(ctrd)
         with contextlib.suppress(errors.NotImplementedYet):
             await ctrd.lease_add_resource(LEASE, img.manifest.digest, "content")
+        self._images[img.manifest.digest] = img
         now = int(time.time())
         with self.db.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO cache(parent, key, image, manifest, msize, "

@@ -92,45 +92,45 @@ def _tarsum(ti: tarfile.TarInfo, raw_name: str, typeflag: str) -> "hashlib._Hash
     return h
 
 
-class _Tee:
-    """A reader that writes what is read from it to the spool, counting."""
-
-    def __init__(self, src, spool: BinaryIO):
-        self.src = src
-        self.spool = spool
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        if data:
-            self.spool.write(data)
-        return data
-
-
 class _QueueReader:
     """A blocking reader over chunks that the event loop puts in a queue."""
 
     def __init__(self):
         self.q: queue.Queue = queue.Queue(maxsize=64)
-        self.buf = b""
+        self.chunk = b""
+        self.pos = 0
         self.eof = False
         self.error: BaseException | None = None
 
+    def _next(self) -> bool:
+        item = self.q.get()
+        if item is None:
+            self.eof = True
+            return False
+        if isinstance(item, BaseException):
+            self.eof = True
+            self.error = item
+            raise item
+        self.chunk, self.pos = item, 0
+        return True
+
     def read(self, n: int = -1) -> bytes:
-        while not self.eof and (n < 0 or len(self.buf) < n):
-            item = self.q.get()
-            if item is None:
-                self.eof = True
-                break
-            if isinstance(item, BaseException):
-                self.eof = True
-                self.error = item
-                raise item
-            self.buf += item
-        if n < 0 or n >= len(self.buf):
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+        # one chunk at a time, by offset: slicing a big buffer per small read
+        # would copy the whole context many times over
+        parts = []
+        while n != 0:
+            left = len(self.chunk) - self.pos
+            if left == 0:
+                if self.eof or not self._next():
+                    break
+                continue
+            take = left if n < 0 else min(left, n)
+            parts.append(self.chunk[self.pos:self.pos + take] if take < len(self.chunk)
+                         else self.chunk)
+            self.pos += take
+            if n > 0:
+                n -= take
+        return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 class Context:
@@ -198,7 +198,7 @@ class Context:
         prefixed = _Prefixed(head, stream)
         source = decompressed(prefixed) if kind != "none" else prefixed
         with open(spool, "wb") as out:
-            entries = _index(_Tee(source, out))
+            entries = _index(source, out)
         return cls(spool, entries)
 
     @classmethod
@@ -387,46 +387,196 @@ def _looks_like_tar(head: bytes) -> bool:
         return False
 
 
-def _index(stream) -> dict[str, Entry]:
-    """Read a tar stream member by member, hashing every entry."""
+class _Scan:
+    """A tar read in big chunks, each chunk written to the spool as it comes
+    (one write per chunk, member data hashed in place, never copied)."""
+
+    def __init__(self, src, spool: BinaryIO):
+        self.src = src
+        self.spool = spool
+        self.buf = b""
+        self.pos = 0
+        self.base = 0  # offset of buf[0] in the stream
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def _more(self) -> bool:
+        data = self.src.read(_CHUNK)
+        if not data:
+            return False
+        self.spool.write(data)
+        self.base += self.pos
+        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
+        self.pos = 0
+        return True
+
+    def take(self, n: int) -> bytes:
+        while len(self.buf) - self.pos < n:
+            if not self._more():
+                raise EOFError
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def feed(self, n: int, sink) -> None:
+        """Pass ``n`` bytes to ``sink`` (a hash's update, or None to skip)."""
+        while n:
+            avail = len(self.buf) - self.pos
+            if not avail:
+                if not self._more():
+                    raise EOFError
+                continue
+            k = min(avail, n)
+            if sink is not None:
+                sink(memoryview(self.buf)[self.pos:self.pos + k])
+            self.pos += k
+            n -= k
+
+    def drain(self) -> None:
+        while self._more():
+            self.pos = len(self.buf)
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            break
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            raise InvalidArgument("error processing tar file: invalid pax header") from None
+        if length <= 0:
+            raise InvalidArgument("error processing tar file: invalid pax header")
+        record = data[sp + 1:pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+class _Header:
+    """The fields of one tar header block (ustar, GNU and v7), read fast."""
+
+    __slots__ = ("name", "mode", "uid", "gid", "size", "mtime", "type", "linkname",
+                 "devmajor", "devminor", "pax_headers")
+
+
+def _num(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU), for big or negative numbers
+        n = int.from_bytes(field[1:], "big")
+        return n if field[:1] == b"\x80" else n - (1 << (8 * (len(field) - 1)))
+    field = field.split(b"\0", 1)[0].strip()
+    return int(field, 8) if field else 0
+
+
+def _header(block: bytes) -> _Header:
+    stored = block[148:156].split(b"\0", 1)[0].strip()
+    try:
+        want = int(stored, 8)
+    except ValueError:
+        raise InvalidArgument("error processing tar file: invalid header") from None
+    if want != sum(block) - sum(block[148:156]) + 256:
+        raise InvalidArgument("error processing tar file: bad checksum")
+    h = _Header()
+    h.name = _raw_name(block)
+    h.mode = _num(block[100:108])
+    h.uid = _num(block[108:116])
+    h.gid = _num(block[116:124])
+    h.size = _num(block[124:136])
+    h.mtime = _num(block[136:148])
+    h.type = block[156:157]
+    h.linkname = block[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    ustar = block[257:262] == b"ustar"
+    h.devmajor = _num(block[329:337]) if ustar else 0
+    h.devminor = _num(block[337:345]) if ustar else 0
+    h.pax_headers = {}
+    return h
+
+
+def _raw_name(block: bytes) -> str:
+    name = block[:100].split(b"\0", 1)[0]
+    if block[257:262] == b"ustar":
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _index(stream, spool: BinaryIO) -> dict[str, Entry]:
+    """Read a tar stream member by member, spooling and hashing every entry."""
     entries: dict[str, Entry] = {}
     now = time.time()
+    scan = _Scan(stream, spool)
+    pax: dict[str, str] = {}
+    longname = longlink = None
     try:
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
-            for ti in tf:
-                typeflag = ti.type.decode() if ti.type != b"\0" else REG
-                if typeflag in ("g", "x", "L", "K"):
-                    continue
-                name = clean(ti.name)
-                raw = ti.pax_headers.get("path") or ti.name
-                if ti.isdir() and not raw.endswith("/"):
-                    raw += "/"  # Go keeps the slash Python strips
-                h = _tarsum(ti, raw, typeflag)
-                offset = -1
-                if ti.isreg():
-                    offset = ti.offset_data
-                    f = tf.extractfile(ti)
-                    while True:
-                        data = f.read(_CHUNK)
-                        if not data:
-                            break
-                        h.update(data)
-                linkname = ti.linkname
-                if ti.islnk():
-                    linkname = clean(linkname)
-                    if not linkname:
-                        raise InvalidArgument(f"error processing tar file: hard link "
-                                              f"{ti.name} to the root")
-                xattrs = {k[len("SCHILY.xattr."):]: v for k, v in ti.pax_headers.items()
-                          if k.startswith("SCHILY.xattr.")}
-                if name:
-                    _parents(entries, name, now)
-                entries[name] = Entry(name, DIR if ti.isdir() else typeflag,
-                                      stat.S_IMODE(ti.mode), ti.uid, ti.gid,
-                                      ti.size if ti.isreg() else 0, float(ti.mtime), linkname,
-                                      offset, h.hexdigest(), ti.devmajor, ti.devminor, xattrs)
-    except tarfile.TarError as e:
-        raise InvalidArgument(f"error processing tar file: {e}") from None
+        while True:
+            try:
+                block = scan.take(tarfile.BLOCKSIZE)
+            except EOFError:
+                break  # a tar cut short of its end blocks: what came is the context
+            if block.count(0) == tarfile.BLOCKSIZE:
+                break
+            try:
+                ti = _header(block)
+            except ValueError as e:
+                raise InvalidArgument(f"error processing tar file: {e}") from None
+            kind = ti.type
+            size = ti.size
+            padded = size + (-size % tarfile.BLOCKSIZE)
+            if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+                        tarfile.GNUTYPE_LONGLINK, b"X"):
+                data = scan.take(padded)[:size]
+                if kind in (tarfile.XHDTYPE, b"X"):
+                    pax = _pax(data)
+                elif kind == tarfile.GNUTYPE_LONGNAME:
+                    longname = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                elif kind == tarfile.GNUTYPE_LONGLINK:
+                    longlink = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                continue
+            raw = pax.get("path") or longname or ti.name
+            linkname = pax.get("linkpath") or longlink or ti.linkname
+            if "size" in pax:
+                size = int(pax["size"])
+                padded = size + (-size % tarfile.BLOCKSIZE)
+            ti.name, ti.linkname, ti.size = raw, linkname, size
+            ti.pax_headers = pax
+            for key, attr in (("uid", "uid"), ("gid", "gid"), ("mtime", "mtime")):
+                if key in pax:
+                    setattr(ti, attr, int(float(pax[key])) if key != "mtime"
+                            else float(pax[key]))
+            typeflag = REG if kind in (tarfile.AREGTYPE, tarfile.REGTYPE, tarfile.CONTTYPE) \
+                else kind.decode("latin-1")
+            if kind == tarfile.AREGTYPE and raw.endswith("/"):
+                typeflag = DIR
+            pax, longname, longlink = {}, None, None
+            h = _tarsum(ti, raw, typeflag)
+            offset = -1
+            if typeflag == REG:
+                offset = scan.offset
+                scan.feed(size, h.update)
+                scan.feed(padded - size, None)
+            else:
+                scan.feed(padded, None)
+            name = clean(raw)
+            if typeflag == LNK:
+                linkname = clean(linkname)
+                if not linkname:
+                    raise InvalidArgument(f"error processing tar file: hard link {raw} to "
+                                          "the root")
+            xattrs = {k[len("SCHILY.xattr."):]: v for k, v in ti.pax_headers.items()
+                      if k.startswith("SCHILY.xattr.")}
+            if name:
+                _parents(entries, name, now)
+            entries[name] = Entry(name, typeflag, stat.S_IMODE(ti.mode), ti.uid, ti.gid,
+                                  size if typeflag == REG else 0, float(ti.mtime), linkname,
+                                  offset, h.hexdigest(), ti.devmajor, ti.devminor, xattrs)
+        scan.drain()
     except EOFError:
         raise InvalidArgument("error processing tar file: unexpected EOF") from None
     entries.setdefault("", Entry("", DIR, 0o755, mtime=now))

@@ -4,7 +4,7 @@ docker CLI's classic builder path does them.
 The context is made here: the directory's files minus what .dockerignore
 excludes (the Dockerfile and .dockerignore are always sent, the daemon drops
 them when excluded), as a tar whose headers are the docker CLI's (numeric
-owners, times in seconds, file type bits in the mode), so that palletd's
+owners, times in seconds, permission bits), so that palletd's
 checksums, and its cache, are the ones a ``docker build`` of the same
 directory gets.  ``-`` reads a tar or a lone Dockerfile from stdin; a URL is
 built by the daemon (``remote``).  A Dockerfile outside the context (or
@@ -29,14 +29,9 @@ def _fail(message, code=1):
 
 # -- the context ---------------------------------------------------------------------------
 def _header(ti, mode):
-    """A tar header with Go's mode field (the file type bits kept)."""
-    buf = bytearray(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-    head = len(buf) - tarfile.BLOCKSIZE
-    buf[head + 100:head + 108] = b"%07o\0" % mode
-    buf[head + 148:head + 156] = b" " * 8
-    chk = sum(buf[head:head + tarfile.BLOCKSIZE])
-    buf[head + 148:head + 156] = b"%06o\0 " % chk
-    return bytes(buf)
+    """A tar header as the docker CLI writes it (permission bits only)."""
+    ti.mode = mode & 0o7777
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 class ContextWriter:

@@ -111,8 +111,6 @@ class BuildCache:
                 if len(self._images) > 4096:
                     self._images.clear()
                 self._images[row[0]] = img
-            else:
-                await ctrd.content_info(row[0])  # still there (a prune may have run)
             if img.chain:
                 await ctrd.snapshot_stat(img.chain)
         except errors.NotFound:

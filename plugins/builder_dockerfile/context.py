@@ -560,9 +560,12 @@ def _index(stream, spool: BinaryIO) -> dict[str, Entry]:
             if typeflag == REG:
                 offset = scan.offset
                 scan.feed(size, h.update)
-                scan.feed(padded - size, None)
             else:
-                scan.feed(padded, None)
+                scan.feed(size, None)
+            try:
+                scan.feed(padded - size, None)
+            except EOFError:
+                pass  # the docker CLI's `-f -` archives end without the last padding
             name = clean(raw)
             if typeflag == LNK:
                 linkname = clean(linkname)

@@ -95,7 +95,7 @@ async def _prepare_mounts(build, state, specs, scratch: str) -> _Mounts:
         else:
             source, kind, key = await _bind_source(build, spec, scratch)
             out.mounts.append({"Type": "bind", "Source": source, "Target": target,
-                               "ReadOnly": True})
+                               "ReadOnly": spec.readonly})
             out.stubs.append((target, kind))
             out.keys.append(("bind", target, key))
     return out

@@ -99,8 +99,14 @@ class DirSource:
                      | os.O_CLOEXEC)
         try:
             left = entry.size
+            fast = True
             while left:
-                n = os.copy_file_range(fd, out_fd, left) if left else 0
+                n = 0
+                if fast:
+                    try:
+                        n = os.copy_file_range(fd, out_fd, left)
+                    except OSError:  # another filesystem (EXDEV) or no support
+                        fast = False
                 if n <= 0:
                     data = os.read(fd, min(left, _CHUNK))
                     if not data:

@@ -40,7 +40,7 @@ log = logging.getLogger("pallet.engine.build")
 
 #: label of a build's containers and snapshots (its build ID)
 LABEL_BUILD = "org.pallet.build"
-LEASE_PREFIX = "pallet-build-"
+LEASE_PREFIX = "pallet-build-session-"
 
 
 @attrs.frozen
@@ -335,6 +335,8 @@ async def recover(engine) -> list[str]:
             with contextlib.suppress(OSError):
                 unmount_all(p, detach=True)
         shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(os.path.join(engine.kernel.paths.data_root, "builder", "tmp"),
+                  ignore_errors=True)
     sn = engine.images.snapshotter
     with contextlib.suppress(errors.PalletError):
         for info in await engine.ctrd.snapshots(snapshotter=sn):

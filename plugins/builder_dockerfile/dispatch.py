@@ -211,8 +211,9 @@ class Build:
         name = self.lex.process_word(stage.base, meta)
         if not name:
             raise errors.InvalidArgument(f"base name ({stage.base}) should not be blank")
-        if stage.platform:
-            self._check_platform(self.lex.process_word(stage.platform, meta))
+        platform = self.lex.process_word(stage.platform, meta) if stage.platform else \
+            self.options.platform
+        self._check_platform(platform)
         image = await self.image_or_stage(name, from_line=True)
         cfg = copy.deepcopy(image.run_config)
         cfg = bi.run_config(cfg)

@@ -321,3 +321,24 @@ def test_builder_prune(palletd, ctx):
     assert r.returncode == 0 and "Total reclaimed space" in r.stdout.decode()
     again = ok(docker_build(palletd, str(ctx)))
     assert steps_cached(again) == [False]
+
+
+def test_step_container_options(palletd, ctx):
+    write_context(ctx, {"Dockerfile": """FROM busybox
+RUN grep -q 'myhost' /etc/hosts && echo hosts-ok > /hosts
+RUN ip link | grep -c '^[0-9]' > /links
+RUN --network=host ip link | grep -c '^[0-9]' > /host-links
+RUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm
+RUN cat /sys/fs/cgroup/memory.max 2>/dev/null > /mem || cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /mem
+"""})
+    r = docker_build(palletd, str(ctx), "--add-host", "myhost:10.1.2.3", "--network", "none",
+                     "--shm-size", "32m", "-m", "64m", "--platform", "linux/amd64",
+                     "-t", "opts")
+    ok(r)
+    assert run(palletd, "opts", "cat", "/hosts") == "hosts-ok\n"
+    assert run(palletd, "opts", "cat", "/links") == "1\n"  # only lo with --network none
+    assert int(run(palletd, "opts", "cat", "/host-links")) > 1
+    assert run(palletd, "opts", "cat", "/shm") == "32768\n"
+    assert run(palletd, "opts", "cat", "/mem") == str(64 << 20) + "\n"
+    r = docker_build(palletd, str(ctx), "--platform", "linux/s390x")
+    assert r.returncode == 1 and "linux/s390x" in r.stderr.decode()

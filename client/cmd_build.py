@@ -461,30 +461,18 @@ def cmd_builder_prune(cli, argv):
              Flag("keep-storage", kind=STR, help="Amount of disk space to keep for cache",
                   metavar="bytes")]
     opts, _ = cli.parse(argv, "pallet builder prune", "Remove build cache", flags, max_args=0)
-    if not opts.force:
-        sys.stdout.write("WARNING! This will remove all dangling build cache.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from pallet.client.cmd_common import confirm, parse_filters, report_deleted
+    from pallet.client.docker_api import urlencode
+    if not opts.force and not confirm("WARNING! This will remove all dangling build cache."):
+        return 0
     query = [("all", "1" if opts.all else "0")]
     if opts.keep_storage:
         from pallet.client.docker_runopts import ram_in_bytes
         query.append(("keep-storage", str(ram_in_bytes(opts.keep_storage, "--keep-storage"))))
-    filters = {}
-    for f in opts.filter or ():
-        key, _, value = f.partition("=")
-        filters.setdefault(key, {})[value] = True
+    filters = cli.flag_value(parse_filters, opts.filter)
     if filters:
-        query.append(("filters", json.dumps(filters)))
-    from pallet.client.docker_api import urlencode
+        query.append(("filters", filters))
     out = cli.client.request("POST", "/build/prune?" + urlencode(query)).json() or {}
-    deleted = out.get("CachesDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted build cache objects:\n")
-        for cid in deleted:
-            sys.stdout.write(cid + "\n")
-        sys.stdout.write("\n")
-    from pallet.client.docker_format import human_size
-    sys.stdout.write("Total reclaimed space: %s\n" % human_size(out.get("SpaceReclaimed", 0)))
+    report_deleted(cli, "build cache objects", out.get("CachesDeleted") or [],
+                   out.get("SpaceReclaimed", 0))
     return 0

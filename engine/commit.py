@@ -53,25 +53,6 @@ def merge(user: dict, base: dict) -> dict:
     return out
 
 
-def _reference(repo: str, tag: str):
-    from pallet.distribution.reference import Reference
-
-    try:
-        ref = Reference.parse(repo, default_tag=False)
-    except errors.InvalidArgument as e:
-        raise errors.InvalidArgument(e.message) from None
-    if ref.digest:
-        raise errors.InvalidArgument("refusing to create a tag with a digest reference")
-    if tag:
-        try:
-            ref = Reference.parse(f"{ref.repository}:{tag}")
-        except errors.InvalidArgument:
-            raise errors.InvalidArgument(f"invalid tag format: {tag!r}") from None
-    elif not ref.tag:
-        ref = Reference.parse(ref.repository)
-    return ref
-
-
 async def commit(engine, ref: str, *, repo: str = "", tag: str = "", comment: str = "",
                  author: str = "", pause: bool = True, changes=(), config: dict | None = None
                  ) -> str:
@@ -89,7 +70,6 @@ async def commit(engine, ref: str, *, repo: str = "", tag: str = "", comment: st
         raise errors.Conflict(f"You cannot commit container {c.id} which is Dead")
     if c.removing:
         raise errors.Conflict(f"You cannot commit container {c.id} which is being removed")
-    name = _reference(repo, tag) if repo else None
     base = copy.deepcopy(c.data["Config"])
     new = merge(parse_changes(changes or (), config if config is not None else base), base)
     parent = bi.from_record(await engine.images.get(c.data["Image"]))
@@ -110,14 +90,13 @@ async def commit(engine, ref: str, *, repo: str = "", tag: str = "", comment: st
         img = await bi.write_image(session.ctrd, cfg,
                                    parent.layers + ((layer,) if layer else ()),
                                    snapshotter=session.snapshotter)
-        target = img.manifest.to_oci()
-        await engine.images.repoint(str(name) if name else f"{DANGLING}@{img.manifest.digest}",
-                                    target)
+        await engine.images.repoint(f"{DANGLING}@{img.manifest.digest}",
+                                    img.manifest.to_oci())
+        ref = ""
+        if repo:  # as dockerd: the image is made first, then tagged (which may fail)
+            from pallet.distribution.reference import familiar_name
+            ref = familiar_name(await engine.images.tag(img.id, repo, tag or None))
     finally:
         await session.close()
-    containers.emit(c, "commit", comment=comment, imageID=img.id,
-                    imageRef=name.familiar if name else "")
-    if name is not None:
-        from pallet.engine.images import emit
-        emit(engine.kernel, "tag", img.id, name.familiar, new.get("Labels"))
+    containers.emit(c, "commit", comment=comment, imageID=img.id, imageRef=ref)
     return img.id

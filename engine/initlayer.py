@@ -16,7 +16,6 @@ import hashlib
 import os
 import secrets
 import stat
-import tempfile
 
 from pallet.core import errors
 
@@ -74,24 +73,6 @@ def populate(root: str, extra=()) -> None:
         confined.close()
 
 
-@contextlib.contextmanager
-def mounted(mounts, base: str | None = None):
-    """Mount a snapshot's ``mounts`` on a fresh directory for the block."""
-    from pallet.linux.mounts import mount_all, unmount_all
-
-    if base:
-        os.makedirs(base, mode=0o700, exist_ok=True)
-    path = tempfile.mkdtemp(prefix="m-", dir=base)
-    try:
-        mount_all([as_mount(m) for m in mounts], path)
-        try:
-            yield path
-        finally:
-            unmount_all(path, detach=True)
-    finally:
-        os.rmdir(path)
-
-
 def as_mount(m):
     """A containerd Mount message (or a model) as the core model."""
     from pallet.core.models import Mount
@@ -116,7 +97,11 @@ async def ensure(ctrd, parent: str, snapshotter: str, *, extra=(), tmp: str | No
     committed = False
     try:
         def fill():
-            with mounted(mounts, tmp) as root:
+            from pallet.linux.mounts import temp_mount
+
+            if tmp:
+                os.makedirs(tmp, mode=0o700, exist_ok=True)
+            with temp_mount([as_mount(m) for m in mounts], tmp) as root:
                 populate(root, extra)
         await asyncio.to_thread(fill)
         try:

@@ -9,7 +9,6 @@ image, then undo the session whatever happened.  Builds started with a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re

@@ -186,7 +186,7 @@ class Context:
     @classmethod
     def from_stream(cls, stream, spool: str) -> "Context":
         """Spool and index a context read from a blocking stream."""
-        from pallet.distribution.compression import detect_compression, decompressed
+        from pallet.distribution.compression import _Prefixed, decompressed, detect_compression
 
         head = stream.read(512 + 64)
         if not head:
@@ -355,23 +355,6 @@ class Context:
 
         for entry in self.walk(""):
             write_entry(self, entry, dest, entry.name, uid=entry.uid, gid=entry.gid)
-
-
-class _Prefixed:
-    def __init__(self, head: bytes, rest):
-        self.head = head
-        self.rest = rest
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            if n < 0:
-                out, self.head = self.head + self.rest.read(), b""
-                return out
-            out, self.head = self.head[:n], self.head[n:]
-            if len(out) < n:
-                out += self.rest.read(n - len(out))
-            return out
-        return self.rest.read(n)
 
 
 def _looks_like_tar(head: bytes) -> bool:

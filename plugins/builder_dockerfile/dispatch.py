@@ -17,7 +17,7 @@ import attrs
 from pallet.core import errors
 from pallet.engine import build_image as bi
 
-from pallet.plugins.builder_dockerfile import gofmt
+from pallet.engine import build_gofmt as gofmt
 from pallet.plugins.builder_dockerfile import instructions as ins
 from pallet.plugins.builder_dockerfile.buildargs import BuildArgs
 from pallet.plugins.builder_dockerfile.shell import Lex, env_map

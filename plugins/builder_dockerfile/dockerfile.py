@@ -87,31 +87,42 @@ class Parsed:
 
 # --- argument parsers ----------------------------------------------------------------------------
 
-def parse_words(rest: str, escape: str) -> list[str]:
-    """Words split on blanks, quotes and escapes kept in them (for ARG,
-    and ENV and LABEL's ``key=value`` form)."""
+def _words(line: str, escape: str, *, flags: bool) -> tuple[list[str], str]:
+    """Blank-separated words of ``line`` with quotes.
+
+    ``flags=False`` (dockerd's parseWords, for ARG, ENV and LABEL): quotes
+    and escapes stay in the words, the escape token is ``escape``, and a
+    single quote escapes nothing.  ``flags=True`` (extractBuilderFlags): only
+    the leading ``--`` words are taken, quotes and backslashes are removed,
+    ``--`` alone ends them; the rest of the line is returned too.
+    """
+    keep = not flags
     words: list[str] = []
     word = ""
     phase = "space"
     quote = ""
     blank_ok = False
-    i, n = 0, len(rest)
+    i, n = 0, len(line)
     while i <= n:
-        ch = rest[i] if i < n else ""
+        ch = line[i] if i < n else ""
         if phase == "space":
             if i == n:
                 break
             if ch.isspace():
                 i += 1
                 continue
+            if flags and (ch != "-" or i + 1 == n or line[i + 1] != "-"):
+                return words, line[i:]
             phase = "word"
-        if phase in ("word", "quote") and i == n:
-            if blank_ok or word:
+        if i == n:
+            if (blank_ok or word) and not (flags and word == "--"):
                 words.append(word)
             break
         if phase == "word":
             if ch.isspace():
                 phase = "space"
+                if flags and word == "--":
+                    return words, line[i:]
                 if blank_ok or word:
                     words.append(word)
                 word, blank_ok = "", False
@@ -119,30 +130,44 @@ def parse_words(rest: str, escape: str) -> list[str]:
                 continue
             if ch in ("'", '"'):
                 quote, blank_ok, phase = ch, True, "quote"
+                if not keep:
+                    i += 1
+                    continue
             if ch == escape:
                 if i + 1 == n:
                     i += 1
                     continue  # an escape at the end of the line is dropped
-                word += ch
+                if keep:
+                    word += ch
                 i += 1
-                ch = rest[i]
+                ch = line[i]
             word += ch
             i += 1
             continue
         # in quotes
         if ch == quote:
             phase = "word"
-        if ch == escape and quote != "'":
+            if not keep:
+                i += 1
+                continue
+        if ch == escape and (quote != "'" or not keep):
             if i + 1 == n:
                 phase = "word"
                 i += 1
                 continue
-            word += ch
+            if keep:
+                word += ch
             i += 1
-            ch = rest[i]
+            ch = line[i]
         word += ch
         i += 1
-    return words
+    return words, ""
+
+
+def parse_words(rest: str, escape: str) -> list[str]:
+    """Words split on blanks, quotes and escapes kept in them (for ARG,
+    and ENV and LABEL's ``key=value`` form)."""
+    return _words(rest, escape, flags=False)[0]
 
 
 def _json_array(rest: str) -> list[str] | None:
@@ -211,64 +236,8 @@ def _health(rest: str) -> tuple[tuple[str, ...], bool]:
 
 def extract_flags(line: str) -> tuple[str, list[str]]:
     """The ``--flag`` words at the start of the arguments, and the rest."""
-    words: list[str] = []
-    word = ""
-    phase = "space"
-    quote = ""
-    blank_ok = False
-    i, n = 0, len(line)
-    while i <= n:
-        ch = line[i] if i < n else ""
-        if phase == "space":
-            if i == n:
-                break
-            if ch.isspace():
-                i += 1
-                continue
-            if ch != "-" or i + 1 == n or line[i + 1] != "-":
-                return line[i:], words
-            phase = "word"
-        if phase in ("word", "quote") and i == n:
-            if word != "--" and (blank_ok or word):
-                words.append(word)
-            break
-        if phase == "word":
-            if ch.isspace():
-                phase = "space"
-                if word == "--":
-                    return line[i:], words
-                if blank_ok or word:
-                    words.append(word)
-                word, blank_ok = "", False
-                i += 1
-                continue
-            if ch in ("'", '"'):
-                quote, blank_ok, phase = ch, True, "quote"
-                i += 1
-                continue
-            if ch == "\\":
-                if i + 1 == n:
-                    i += 1
-                    continue
-                i += 1
-                ch = line[i]
-            word += ch
-            i += 1
-            continue
-        if ch == quote:
-            phase = "word"
-            i += 1
-            continue
-        if ch == "\\":
-            if i + 1 == n:
-                phase = "word"
-                i += 1
-                continue
-            i += 1
-            ch = line[i]
-        word += ch
-        i += 1
-    return "", words
+    words, rest = _words(line, "\\", flags=True)
+    return rest, words
 
 
 def node_from_line(line: str, escape: str, start: int = 0, end: int = 0) -> Node:

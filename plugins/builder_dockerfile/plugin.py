@@ -2,11 +2,10 @@
 through the whole chain (containers, snapshots, the diff service and images
 of pallet-containerd, reached through the engine library).
 
-Wiring only: the parser is ``dockerfile.py``, the instructions ``dispatch.py``,
-the context ``context.py``, the cache ``cache.py``.  Configuration::
-
-    [plugins.builder_dockerfile]
-    cache-mounts-max = "10GB"     # RUN --mount=type=cache directories, in all
+Wiring only: the parser is ``dockerfile.py`` and ``instructions.py``, the
+steps ``dispatch.py`` (``filesteps.py``, ``runstep.py``), the context
+``context.py``, the cache ``cache.py``.  It has no configuration of its own:
+the steps' containers follow the ``[engine]`` table like every container.
 """
 from pallet.core.hookspecs import hookimpl
 

@@ -7,7 +7,6 @@ import gzip
 import http.server
 import io
 import json
-import os
 import re
 import tarfile
 import threading

@@ -4,7 +4,6 @@ files of the final images (content, mode, owner, symlinks, deletions across
 layers), the layers and the history entries agree, and so do the errors."""
 from __future__ import annotations
 
-import gzip
 import io
 import tarfile
 

@@ -4,7 +4,6 @@ snapshot, no half-tagged image; what the cache kept stays valid."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading

@@ -5,7 +5,6 @@ it gives back the changed tree; an unchanged snapshot gives the empty tar."""
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 
 import pytest

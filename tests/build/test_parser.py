@@ -7,7 +7,7 @@ import pytest
 
 from pallet.core.errors import InvalidArgument
 from pallet.plugins.builder_dockerfile import dockerfile as D
-from pallet.plugins.builder_dockerfile import gofmt
+from pallet.engine import build_gofmt as gofmt
 from pallet.plugins.builder_dockerfile import instructions as I
 from pallet.plugins.builder_dockerfile.shell import Lex
 

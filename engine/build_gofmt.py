@@ -1,6 +1,6 @@
-"""Go's formatting where dockerd's history entries use it (``%q`` of strings,
-slices, runes and durations, ``%v`` of slices), so that ``docker history``
-reads the same."""
+"""Go's formatting where docker writes it: ``%q`` of strings, slices, runes
+and durations, ``%v`` of slices (dockerd's build history entries, so that
+``docker history`` reads the same; the docker CLI's templates)."""
 from __future__ import annotations
 
 

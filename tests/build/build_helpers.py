@@ -3,31 +3,31 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 
-from engines import pids_mentioning, stop_process, umount_below, wait_socket  # bench/
+from engines import wait_socket  # bench/
 
-VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
-CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _d in ("containerd", "api"):
+    if os.path.join(TESTS, _d) not in sys.path:
+        sys.path.append(os.path.join(TESTS, _d))
+
+from cd_util import CONTAINERD, VENV_BIN, Daemon  # noqa: E402  (tests/containerd)
+from ctr_helpers import wait_for  # noqa: E402,F401  (tests/api)
 
 
-class Containerd:
-    """A containerd (real or pallet's) on its own short roots."""
+class Containerd(Daemon):
+    """A containerd (real or pallet's) on its own short roots; stopped as the
+    containerd tests stop theirs."""
 
     def __init__(self, kind: str):
+        base = tempfile.mkdtemp(prefix="pb-", dir="/tmp")
+        super().__init__(base, os.path.join(base, "c.sock"), os.path.join(base, "root"),
+                         os.path.join(base, "state"))
         self.kind = kind
-        self.base = tempfile.mkdtemp(prefix="pb-", dir="/tmp")
-        self.address = os.path.join(self.base, "c.sock")
-        self.root = os.path.join(self.base, "root")
-        self.state = os.path.join(self.base, "state")
-        self.log = os.path.join(self.base, "daemon.log")
-        self.proc = None
 
     def start(self) -> "Containerd":
         if self.kind == "real":
@@ -38,16 +38,11 @@ root = "{self.root}"
 state = "{self.state}"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-                    "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
-                    "io.containerd.internal.v1.tracing"]
+                    "io.containerd.snapshotter.v1.aufs"]
 [grpc]
   address = "{self.address}"
 [ttrpc]
   address = "{self.address}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
 [plugins."io.containerd.internal.v1.opt"]
   path = "{self.base}/opt"
 ''')
@@ -60,18 +55,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         wait_socket(self.address, self.proc, self.log)
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, 10)
-        for pid in set(pids_mentioning(self.address) + pids_mentioning(self.state)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-        umount_below(self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def start_containerd(kind: str) -> Containerd:

@@ -97,14 +97,7 @@ services:
 """
 
 
-@pytest.fixture(scope="module")
-def compose():
-    from compose_helpers import ensure_compose
-
-    path, why = ensure_compose()
-    if path is None:
-        pytest.skip("docker-compose 1.29.2 could not be installed: " + why)
-    return path
+from test_compose import compose  # noqa: E402,F401  (tests/compose: docker-compose 1.29)
 
 
 def _compose(compose, palletd, project, cwd, *args):

@@ -11,20 +11,9 @@ import time
 
 import pytest
 
-from build_helpers import api, context_tar, docker_build, leftovers, write_context
+from build_helpers import api, context_tar, docker_build, leftovers, wait_for, write_context
 
 SLOW = "FROM busybox\nRUN echo before > /before\nCOPY f /f\nRUN sleep 120\n"
-
-
-def _wait(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def _clean(engine) -> dict:
@@ -57,7 +46,7 @@ def test_cancel_by_build_id(palletd):
                           {"Content-Type": "application/x-tar"})
     t = threading.Thread(target=build)
     t.start()
-    _wait(lambda: _running_step(palletd))
+    wait_for(lambda: _running_step(palletd))
     status, _ = api(palletd, "POST", "/v1.41/build/cancel?id=b1")
     assert status == 200
     t.join(30)
@@ -77,7 +66,7 @@ def test_client_gone(palletd, ctx, how):
                             env=dict(palletd.env, DOCKER_BUILDKIT="0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _running_step(palletd))
+        wait_for(lambda: _running_step(palletd))
         proc.send_signal(how)
         proc.wait(30)
     finally:
@@ -97,7 +86,7 @@ def test_palletd_killed_mid_build(busybox_tar, ctx):
         proc = subprocess.Popen([DOCKER_CLI, "build", "-t", "killed:1", str(ctx)],
                                 env=dict(engine.env, DOCKER_BUILDKIT="0"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: _running_step(engine))
+        wait_for(lambda: _running_step(engine))
         engine.proc.send_signal(signal.SIGKILL)
         engine.proc.wait(10)
         proc.wait(30)

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -19,7 +18,8 @@ BUILD_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "build")
 sys.path.insert(0, BUILD_TESTS)
 
-from build_helpers import api, context_tar, docker_build, leftovers, write_context  # noqa: E402
+from build_helpers import (api, context_tar, docker_build, leftovers, wait_for,  # noqa: E402
+                           write_context)
 
 PLUGINS = implementations("builder")
 
@@ -68,17 +68,12 @@ def test_a_cancelled_build_leaves_nothing(engine):
                         {"Content-Type": "application/x-tar"})
     t = threading.Thread(target=build)
     t.start()
-    deadline = time.monotonic() + 30
-    while not engine.docker("ps", "-q").stdout.strip() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: engine.docker("ps", "-q").stdout.strip())
     assert api(engine, "POST", "/v1.41/build/cancel?id=contract")[0] == 200
     t.join(60)
     last = json.loads(done["r"][1].decode().strip().splitlines()[-1])
     assert "error" in last
-    deadline = time.monotonic() + 30
-    while leftovers(engine) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert leftovers(engine) == {}
+    wait_for(lambda: not leftovers(engine), timeout=30)
 
 
 def test_an_unknown_builder_is_refused(tmp_path):

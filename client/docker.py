@@ -18,6 +18,8 @@ DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
 # name -> (module, function, one-line description)
 COMMANDS = {
     "attach": ("cmd_run", "cmd_attach", "Attach local standard input, output, and error streams to a running container"),
+    "build": ("cmd_build", "cmd_build", "Build an image from a Dockerfile"),
+    "commit": ("cmd_build", "cmd_commit", "Create a new image from a container's changes"),
     "cp": ("cmd_cp", "cmd_cp", "Copy files/folders between a container and the local filesystem"),
     "create": ("cmd_run", "cmd_create", "Create a new container"),
     "events": ("cmd_monitor", "cmd_events", "Get real time events from the server"),
@@ -57,6 +59,7 @@ COMMANDS = {
 
 # commands reached only through a management command ("pallet volume ls")
 SUBCOMMANDS = {
+    "builder prune": ("cmd_build", "cmd_builder_prune", "Remove build cache"),
     "container prune": ("cmd_containers", "cmd_container_prune", "Remove all stopped containers"),
     "image prune": ("cmd_images", "cmd_image_prune", "Remove unused images"),
     "volume create": ("cmd_volumes", "cmd_volume_create", "Create a volume"),
@@ -75,20 +78,22 @@ SUBCOMMANDS = {
     "system prune": ("cmd_system", "cmd_system_prune", "Remove unused data"),
 }
 
-COMMON = ("run", "exec", "ps", "pull", "push", "images", "login", "logout", "version", "info")
+COMMON = ("run", "exec", "ps", "build", "pull", "push", "images", "login", "logout", "version", "info")
 
 # management commands: "pallet container ls" == "pallet ps"; a target with a
 # space is a SUBCOMMANDS entry
 MANAGEMENT = {
+    "builder": ("Manage builds", {"build": "build", "prune": "builder prune"}),
     "container": ("Manage containers", {
-        "attach": "attach", "cp": "cp", "create": "create", "exec": "exec", "export": "export",
+        "attach": "attach", "commit": "commit", "cp": "cp", "create": "create", "exec": "exec",
+        "export": "export",
         "inspect": "inspect", "kill": "kill", "logs": "logs", "ls": "ps", "list": "ps", "ps": "ps",
         "pause": "pause", "port": "port", "prune": "container prune", "rename": "rename",
         "restart": "restart", "rm": "rm", "remove": "rm", "run": "run", "start": "start",
         "stats": "stats", "stop": "stop", "top": "top", "unpause": "unpause", "update": "update",
         "wait": "wait"}),
     "image": ("Manage images", {
-        "history": "history", "import": "import", "inspect": "inspect", "load": "load",
+        "build": "build", "history": "history", "import": "import", "inspect": "inspect", "load": "load",
         "ls": "images", "list": "images", "prune": "image prune", "pull": "pull", "push": "push",
         "rm": "rmi", "remove": "rmi", "save": "save", "tag": "tag"}),
     "network": ("Manage networks", {

@@ -118,35 +118,8 @@ def ellipsis(s, width):
 
 def go_quote(s):
     """Go's strconv.Quote: double quotes, backslash escapes, printable unicode kept."""
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\v":
-            out.append("\\v")
-        elif o < 0x20 or o == 0x7F:
-            out.append("\\x%02x" % o)
-        elif not ch.isprintable() and o > 0x7F:
-            out.append("\\u%04x" % o if o <= 0xFFFF else "\\U%08x" % o)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    from pallet.engine.build_gofmt import quote
+    return quote(s)
 
 
 def go_json(value, escape_html=False):

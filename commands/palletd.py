@@ -22,7 +22,7 @@ import sys
 
 #: the roles palletd's engine uses; containerd, the image store and the
 #: runtime belong to pallet-containerd and its shims
-PALLETD_ROLES = ("client_protocol", "network", "port_proxy", "init")
+PALLETD_ROLES = ("client_protocol", "network", "port_proxy", "init", "builder")
 
 
 def _parser():

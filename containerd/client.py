@@ -421,6 +421,19 @@ class Containerd:
         await self._call(self._stub(leases_pb2_grpc.LeasesStub).Delete,
                          leases_pb2.DeleteRequest(id=lease_id, sync=sync))
 
+    async def lease_add_resource(self, lease_id: str, resource_id: str, rtype: str) -> None:
+        """Hold a blob (``content``) or snapshot (``snapshots/<name>``) with a lease."""
+        await self._call(self._stub(leases_pb2_grpc.LeasesStub).AddResource,
+                         leases_pb2.AddResourceRequest(
+                             id=lease_id, resource=leases_pb2.Resource(id=resource_id,
+                                                                       type=rtype)))
+
+    async def lease_delete_resource(self, lease_id: str, resource_id: str, rtype: str) -> None:
+        await self._call(self._stub(leases_pb2_grpc.LeasesStub).DeleteResource,
+                         leases_pb2.DeleteResourceRequest(
+                             id=lease_id, resource=leases_pb2.Resource(id=resource_id,
+                                                                       type=rtype)))
+
     async def leases(self, filters: Iterable[str] = ()) -> list:
         r = await self._call(self._stub(leases_pb2_grpc.LeasesStub).List,
                              leases_pb2.ListRequest(filters=list(filters)))
@@ -669,6 +682,20 @@ class Containerd:
                                                    mounts=[to_mount(m) for m in mounts],
                                                    payloads=payloads or {}))
         return r.applied
+
+    async def diff_compare(self, left: Sequence[Mount | Mapping],
+                           right: Sequence[Mount | Mapping], *, media_type: str = "",
+                           ref: str = "", labels: Mapping[str, str] | None = None,
+                           timeout: float | None = None) -> Descriptor:
+        """The changes from ``left`` to ``right`` as a layer blob in the content
+        store (containerd's default media type is gzip); its descriptor."""
+        r = await self._call(self._stub(diff_pb2_grpc.DiffStub).Diff,
+                             diff_pb2.DiffRequest(left=[to_mount(m) for m in left],
+                                                  right=[to_mount(m) for m in right],
+                                                  media_type=media_type, ref=ref,
+                                                  labels=dict(labels or {})),
+                             timeout=timeout)
+        return r.diff
 
     # ---- containers -------------------------------------------------------------
     async def container_create(self, container_id: str, *, spec: Mapping | bytes | None = None,

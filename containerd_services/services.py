@@ -291,6 +291,10 @@ class Backend:
     def diff_apply(self, desc, mounts):
         return self.store.applier.apply(desc, mounts)
 
+    def diff_compare(self, lower, upper, **kw):
+        """The layer blob of the changes from ``lower`` to ``upper`` (Diff.Diff)."""
+        return self.store.differ.compare(lower, upper, **kw)
+
     # ---- running --------------------------------------------------------------------
     def start(self) -> list[str]:
         """Before serving: open the ttrpc endpoint (``<address>.ttrpc``) where

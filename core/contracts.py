@@ -132,6 +132,11 @@ class ImageStore(Protocol):
     def applier(self) -> Any:
         """containerd's Diff.Apply: ``apply(descriptor, mounts) -> descriptor``."""
 
+    @property
+    def differ(self) -> Any:
+        """containerd's Diff.Diff: ``compare(lower, upper, media_type=, ref=,
+        labels=) -> descriptor``, the changes as a layer blob in :attr:`content`."""
+
     def snapshotter_names(self) -> Sequence[str]:
         """The snapshotters this store offers (containerd's names)."""
 
@@ -333,6 +338,39 @@ class PortProxy(Protocol):
         """The ``Ports`` list of ``docker ps``."""
 
 
+# --- builder: docker build (builder_dockerfile) ----------------------------------------------
+
+@runtime_checkable
+class Builder(Protocol):
+    """Turns a build context into an image, in palletd, driving the chain only
+    through the engine library (``engine``: :class:`pallet.engine.engine.Engine`):
+    containers, snapshots, the diff service and images of pallet-containerd.
+
+    ``options`` is a mapping of dockerd's ``POST /build`` query parameters,
+    already decoded (``dockerfile``, ``tags``, ``buildargs``, ``target``...);
+    ``context`` an async iterator of the request body's bytes (a tar, maybe
+    compressed, or a Dockerfile); ``progress(dict)`` takes docker's JSON
+    progress messages (``stream``, ``aux``, ``status``).  A build stopped
+    half-way (:meth:`cancel`, the task cancelled) leaves no image, container
+    or mounted snapshot of its own behind.
+    """
+
+    async def start(self, engine: Any) -> None:
+        """At palletd's start: remove what a build killed with palletd left."""
+
+    async def build(self, engine: Any, options: Mapping[str, Any], context: Any,
+                    progress: Any) -> str:
+        """Build; the ID of the image made (``InvalidArgument`` for a bad
+        Dockerfile or option, ``PalletError`` for a failing step)."""
+
+    def cancel(self, build_id: str) -> bool:
+        """Stop the build started with ``buildid``; whether there was one."""
+
+    async def prune(self, engine: Any, options: Mapping[str, Any]) -> dict:
+        """Drop build cache (``all``, ``keep-storage``, ``filters``); docker's
+        ``{"CachesDeleted": [...], "SpaceReclaimed": n}``."""
+
+
 # --- shim: one process per task, spoken to over ttrpc ----------------------------------------
 
 class ShimTask(Protocol):
@@ -387,4 +425,5 @@ CONTRACTS: dict[str, type] = {
     "init": Init,
     "network": Network,
     "port_proxy": PortProxy,
+    "builder": Builder,
 }

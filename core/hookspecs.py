@@ -33,6 +33,7 @@ ROLES = {
     "init": "init_tini",
     "network": "net_bridge",
     "port_proxy": "net_proxy",
+    "builder": "builder_dockerfile",
 }
 
 
@@ -111,6 +112,13 @@ def pallet_provide_network(kernel):
 def pallet_provide_port_proxy(kernel):
     """Return the port publisher (:class:`~pallet.core.contracts.PortProxy`)
     for palletd's engine."""
+
+
+@hookspec(firstresult=True)
+def pallet_provide_builder(kernel):
+    """Return the image builder (:class:`~pallet.core.contracts.Builder`) that
+    serves ``docker build`` in palletd, over the engine library.  Called in
+    palletd."""
 
 
 # --- registration --------------------------------------------------------------

@@ -12,6 +12,7 @@ import shutil
 import time
 
 from pallet.core import errors
+from pallet.engine import initlayer
 from pallet.engine import links as linksmod
 from pallet.engine import mounts as mountsmod
 from pallet.engine import networking, resources, security
@@ -23,7 +24,12 @@ log = logging.getLogger("pallet.api_rest.containers")
 
 
 class CreateOps:
-    async def create(self, body, name: str | None) -> dict:
+    async def create(self, body, name: str | None, *, image=None, parent: str | None = None,
+                     mount_stubs=()) -> dict:
+        """``image``: the image record to use instead of looking ``Image`` up
+        (a build step's, which has no name); ``parent``: the snapshot to
+        start from instead of the image's top layer; ``mount_stubs``: more
+        mount points for the init layer (a build step's ``RUN --mount``s)."""
         if not isinstance(body, dict):
             raise errors.InvalidArgument("invalid container config: JSON object expected")
         check_create(body)
@@ -31,7 +37,7 @@ class CreateOps:
         if not image_ref:
             raise errors.InvalidArgument("config cannot be empty in order to create a container")
         host = dict(body.get("HostConfig") or {})
-        rec = await self.images.get(image_ref)
+        rec = image if image is not None else await self.images.get(image_ref)
         name = self.store.check_name(name) if name else None
         cfg = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         cfg = merge_config(cfg, rec.config.get("config") or {})
@@ -43,7 +49,9 @@ class CreateOps:
         security.check_devices(host.get("Devices"))
         specmod.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
         points = mountsmod.plan(host, cfg.get("Volumes"), self._volumes_from)
-        parent = rec.chain_ids[-1] if rec.diff_ids else ""
+        own_parent = parent is None
+        if own_parent:
+            parent = rec.chain_ids[-1] if rec.diff_ids else ""
 
         cid = secrets.token_hex(32)
         while cid in self.store.by_id:
@@ -95,7 +103,8 @@ class CreateOps:
             raise
         new_volumes: list = []
         try:
-            snap_mounts = await self._prepare_rootfs(rec, cid, parent, created)
+            snap_mounts = await self._prepare_rootfs(rec, cid, parent, created, mount_stubs,
+                                                     unpack=own_parent)
             try:
                 new_volumes = await self._prepare_volumes(c, snap_mounts)
                 await self.ctrd.container_create(
@@ -117,23 +126,29 @@ class CreateOps:
         self.emit(c, "create")
         return {"Id": cid, "Warnings": warnings}
 
-    async def _prepare_rootfs(self, rec, cid: str, parent: str, created: str) -> list:
-        """The container's rootfs snapshot on the image's top layer; its mounts.
+    async def _prepare_rootfs(self, rec, cid: str, parent: str, created: str, mount_stubs,
+                              *, unpack: bool) -> list:
+        """The container's rootfs snapshot on dockerd's init layer over
+        ``parent`` (so that the runtime's mount points are not the
+        container's changes, for docker commit and a build's RUN); its mounts.
 
         The image's layers are snapshots already, but for a first run: only
         when the parent is missing are they unpacked (with the manifest and
         config ``rec`` read already), then the snapshot is made again.
         """
-        labels = {"containerd.io/gc.root": created}
+        async def prepare():
+            _init, mounts = await initlayer.prepare(
+                self.ctrd, cid, parent, self.snapshotter,
+                labels={"containerd.io/gc.root": created}, extra=mount_stubs,
+                tmp=os.path.join(self.paths.exec_root, "mnt"))
+            return mounts
         try:
-            return await self.ctrd.snapshot_prepare(cid, parent, snapshotter=self.snapshotter,
-                                                    labels=labels)
+            return await prepare()
         except errors.NotFound:
-            if not parent:
+            if not parent or not unpack:
                 raise
         await self.ctrd.unpack_layers(rec.manifest, rec.config, self.snapshotter)
-        return await self.ctrd.snapshot_prepare(cid, parent, snapshotter=self.snapshotter,
-                                                labels=labels)
+        return await prepare()
 
     def _volumes_from(self, ref: str, mode: str) -> list[dict]:
         """The mount points ``--volumes-from ref[:ro|:rw]`` shares (not its tmpfs)."""

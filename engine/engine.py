@@ -107,6 +107,9 @@ class Engine:
         self.system = SystemService(self.kernel, ctrd, self.containers, self.images,
                                     debug=self.debug, volumes=self.volumes)
         await self.containers.restore()
+        if self.kernel.has_role("builder"):
+            # what builds interrupted by palletd's end left goes first
+            await self.kernel.provide("builder").start(self)
         return self
 
     def _start_metrics(self) -> None:

@@ -51,7 +51,7 @@ class ImageStore:
         #: registries, mirrors, concurrency); None: the defaults
         self.registry_options = registry_options
         self._lock = threading.Lock()
-        self._content = self._metadata = self._applier = None
+        self._content = self._metadata = self._applier = self._differ = None
         self._snapshotters: dict[str, object] = {}
 
     @classmethod
@@ -90,6 +90,17 @@ class ImageStore:
                 from pallet.imagestore.apply import Applier
                 self._applier = Applier(content)
             return self._applier
+
+    @property
+    def differ(self):
+        """The :class:`~.differ.Differ` (containerd's Diff.Diff: walking, or
+        an overlay's upper dir when it sits right over the lower mounts)."""
+        content = self.content
+        with self._lock:
+            if self._differ is None:
+                from pallet.imagestore.differ import Differ
+                self._differ = Differ(content)
+            return self._differ
 
     def snapshotter_names(self) -> tuple[str, ...]:
         """The snapshotters of this store, the default first."""

@@ -252,7 +252,7 @@ class VersionedRouter(web.UrlDispatcher):
 # Families of the Engine API that pallet does not serve yet: they answer 501
 # with docker's JSON error rather than a bare 404.
 UNIMPLEMENTED = (
-    "/build{tail:.*}", "/commit", "/plugins{tail:.*}", "/session",
+    "/plugins{tail:.*}", "/session",
 )
 
 
@@ -284,6 +284,8 @@ def make_app(kernel, service) -> web.Application:
     handlers_networks.register(routes)
     from pallet.plugins.api_rest import handlers_swarm  # swarm, plugins, registry look-ups
     handlers_swarm.register(routes)
+    from pallet.plugins.api_rest import handlers_build  # builder role, and docker commit
+    handlers_build.register(routes)
     kernel.hook.pallet_register_rest_routes(kernel=kernel, app=app)
     for path in UNIMPLEMENTED:
         routes.add("*", path, not_implemented)

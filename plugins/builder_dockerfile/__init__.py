@@ -1,0 +1,1 @@
+"""builder_dockerfile: the ``builder`` role, docker build from a Dockerfile."""

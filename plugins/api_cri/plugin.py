@@ -1,0 +1,2 @@
+"""api_cri: placeholder (wired below as it grows)."""
+PALLET_ROLE = None

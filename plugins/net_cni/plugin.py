@@ -1,0 +1,2 @@
+"""net_cni: placeholder."""
+PALLET_ROLE = "network"

@@ -154,9 +154,12 @@ def test_session_refuses_bad_stream_ids_and_honours_reset():
     assert len(events) == 1
     [rst] = spdy.FrameReader().feed(server.data_to_send())
     assert (rst.type, rst.stream_id, rst.value) == (spdy.RST_STREAM, 1, spdy.PROTOCOL_ERROR)
-    client.reset(1)
-    assert _pump(client, server) == [spdy.StreamReset(1, spdy.CANCEL)]
-    assert 1 not in server.open
+    client._next_local = 3
+    sid = client.open_stream({"a": "3"})
+    assert _pump(client, server) == [spdy.StreamOpened(3, {"a": ["3"]}, False)]
+    client.reset(sid)
+    assert _pump(client, server) == [spdy.StreamReset(3, spdy.CANCEL)]
+    assert 3 not in server.open
 
 
 # --- Kubernetes' conventions ------------------------------------------------------------------

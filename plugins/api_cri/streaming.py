@@ -76,6 +76,7 @@ class WsConn:
                 if m.opcode == ws.PING:
                     self.link.write(ws.encode(ws.PONG, m.data))
                 elif m.opcode == ws.CLOSE:
+                    log.debug("websocket: the client closed (%s)", m.close_code)
                     self.close(m.close_code or ws.NORMAL_CLOSURE)
                     return None
                 elif m.opcode in (ws.BINARY, ws.TEXT):
@@ -87,6 +88,7 @@ class WsConn:
             try:
                 self.queue += self.parser.feed(data)
             except ws.ProtocolError as e:
+                log.debug("websocket: %s", e)
                 self.close(e.code, str(e))
                 return None
 
@@ -108,8 +110,13 @@ class WsTunnel:
         self.conn = conn
 
     async def read(self) -> bytes:
-        m = await self.conn.recv()
-        return m.data if m is not None else b""
+        """The next bytes (b"" only at the end: Go's framer sends empty messages too)."""
+        while True:
+            m = await self.conn.recv()
+            if m is None:
+                return b""
+            if m.data:
+                return m.data
 
     def write(self, data: bytes) -> None:
         if data:
@@ -123,19 +130,41 @@ class WsTunnel:
 
 class Channels:
     """The roles of a remotecommand session (stdin, stdout, stderr, error,
-    resize) over one transport; the runner sets the ``on_*`` callbacks."""
+    resize) over one transport.  What the client sends is kept until the
+    runner takes it (it may come in the same read as the last stream's
+    opening): stdin in :attr:`stdin` (``None`` at its end), terminal sizes
+    until :meth:`on_resize` is set; ``closed`` is set when the client goes."""
 
     def __init__(self, version: str):
         self.version = version
-        self.on_stdin = lambda data: None
-        self.on_stdin_end = lambda: None
-        self.on_resize = lambda w, h: None
-        self.on_close = lambda: None
+        self.stdin: asyncio.Queue = asyncio.Queue()
+        self.closed = asyncio.Event()
         self.sizes = ch.SizeDecoder()
+        self._resize = None
+        self._pending: list[tuple[int, int]] = []
+        self._stdin_ended = False
+
+    def on_resize(self, fn) -> None:
+        self._resize = fn
+        for w, h in self._pending:
+            fn(w, h)
+        self._pending.clear()
 
     def _resized(self, data: bytes) -> None:
         for w, h in self.sizes.feed(data):
-            self.on_resize(w, h)
+            if self._resize is None:
+                self._pending.append((w, h))
+            else:
+                self._resize(w, h)
+
+    def _stdin_data(self, data: bytes) -> None:
+        if data and not self._stdin_ended:
+            self.stdin.put_nowait(data)
+
+    def _stdin_end(self) -> None:
+        if not self._stdin_ended:
+            self._stdin_ended = True
+            self.stdin.put_nowait(None)
 
 
 class SpdyChannels(Channels):
@@ -147,7 +176,6 @@ class SpdyChannels(Channels):
         self.by_id: dict[int, str] = {}
         self._ready = asyncio.Event()
         self._expected: set[str] = set()
-        self.closed = asyncio.Event()
 
     async def open(self, expected: set[str]) -> None:
         """Accept the client's streams until every expected role is there."""
@@ -176,7 +204,6 @@ class SpdyChannels(Channels):
                     break
         finally:
             self.closed.set()
-            self.on_close()
 
     def _event(self, ev) -> None:
         if isinstance(ev, spdy.StreamOpened):
@@ -187,16 +214,16 @@ class SpdyChannels(Channels):
             if self._expected <= set(self.roles):
                 self._ready.set()
             if ev.fin and role == ch.STDIN:
-                self.on_stdin_end()
+                self._stdin_end()
         elif isinstance(ev, spdy.StreamData):
             role = self.by_id.get(ev.stream_id)
             if role == ch.STDIN:
-                self.on_stdin(ev.data)
+                self._stdin_data(ev.data)
             elif role == ch.RESIZE:
                 self._resized(ev.data)
         elif isinstance(ev, (spdy.StreamEnded, spdy.StreamReset)):
             if self.by_id.get(ev.stream_id) == ch.STDIN:
-                self.on_stdin_end()
+                self._stdin_end()
 
     def send(self, role: str, data: bytes) -> None:
         sid = self.roles.get(role)
@@ -225,7 +252,6 @@ class WsChannels(Channels):
     def __init__(self, version: str, conn: WsConn):
         super().__init__(version)
         self.conn = conn
-        self.closed = asyncio.Event()
 
     async def open(self, expected: set[str]) -> None:
         asyncio.get_running_loop().create_task(self._read())
@@ -245,15 +271,13 @@ class WsChannels(Channels):
                     continue
                 channel, data = m.data[0], m.data[1:]
                 if channel == ch.CHANNELS[ch.STDIN]:
-                    if data:
-                        self.on_stdin(data)
+                    self._stdin_data(data)
                 elif channel == ch.CHANNELS[ch.RESIZE]:
                     self._resized(data)
                 elif channel == ch.CLOSE_CHANNEL and data[:1] == bytes([ch.CHANNELS[ch.STDIN]]):
-                    self.on_stdin_end()
+                    self._stdin_end()
         finally:
             self.closed.set()
-            self.on_close()
 
     def send(self, role: str, data: bytes) -> None:
         if data:
@@ -429,18 +453,10 @@ class StreamServer:
                 chans.send(role, data)
         ex.pipes.subscribers.append(forward)
         ex.pipes.open()
-        stdin_q: asyncio.Queue = asyncio.Queue()
 
         async def stdin_end():
             ex.pipes.close_stdin_fd()
             await self._run(ex.close_stdin)
-        writer = loop.create_task(execs.stdin_writer(ex.pipes, stdin_q, stdin_end)) \
-            if request.stdin else None
-        chans.on_stdin = stdin_q.put_nowait
-        chans.on_stdin_end = lambda: stdin_q.put_nowait(None)
-        chans.on_resize = lambda w, h: self.cri.workers.submit(ex.resize, w, h)
-        gone = asyncio.Event()
-        chans.on_close = gone.set
         try:
             await self._run(ex.start)
         except errors.PalletError as e:
@@ -448,8 +464,11 @@ class StreamServer:
             await chans.finish(ch.error_payload(chans.version, message=e.message))
             self.cri.workers.submit(ex.cleanup)
             return
+        writer = loop.create_task(execs.stdin_writer(ex.pipes, chans.stdin, stdin_end)) \
+            if request.stdin else None
+        chans.on_resize(lambda w, h: self.cri.workers.submit(ex.resize, w, h))
         waiting = loop.run_in_executor(self.cri.workers, ex.wait)
-        gone_task = loop.create_task(gone.wait())
+        gone_task = loop.create_task(chans.closed.wait())
         done, _ = await asyncio.wait({waiting, gone_task}, return_when=asyncio.FIRST_COMPLETED)
         if waiting not in done:
             ex.kill()   # the client went away: the process goes too, as with containerd
@@ -492,19 +511,15 @@ class StreamServer:
                 chans.send(role, data)
         pipes.subscribers.append(forward)
         loop = asyncio.get_running_loop()
-        stdin_q: asyncio.Queue = asyncio.Queue()
 
         async def stdin_end():
             if c.config.stdin_once:
                 pipes.close_stdin_fd()
                 await self._run(self._close_container_stdin, c)
-        writer = loop.create_task(execs.stdin_writer(pipes, stdin_q, stdin_end)) \
+        writer = loop.create_task(execs.stdin_writer(pipes, chans.stdin, stdin_end)) \
             if request.stdin and c.config.stdin else None
-        chans.on_stdin = stdin_q.put_nowait
-        chans.on_stdin_end = lambda: stdin_q.put_nowait(None)
-        chans.on_resize = lambda w, h: self.cri.workers.submit(self._resize, c, w, h)
-        gone = asyncio.Event()
-        chans.on_close = gone.set
+        chans.on_resize(lambda w, h: self.cri.workers.submit(self._resize, c, w, h))
+        gone = chans.closed
         waiters = {loop.create_task(ended.wait()), loop.create_task(gone.wait())}
         if c.state != RUNNING:
             ended.set()
@@ -517,7 +532,7 @@ class StreamServer:
             if not gone.is_set():
                 writer.cancel()
             elif c.config.stdin_once:
-                stdin_q.put_nowait(None)
+                chans._stdin_end()
         for role in (ch.STDOUT, ch.STDERR):
             chans.close_role(role)
         await chans.finish(ch.error_payload(chans.version, code=0)
@@ -570,12 +585,13 @@ class StreamServer:
         session = spdy.Session()
         loop = asyncio.get_running_loop()
         pairs: dict[str, dict] = {}
-        writers: dict[int, asyncio.StreamWriter] = {}
+        conns: dict[int, _Forward] = {}
 
         def flush():
             link.write(session.data_to_send())
 
         async def pump(sid: int, error_sid: int | None, port: int):
+            fwd = conns[sid]
             try:
                 sock = await self._run(connect, port)
                 reader, writer = await asyncio.open_connection(sock=sock)
@@ -585,7 +601,7 @@ class StreamServer:
                 session.close_stream(sid)
                 flush()
                 return
-            writers[sid] = writer
+            fwd.attach(writer)
             try:
                 while True:
                     data = await reader.read(READ_SIZE)
@@ -604,12 +620,15 @@ class StreamServer:
         while True:
             data = await link.read()
             if not data:
+                log.debug("port-forward: the client closed the connection")
                 break
             try:
                 events = session.receive(data)
-            except spdy.ProtocolError:
+            except spdy.ProtocolError as e:
+                log.debug("port-forward: %s", e)
                 break
             for ev in events:
+                log.debug("port-forward event %s", ev)
                 if isinstance(ev, spdy.StreamOpened):
                     session.reply(ev.stream_id)
                     h = {k: v[0] for k, v in ev.headers.items()}
@@ -621,24 +640,25 @@ class StreamServer:
                         except ValueError:
                             session.reset(ev.stream_id, spdy.PROTOCOL_ERROR)
                             continue
+                        conns[ev.stream_id] = _Forward()
                         loop.create_task(pump(ev.stream_id, pair.get(ch.ERROR), port))
                 elif isinstance(ev, spdy.StreamData):
-                    w = writers.get(ev.stream_id)
-                    if w is not None:
-                        w.write(ev.data)
+                    fwd = conns.get(ev.stream_id)
+                    if fwd is not None:
+                        fwd.write(ev.data)
                 elif isinstance(ev, spdy.StreamEnded):
-                    w = writers.get(ev.stream_id)
-                    if w is not None and w.can_write_eof():
-                        w.write_eof()
+                    fwd = conns.get(ev.stream_id)
+                    if fwd is not None:
+                        fwd.write_eof()
                 elif isinstance(ev, spdy.StreamReset):
-                    w = writers.pop(ev.stream_id, None)
-                    if w is not None:
-                        w.close()
+                    fwd = conns.pop(ev.stream_id, None)
+                    if fwd is not None:
+                        fwd.close()
             flush()
             if session.gone_away:
                 break
-        for w in writers.values():
-            w.close()
+        for fwd in conns.values():
+            fwd.close()
         link.close()
 
     async def _portforward_ws(self, request, conn: WsConn, ports: list[str]) -> None:
@@ -651,7 +671,7 @@ class StreamServer:
             conn.close(ws.PROTOCOL_ERROR, str(e)[:100])
             return
         loop = asyncio.get_running_loop()
-        writers: dict[int, asyncio.StreamWriter] = {}
+        conns = {i: _Forward() for i in range(len(numbers))}
         for i, port in enumerate(numbers):
             for channel in (2 * i, 2 * i + 1):
                 conn.send(bytes([channel]) + ch.port_prefix(port))
@@ -663,7 +683,7 @@ class StreamServer:
             except errors.PalletError as e:
                 conn.send(bytes([2 * i + 1]) + e.message.encode())
                 return
-            writers[i] = writer
+            conns[i].attach(writer)
             try:
                 while True:
                     data = await reader.read(READ_SIZE)
@@ -679,12 +699,50 @@ class StreamServer:
                 break
             if not m.data or m.data[0] % 2:
                 continue
-            w = writers.get(m.data[0] // 2)
-            if w is not None:
-                w.write(m.data[1:])
+            fwd = conns.get(m.data[0] // 2)
+            if fwd is not None:
+                fwd.write(m.data[1:])
         for t in tasks:
             t.cancel()
-        for w in writers.values():
-            w.close()
+        for fwd in conns.values():
+            fwd.close()
         conn.close()
 
+
+
+class _Forward:
+    """One forwarded connection's way into the pod: what the client sends
+    before the connection to the port is made waits here."""
+
+    def __init__(self):
+        self.writer = None
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._closed = False
+
+    def attach(self, writer) -> None:
+        self.writer = writer
+        for data in self._pending:
+            writer.write(data)
+        self._pending.clear()
+        if self._closed:
+            writer.close()
+        elif self._eof and writer.can_write_eof():
+            writer.write_eof()
+
+    def write(self, data: bytes) -> None:
+        if self.writer is None:
+            self._pending.append(data)
+        elif not self.writer.is_closing():
+            self.writer.write(data)
+
+    def write_eof(self) -> None:
+        self._eof = True
+        if self.writer is not None and not self.writer.is_closing() and \
+                self.writer.can_write_eof():
+            self.writer.write_eof()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.writer is not None:
+            self.writer.close()

@@ -173,7 +173,7 @@ class CriDaemon:
 
     # --- clients -------------------------------------------------------------------------------
     def crictl(self, *args, check: bool = True, input: str | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+               timeout: float = 60) -> subprocess.CompletedProcess:
         r = subprocess.run([CRICTL, "--config", self.crictl_config, *args], capture_output=True,
                            text=True, input=input, timeout=timeout)
         if check and r.returncode != 0:

@@ -249,6 +249,7 @@ class Sandboxes:
             id=sb.id, metadata=sb.config.metadata, state=self.state(sb),
             created_at=sb.created_at, labels=dict(sb.config.labels),
             annotations=dict(sb.config.annotations), runtime_handler=sb.runtime_handler)
+        st.network.SetInParent()   # present (empty) for host-network pods too, as containerd's
         if opts.network != NODE:
             st.network.ip = sb.ip
             st.network.additional_ips.extend(cri.PodIP(ip=ip) for ip in sb.additional_ips)

@@ -46,6 +46,11 @@ _PROPAGATION = {cri.PROPAGATION_PRIVATE: "rprivate", cri.PROPAGATION_HOST_TO_CON
                 cri.PROPAGATION_BIDIRECTIONAL: "rshared"}
 
 
+def _text(value) -> str:
+    """KeyValue.value is bytes in cri-api v0.36 (text in earlier versions)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
 def process_args(config: cri.ContainerConfig, image: dict) -> list[str]:
     """kubelet's command/args merged with the image's Entrypoint/Cmd."""
     command, args = list(config.command), list(config.args)
@@ -243,7 +248,7 @@ def container_spec(*, cid: str, config: cri.ContainerConfig, sandbox, image: dic
         env = merge_env(env, ["TERM=xterm"])
     env = merge_env(env, [f"HOSTNAME={hostname}"])
     env = merge_env(env, list(image.get("Env") or ()) +
-                    [f"{e.key}={e.value}" for e in config.envs])
+                    [f"{e.key}={_text(e.value)}" for e in config.envs])
     cwd = config.working_dir or image.get("WorkingDir") or "/"
     if not cwd.startswith("/"):
         raise InvalidArgument(f"working directory {cwd!r} is not an absolute path")

@@ -134,5 +134,5 @@ class CRIConfig:
             return self.default_runtime
         runtime = self.runtimes.get(handler)
         if runtime is None:
-            raise InvalidArgument(f"no runtime for {handler!r} is configured")
+            raise InvalidArgument(f'no runtime for "{handler}" is configured')
         return runtime

@@ -88,19 +88,21 @@ class Containers:
     # --- CreateContainer ------------------------------------------------------------------------
     def create(self, req: cri.CreateContainerRequest) -> str:
         config = req.config
-        if not req.HasField("config") or not config.HasField("metadata") or \
-                not config.metadata.name:
-            raise errors.InvalidArgument("container config must include metadata")
-        sb = self.records.sandbox(req.pod_sandbox_id)
+        if not req.HasField("config") or not config.HasField("metadata"):
+            raise errors.PalletError("container config must include metadata")
+        try:
+            sb = self.records.sandbox(req.pod_sandbox_id)
+        except errors.NotFound:
+            raise errors.NotFound(f'failed to find sandbox id "{req.pod_sandbox_id}": '
+                                  "not found") from None
         if self.cri.sandboxes.state(sb) != cri.SANDBOX_READY:
-            raise errors.FailedPrecondition(f"sandbox {sb.id!r} is not ready: container "
-                                            "cannot be created in a stopped pod")
-        if not config.image.image:
-            raise errors.InvalidArgument("container config must include an image")
+            # containerd finds no task of the pod's sandbox: NOT_FOUND, with its words
+            raise errors.NotFound(f"failed to get sandbox container task: no running task "
+                                  f"found: task {sb.id} not found: not found")
         info = self.cri.images.get(config.image.image)
         cid = secrets.token_hex(32)
         name = container_name(config, sb)
-        self.records.reserve(name, cid)
+        self.records.reserve("container", name, cid)
         log_path = ""
         if sb.config.log_directory and config.log_path:
             log_path = os.path.join(sb.config.log_directory, config.log_path)
@@ -210,11 +212,12 @@ class Containers:
         c = self.records.container(cid)
         with c.lock:
             if c.state != CREATED:
-                raise errors.FailedPrecondition(f"container {c.id!r} is in "
-                                                f"{STATE_NAMES[c.state]} state")
+                raise errors.PalletError(f'failed to set starting state for container '
+                                         f'"{c.id}": container is in {STATE_NAMES[c.state]} '
+                                         "state")
             sb = self.records.sandbox(c.sandbox_id)
             if self.cri.sandboxes.state(sb) != cri.SANDBOX_READY:
-                raise errors.FailedPrecondition(f"sandbox container {sb.id!r} is not running")
+                raise errors.FailedPrecondition(f'sandbox container "{sb.id}" is not running')
             pipes = self._open_io(c, create=True)
             try:
                 self.tasks.create(NAMESPACE, tasks_pb2.CreateTaskRequest(
@@ -413,9 +416,6 @@ class Containers:
     def update_resources(self, req: cri.UpdateContainerResourcesRequest) -> None:
         c = self.records.container(req.container_id)
         with c.lock:
-            if c.state not in (CREATED, RUNNING):
-                raise errors.FailedPrecondition(f"container {c.id!r} is in "
-                                                f"{STATE_NAMES[c.state]} state")
             res = specmod.resources(req.linux, swap=self.cri.stats.swap_available)
             if c.state == RUNNING:
                 self.tasks.update(NAMESPACE, tasks_pb2.UpdateTaskRequest(
@@ -433,7 +433,7 @@ class Containers:
     def reopen_log(self, cid: str) -> None:
         c = self.records.container(cid)
         if c.state != RUNNING or c.io is None:
-            raise errors.FailedPrecondition("container is not running")
+            raise errors.PalletError("container is not running")
         self.cri.io.call(c.io.log.reopen)
 
     # --- the pod's own task (sandbox_image) --------------------------------------------------------
@@ -467,7 +467,8 @@ class Containers:
             "user": dockerspec.resolve_user(image.get("User") or "", ()),
             "capabilities": {k: list(dockerspec.DEFAULT_CAPS)
                              for k in ("bounding", "effective", "permitted")},
-            "oomScoreAdj": -998, "noNewPrivileges": True},
+            "oomScoreAdj": max(-998, specmod.own_oom_score_adj())
+            if self.cfg.restrict_oom_score_adj else -998, "noNewPrivileges": True},
             root={"path": "rootfs", "readonly": True}, mounts=mounts)
         spec["linux"] = dict(spec["linux"], namespaces=ns,
                              cgroupsPath=f"{parent.rstrip('/')}/{sb.id}",
@@ -512,7 +513,7 @@ class Containers:
         """A container found at start-up: its task tells how it is now."""
         from pallet.proto.containerd.types.task import task_pb2
 
-        self.records.reserve(c.name, c.id)
+        self.records.reserve("container", c.name, c.id)
         self.records.containers[c.id] = c
         if c.state != RUNNING:
             return

@@ -38,10 +38,11 @@ class DeadlineExceeded(errors.PalletError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
-def check_running(c) -> None:
+def check_running(c, prefix: str = "") -> None:
+    """containerd's refusal of a container that does not run (UNKNOWN, these words)."""
     if c.state != RUNNING:
         from pallet.plugins.api_cri.container import STATE_NAMES
-        raise errors.FailedPrecondition(f"container {c.id!r} is in {STATE_NAMES[c.state]} state")
+        raise errors.PalletError(f"{prefix}container is in {STATE_NAMES[c.state]} state")
 
 
 class Exec:
@@ -109,7 +110,7 @@ class Exec:
 def exec_sync(cri_, cid: str, cmd, timeout: int) -> tuple[bytes, bytes, int]:
     """Run ``cmd`` in the container and return its stdout, stderr and exit code."""
     c = cri_.records.container(cid)
-    check_running(c)
+    check_running(c, "failed to exec in container: ")
     ex = Exec(cri_, c, cmd, tty=False, stdin=False)
     out = {logs.STDOUT: bytearray(), logs.STDERR: bytearray()}
 

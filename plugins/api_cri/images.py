@@ -157,7 +157,7 @@ class Images:
     def get(self, ref: str) -> ImageInfo:
         info = self.find(ref)
         if info is None:
-            raise errors.NotFound(f"failed to resolve image {ref!r}: not found")
+            raise errors.NotFound(f'failed to resolve image "{ref}": not found')
         return info
 
     # --- the RPCs ----------------------------------------------------------------------------

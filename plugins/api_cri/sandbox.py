@@ -77,13 +77,14 @@ class Sandboxes:
         config = req.config
         md = config.metadata
         if not req.HasField("config") or not config.HasField("metadata"):
-            raise errors.InvalidArgument("sandbox config must include metadata")
-        if not md.name or not md.namespace or not md.uid:
-            raise errors.InvalidArgument("sandbox metadata must include name, namespace and uid")
-        runtime = self.cfg.runtime_for(req.runtime_handler)
+            raise errors.PalletError("sandbox config must include metadata")
+        try:
+            runtime = self.cfg.runtime_for(req.runtime_handler)
+        except errors.InvalidArgument as e:
+            raise errors.PalletError(f"failed to get sandbox runtime: {e.message}") from None
         sid = secrets.token_hex(32)
         name = sandbox_name(md)
-        self.records.reserve(name, sid)
+        self.records.reserve("sandbox", name, sid)
         sb = Sandbox(id=sid, name=name, config=config, runtime_handler=req.runtime_handler,
                      created_at=time.time_ns(), root=self.cfg.sandbox_root(sid),
                      state_dir=self.cfg.sandbox_state(sid),
@@ -304,7 +305,7 @@ class Sandboxes:
     def recover(self, sb: Sandbox) -> None:
         """A pod found at start-up: take its name again and see whether its
         namespaces are still there."""
-        self.records.reserve(sb.name, sb.id)
+        self.records.reserve("sandbox", sb.name, sb.id)
         self.records.sandboxes[sb.id] = sb
         if not sb.stopped and sb.netns and not nsmod.alive(sb.netns):
             log.warning("pod %s lost its network namespace", sb.id)

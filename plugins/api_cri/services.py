@@ -64,10 +64,8 @@ def _chunks(items):
 
 
 def _field(request, name: str) -> str:
-    value = getattr(request, name)
-    if not value:
-        raise errors.InvalidArgument(f"{name.replace('_', ' ')} must not be empty")
-    return value
+    """An id of the request (an empty one is refused by the lookup, as containerd does)."""
+    return getattr(request, name)
 
 
 def _filter(request, name: str = "filter"):
@@ -221,7 +219,7 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     def PortForward(self, request, context):
         sb = self.r.records.sandbox(_field(request, "pod_sandbox_id"))
         if self.r.sandboxes.state(sb) != cri.SANDBOX_READY:
-            raise errors.FailedPrecondition(f"sandbox {sb.id!r} is not ready")
+            raise errors.PalletError("sandbox container is not running")
         return cri.PortForwardResponse(url=self.r.streams.register("portforward", request))
 
     # --- stats -------------------------------------------------------------------------------------

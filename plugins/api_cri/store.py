@@ -192,13 +192,14 @@ class Records:
         self._lock = threading.Lock()
 
     # --- names ----------------------------------------------------------------------------
-    def reserve(self, name: str, id: str) -> None:
-        """Take ``name`` for ``id``; AlreadyExists names the holder, as containerd says it."""
+    def reserve(self, kind: str, name: str, id: str) -> None:
+        """Take ``name`` for ``id``; taken, the error names the holder (containerd
+        answers UNKNOWN with this message)."""
         with self._lock:
             holder = self._names.get(name)
             if holder is not None and holder != id:
-                raise errors.AlreadyExists(f"failed to reserve name {name!r}: name {name!r} "
-                                           f"is reserved for {holder!r}")
+                raise errors.PalletError(f'failed to reserve {kind} name "{name}": name '
+                                         f'"{name}" is reserved for "{holder}"')
             self._names[name] = id
 
     def release(self, name: str) -> None:
@@ -215,7 +216,8 @@ class Records:
 
     def _find(self, table: dict, id: str, what: str):
         if not id:
-            raise errors.InvalidArgument(f"{what} id must not be empty")
+            raise errors.PalletError(f'an error occurred when try to find {what} "": '
+                                     "Prefix can't be empty")
         found = table.get(id)
         if found is not None:
             return found
@@ -225,7 +227,7 @@ class Records:
             return matches[0]
         if len(matches) > 1:
             raise errors.InvalidArgument(f"{what} id {id!r} is ambiguous")
-        raise errors.NotFound(f"an error occurred when try to find {what} {id!r}: not found")
+        raise errors.NotFound(f'an error occurred when try to find {what} "{id}": not found')
 
     def containers_of(self, sandbox_id: str) -> list[Container]:
         with self._lock:

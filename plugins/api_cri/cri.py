@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import threading
 import time
 
 from pallet.proto.cri.runtime.v1 import api_pb2 as cri
@@ -61,6 +62,8 @@ class CRI:
         self.containers = Containers(self)
         self.streams = StreamServer(self)
         self.watcher = TaskWatcher(services.exchange, self._on_exit, self.containers.on_oom)
+        #: set once the state of an earlier run is found again (calls wait for it)
+        self.ready = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,6 +86,7 @@ class CRI:
                 log.exception("recover container %s", c.id)
         self.sandboxes.release_orphans()
         self.io.call(self.streams.start)
+        self.ready.set()
         if sandboxes or containers:
             log.info("recovered %d pod(s) and %d container(s)", len(sandboxes), len(containers))
 

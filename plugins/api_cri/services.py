@@ -22,6 +22,8 @@ log = logging.getLogger("pallet.cri.rpc")
 
 #: items per message of the Stream* list calls
 CHUNK = 500
+#: how long a call waits for the runtime to have found its pods again at start-up
+READY_TIMEOUT = 60.0
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -34,10 +36,18 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}"
 
 
+def _wait_ready(runtime) -> None:
+    """Calls wait until the pods and containers of an earlier run are found again
+    (containerd's CRI plugin answers "not initialized" meanwhile)."""
+    if not runtime.ready.wait(READY_TIMEOUT):
+        raise errors.Unavailable("server is not initialized yet")
+
+
 def unary(fn):
     @functools.wraps(fn)
     def wrapper(self, request, context):
         try:
+            _wait_ready(self.r)
             return fn(self, request, context)
         except grpc.RpcError:
             raise
@@ -50,6 +60,7 @@ def stream(fn):
     @functools.wraps(fn)
     def wrapper(self, request, context):
         try:
+            _wait_ready(self.r)
             yield from fn(self, request, context)
         except grpc.RpcError:
             raise

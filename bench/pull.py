@@ -43,9 +43,10 @@ import asyncio, sys, time
 t0 = time.monotonic()
 from pallet.imagestore.store import ImageStore
 from pallet.distribution.pull import pull
+from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
 root = sys.argv[1]
 st = ImageStore(root + "/content", root + "/meta/meta.db",
-                {n: f"{root}/snapshots-{n}" for n in ("overlayfs", "native")}, "overlayfs")
+                [(OverlaySnapshotter, root + "/snapshots-overlayfs")])
 asyncio.run(pull(sys.argv[2], st.target("moby")))
 """
 
@@ -74,12 +75,12 @@ def start_docker(registry_host: str):
 def pallet_in_process(ref: str) -> float:
     from pallet.distribution.pull import pull
     from pallet.imagestore.store import ImageStore
+    from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
 
     root = tempfile.mkdtemp(prefix="pb-pp-", dir="/tmp")
     try:
         st = ImageStore(root + "/content", root + "/meta/meta.db",
-                        {n: f"{root}/snapshots-{n}" for n in ("overlayfs", "native")},
-                        "overlayfs")
+                        [(OverlaySnapshotter, root + "/snapshots-overlayfs")])
         t = time.monotonic()
         asyncio.run(pull(ref, st.target("moby")))
         elapsed = time.monotonic() - t

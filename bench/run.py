@@ -57,12 +57,38 @@ def bench_shim_pss(engine, runs, count=5):
         engine.docker("rm", "-f", *ids, check=False)
 
 
+def bench_daemon_pss(engine, runs):
+    """PSS (KiB) of the engine's daemons with 5 containers running: palletd,
+    pallet-containerd and the shims' zygote; dockerd and containerd."""
+    ids = [engine.docker("run", "-d", "--network", "none", "busybox", "sleep", "600")
+           .stdout.decode().strip() for _ in range(5)]
+    time.sleep(1.0)
+    try:
+        total = 0
+        for pid in pids_mentioning(engine.root):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            daemon = comm in ("palletd", "pallet-containe", "dockerd", "containerd") or \
+                (comm.startswith("pallet-shim") and b"zygote" in cmdline)
+            if daemon:
+                total += pss_kib(pid)
+        return float(total)
+    finally:
+        engine.docker("rm", "-f", *ids, check=False)
+
+
 TIMED = [
     ("run --rm busybox true (ms, median)", action_run_rm),
     ("ps (ms, median)", action_ps),
 ]
 BENCHES = [
     ("shim PSS per running container (KiB)", bench_shim_pss),
+    ("daemons' PSS, 5 containers running (KiB)", bench_daemon_pss),
 ]
 
 

@@ -4,8 +4,8 @@
 Everything goes through containerd's API, as ctr does: blobs through
 Content.Write (under a lease, with the ``containerd.io/gc.ref.*`` labels
 containerd's importer sets), names through Images, layers through
-:meth:`Containerd.unpack`.  Archives are read with the image store role's
-reader (``kernel.provide("image_store").read_archive``).
+:meth:`Containerd.unpack`.  Archives are read by
+:func:`pallet.distribution.archive.read_archive`.
 """
 from __future__ import annotations
 
@@ -15,25 +15,7 @@ import sys
 from pallet.client.ctr import (ExitStatus, UsageError, human_bytes, labels_text, parse_flags,
                                table)
 
-LABEL_REF = "containerd.io/gc.ref.content."
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
-
-
-def gc_labels(doc: dict) -> dict:
-    """The labels that keep a manifest's or index's children from containerd's GC."""
-    labels = {}
-    if isinstance(doc.get("config"), dict) and doc["config"].get("digest"):
-        labels[LABEL_REF + "config"] = doc["config"]["digest"]
-    for i, layer in enumerate(doc.get("layers") or []):
-        if layer.get("digest"):
-            labels[f"{LABEL_REF}l.{i}"] = layer["digest"]
-    for i, m in enumerate(doc.get("manifests") or []):
-        if m.get("digest"):
-            labels[f"{LABEL_REF}m.{i}"] = m["digest"]
-    return labels
+from pallet.distribution.mediatypes import INDEX_TYPES
 
 
 # --- ls, rm, tag --------------------------------------------------------------------------
@@ -41,7 +23,8 @@ def gc_labels(doc: dict) -> dict:
 async def _image_row(c, image) -> list[str]:
     """REF TYPE DIGEST SIZE PLATFORMS LABELS, as ctr images ls prints them."""
     from pallet.core import errors
-    from pallet.containerd.client import descriptor_to_dict, select_manifest
+    from pallet.containerd.client import descriptor_to_dict
+    from pallet.distribution.platforms import select_manifest
 
     target = descriptor_to_dict(image.target)
     size, platforms = "-", "-"
@@ -138,43 +121,6 @@ async def unpack(c, name: str, snapshotter: str, out=sys.stdout) -> None:
 
 # --- import --------------------------------------------------------------------------------
 
-def _image_store():
-    from pallet.core.config import Config
-    from pallet.core.kernel import Kernel
-    from pallet.core.paths import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, Paths
-
-    kernel = Kernel.load(Config.load(), paths=Paths(DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT),
-                         roles=("image_store",), extensions=False)
-    return kernel.provide("image_store")
-
-
-def _blob_labels(blob) -> dict:
-    if blob.media_type not in INDEX_TYPES + MANIFEST_TYPES or blob.size > 4 << 20:
-        return {}
-    with blob.open() as fh:
-        try:
-            return gc_labels(json.loads(fh.read()))
-        except ValueError:
-            return {}
-
-
-def _blob_reader(blob):
-    async def gen():
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        fh = await loop.run_in_executor(None, blob.open)
-        try:
-            while True:
-                chunk = await loop.run_in_executor(None, fh.read, 1 << 20)
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            fh.close()
-    return gen()
-
-
 def _import_names(img, base: str, digests: bool, skip_named: bool) -> list[str]:
     """The names an archive image gets (ctr's rules for --base-name and --digests)."""
     names = []
@@ -193,6 +139,7 @@ async def cmd_import(c, argv, ctx) -> str:
     import time
 
     from pallet.core import errors
+    from pallet.distribution.archive import read_archive
 
     f = parse_flags(argv, {"base-name": ("str", [], ""), "digests": ("bool", [], False),
                            "skip-digest-for-named": ("bool", [], False),
@@ -206,15 +153,14 @@ async def cmd_import(c, argv, ctx) -> str:
     loop = asyncio.get_running_loop()
     if src == "-":
         src = sys.stdin.buffer
-    store = await loop.run_in_executor(None, _image_store)
-    archive = await loop.run_in_executor(None, store.read_archive, src)
+    archive = await loop.run_in_executor(None, read_archive, src)
     lease = await c.lease_create(expire=3600)
     client = c.with_lease(lease)
     named = []
     try:
         for blob in archive.blobs():
-            labels = await loop.run_in_executor(None, _blob_labels, blob)
-            await client.content_write(f"import-{blob.digest}", _blob_reader(blob),
+            labels = await loop.run_in_executor(None, blob.gc_labels)
+            await client.content_write(f"import-{blob.digest}", blob.chunks(),
                                        expected=blob.digest, size=blob.size, labels=labels)
         images = archive.images()
         if not images:
@@ -247,7 +193,7 @@ async def _collect(c, desc: dict, want_all: bool, blobs: dict, platform=None) ->
     """Add ``desc`` and what it references to ``blobs`` ({digest: descriptor});
     returns the manifest (as a dict) chosen for this machine."""
     from pallet.core import errors
-    from pallet.containerd.client import select_manifest
+    from pallet.distribution.platforms import select_manifest
 
     blobs[desc["digest"]] = desc
     mt = desc.get("mediaType", "")
@@ -279,6 +225,7 @@ async def cmd_export(c, argv, ctx) -> str:
     import time
 
     from pallet.containerd.client import descriptor_to_dict
+    from pallet.distribution.platforms import parse_platform
     from pallet.distribution.reference import Reference
 
     f = parse_flags(argv, {"skip-manifest-json": ("bool", [], False),
@@ -288,12 +235,7 @@ async def cmd_export(c, argv, ctx) -> str:
         raise UsageError("please provide both an output filename and an image reference to "
                          "export")
     out_path, refs = f.args[0], f.args[1:]
-    platform = None
-    if f.platform:
-        parts = f.platform.split("/")
-        platform = {"os": parts[0], "architecture": parts[1] if len(parts) > 1 else ""}
-        if len(parts) > 2:
-            platform["variant"] = parts[2]
+    platform = parse_platform(f.platform) if f.platform else None
     blobs: dict[str, dict] = {}
     index, docker = [], []
     for ref in refs:
@@ -357,7 +299,8 @@ async def cmd_export(c, argv, ctx) -> str:
 
 async def cmd_check(c, argv, ctx) -> str:
     from pallet.core import errors
-    from pallet.containerd.client import chain_ids, descriptor_to_dict
+    from pallet.containerd.client import descriptor_to_dict
+    from pallet.distribution.platforms import chain_ids
 
     f = parse_flags(argv, {"quiet": ("bool", ["q"], False),
                            "snapshotter": ("str", [], ctx.snapshotter)},

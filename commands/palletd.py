@@ -20,6 +20,11 @@ from __future__ import annotations
 import sys
 
 
+#: the roles palletd's engine uses; containerd, the image store and the
+#: runtime belong to pallet-containerd and its shims
+PALLETD_ROLES = ("client_protocol", "network", "port_proxy", "init")
+
+
 def _parser():
     import argparse
 
@@ -146,7 +151,7 @@ def _prepare(args):
         raise ConfigError("configuration: [daemon] live-restore must be true or false")
     options = Options(containerd_address=args.containerd or paths.containerd_socket,
                       debug=args.debug, live_restore=live, config_path=args.config)
-    kernel = Kernel.load(config, paths=paths, options=options)
+    kernel = Kernel.load(config, paths=paths, options=options, roles=PALLETD_ROLES)
     for d in (data_root, exec_root):
         os.makedirs(d, mode=0o711, exist_ok=True)
     pidfile = args.pidfile or paths.palletd_pidfile

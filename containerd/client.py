@@ -24,13 +24,10 @@ Arguments accept either those messages or plain dicts where noted.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import platform as _platform
 import secrets
 import threading
-import time
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import grpc
@@ -38,6 +35,16 @@ import grpc.aio
 from google.protobuf import any_pb2, empty_pb2, field_mask_pb2
 
 from pallet.core import errors
+# media types, GC labels, platforms and chain IDs are distribution's (re-exported
+# here for the client's callers)
+from pallet.distribution.mediatypes import (  # noqa: F401
+    INDEX_TYPES,
+    LABEL_GC_EXPIRE,
+    LABEL_GC_REF_SNAPSHOT,
+    MANIFEST_TYPES)
+from pallet.distribution.digests import sha256_digest
+from pallet.distribution.platforms import chain_ids, host_platform, select_manifest  # noqa: F401
+from pallet.distribution.targets import expire_label
 from pallet.proto.containerd.events import container_pb2 as ev_container_pb2
 from pallet.proto.containerd.events import content_pb2 as ev_content_pb2
 from pallet.proto.containerd.events import image_pb2 as ev_image_pb2
@@ -70,17 +77,6 @@ MAX_MESSAGE = 16 << 20
 #: chunk size of content writes (containerd's client uses 1 MiB buffers)
 WRITE_CHUNK = 1 << 20
 
-# GC labels understood by containerd's garbage collector
-LABEL_GC_EXPIRE = "containerd.io/gc.expire"
-LABEL_GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
-LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
-
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
-MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
 
 # containerd events travel as Any whose type_url is the message's full name
 EVENT_TYPES = {
@@ -185,58 +181,6 @@ def decode_event(envelope: events_pb2.Envelope):
 def event_any(event) -> any_pb2.Any:
     """Pack an event message as containerd does (type_url = full message name)."""
     return any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The chain IDs of a layer stack (OCI image spec, config.md "Layer ChainID")."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        if not out:
-            out.append(diff_id)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
-    return out
-
-
-def host_platform() -> dict:
-    """This machine's platform in OCI terms (os, architecture[, variant])."""
-    machine = _platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-            "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-            "riscv64": "riscv64"}.get(machine)
-    if arch:
-        return {"os": "linux", "architecture": arch}
-    if machine.startswith("armv"):
-        return {"os": "linux", "architecture": "arm", "variant": "v" + machine[4]}
-    return {"os": "linux", "architecture": machine}
-
-
-def select_manifest(index: Mapping, want: Mapping | None = None) -> dict:
-    """Pick the manifest descriptor of an index that fits the platform ``want``.
-
-    Matches os and architecture, and variant when both sides name one; an
-    index whose entries carry no platform gives its first manifest.
-    """
-    want = want or host_platform()
-    manifests = [m for m in index.get("manifests") or ()
-                 if m.get("mediaType") in MANIFEST_TYPES + INDEX_TYPES or "mediaType" not in m]
-    if not manifests:
-        raise errors.NotFound("image index lists no manifest")
-    fallback = None
-    for m in manifests:
-        p = m.get("platform")
-        if not p:
-            fallback = fallback or m
-            continue
-        if p.get("os") != want.get("os") or p.get("architecture") != want.get("architecture"):
-            continue
-        if want.get("variant") and p.get("variant") and p["variant"] != want["variant"]:
-            continue
-        return dict(m)
-    if fallback is not None:
-        return dict(fallback)
-    plat = "/".join(filter(None, (want.get("os"), want.get("architecture"), want.get("variant"))))
-    raise errors.NotFound(f"no manifest for platform {plat} in image index")
 
 
 def _address_target(address: str) -> str:
@@ -389,8 +333,7 @@ class Containerd:
         """Create a lease (protects what is written under it from GC); returns its id."""
         labels = dict(labels or {})
         if expire:
-            labels[LABEL_GC_EXPIRE] = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expire))
+            labels[LABEL_GC_EXPIRE] = expire_label(expire)
         lease_id = lease_id or f"pallet-{secrets.token_hex(8)}"
         r = await self._call(self._stub(leases_pb2_grpc.LeasesStub).Create,
                              leases_pb2.CreateRequest(id=lease_id, labels=labels))
@@ -521,7 +464,7 @@ class Containerd:
                                  labels: Mapping[str, str] | None = None,
                                  ref: str | None = None) -> Descriptor:
         """Write in-memory bytes, computing the digest; returns a Descriptor."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         await self.content_write(ref or f"pallet-blob-{digest}", data, expected=digest,
                                  size=len(data), labels=labels)
         return descriptor_pb2.Descriptor(media_type=media_type, digest=digest, size=len(data))

@@ -1,15 +1,20 @@
-"""containerd's filter syntax, used by the List calls and by Events.Subscribe.
+"""containerd's filter syntax, used by the List calls, by Events.Subscribe and
+by the image store's listings (the one copy of it in pallet).
 
 ``filters`` is a list of strings; an object matches when it matches any of
 them.  One string is a comma-separated list of selectors that must all
 match; a selector is a field path (``labels."a.b"``, ``topic``) alone (the
 field is present and not empty) or followed by ``==``, ``!=`` or ``~=``
-(regular expression) and a value, bare or quoted with ``"`` or ``/``.
+(regular expression search) and a value, bare (up to the next ``,``) or
+quoted with ``"`` or ``/``.  Inside ``/.../`` only ``\\/`` is unescaped, so
+that a regular expression keeps its own escapes (``/^a\\d$/``).
 """
 from __future__ import annotations
 
 import re
 from typing import Callable, Iterable, Sequence
+
+import attrs
 
 from pallet.core.errors import InvalidArgument
 
@@ -17,6 +22,26 @@ from pallet.core.errors import InvalidArgument
 Adaptor = Callable[[object, tuple], tuple]
 
 _FIELD = re.compile(r"[A-Za-z0-9_]+")
+
+
+@attrs.frozen
+class Selector:
+    """One ``fieldpath [op value]`` of a filter string."""
+
+    fieldpath: tuple[str, ...]
+    op: str | None = None
+    value: str = ""
+    pattern: re.Pattern | None = attrs.field(default=None, eq=False, repr=False)
+
+    def match(self, obj, adapt: Adaptor) -> bool:
+        present, got = adapt(obj, self.fieldpath)
+        if self.op is None:
+            return present and got != ""
+        if self.op == "==":
+            return present and got == self.value
+        if self.op == "!=":
+            return not present or got != self.value
+        return present and self.pattern.search(got) is not None
 
 
 class _Parser:
@@ -38,8 +63,11 @@ class _Parser:
             ch = self.text[self.pos]
             self.pos += 1
             if ch == "\\" and self.pos < len(self.text):
-                out.append(self.text[self.pos])
+                nxt = self.text[self.pos]
                 self.pos += 1
+                if quote == "/" and nxt != "/":
+                    out.append("\\")  # a regular expression's own escape
+                out.append(nxt)
             elif ch == quote:
                 return "".join(out)
             else:
@@ -56,7 +84,7 @@ class _Parser:
         self.pos = m.end()
         return m.group()
 
-    def selector(self):
+    def selector(self) -> Selector:
         path = [self.field()]
         while self.pos < len(self.text) and self.text[self.pos] == ".":
             self.pos += 1
@@ -64,7 +92,7 @@ class _Parser:
         self.skip()
         op = self.text[self.pos:self.pos + 2]
         if op not in ("==", "!=", "~="):
-            return tuple(path), None, None
+            return Selector(tuple(path))
         self.pos += 2
         self.skip()
         if self.pos < len(self.text) and self.text[self.pos] in "\"/":
@@ -74,14 +102,15 @@ class _Parser:
             end = len(self.text) if end < 0 else end
             value = self.text[self.pos:end].strip()
             self.pos = end
+        pattern = None
         if op == "~=":
             try:
-                value = re.compile(value)
+                pattern = re.compile(value)
             except re.error as e:
                 raise self.error(f"bad regular expression ({e})") from None
-        return tuple(path), op, value
+        return Selector(tuple(path), op, value, pattern)
 
-    def parse(self):
+    def parse(self) -> tuple[Selector, ...]:
         selectors = [self.selector()]
         self.skip()
         while self.pos < len(self.text):
@@ -93,8 +122,8 @@ class _Parser:
         return tuple(selectors)
 
 
-def parse(filters: Sequence[str] | str | None):
-    """Parse filter strings (empty strings are ignored)."""
+def parse(filters: Sequence[str] | str | None) -> tuple[tuple[Selector, ...], ...]:
+    """Parse filter strings (OR of ANDs; empty strings are ignored)."""
     if isinstance(filters, str):
         filters = [filters]
     return tuple(_Parser(f).parse() for f in (filters or ()) if f.strip())
@@ -104,26 +133,11 @@ def matches(parsed, obj, adapt: Adaptor) -> bool:
     """Whether ``obj`` matches parsed filters (no filter matches everything)."""
     if not parsed:
         return True
-    for conj in parsed:
-        ok = True
-        for path, op, value in conj:
-            present, got = adapt(obj, path)
-            if op is None:
-                ok = present and got != ""
-            elif op == "==":
-                ok = present and got == value
-            elif op == "!=":
-                ok = not present or got != value
-            else:
-                ok = present and value.search(got) is not None
-            if not ok:
-                break
-        if ok:
-            return True
-    return False
+    return any(all(s.match(obj, adapt) for s in conj) for conj in parsed)
 
 
-def select(items: Iterable, filters, adapt: Adaptor) -> list:
+def select(items: Iterable, filters: Sequence[str] | str | None, adapt: Adaptor) -> list:
+    """The items matching any of ``filters``."""
     parsed = parse(filters)
     return [i for i in items if matches(parsed, i, adapt)]
 

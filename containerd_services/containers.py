@@ -1,161 +1,82 @@
-"""Container records per containerd namespace, in SQLite (WAL).
+"""containerd's Containers service over the image store's metadata.
 
-The table lives in pallet-containerd's metadata file
-(``paths.metadata_db``), next to the image store's tables.  Each row keeps
-the whole ``Container`` message serialised, so that fields containerd adds
-later survive a round trip; namespace and id are columns for lookups.
+The records live in the image store's metadata (``store.metadata``, see
+:mod:`pallet.imagestore.containers`), next to images and leases, so that
+its garbage collector keeps what a container holds.  This module only
+translates containerd's ``Container`` messages to and from those records;
+the checks and update rules are the metadata's.
 """
 from __future__ import annotations
 
-import re
+from typing import Callable
 
-from pallet.core.errors import AlreadyExists, InvalidArgument, NotFound
+from google.protobuf import any_pb2
+
 from pallet.proto.containerd.services.containers.v1 import containers_pb2
-from pallet.imagestore.sqlite import Database
+from pallet.imagestore.containers import ContainerRecord, TypedValue
 
 from pallet.containerd_services import convert
-from pallet.containerd import filters
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS containers (
-    namespace TEXT NOT NULL,
-    id TEXT NOT NULL,
-    record BLOB NOT NULL,
-    PRIMARY KEY (namespace, id)
-);
-"""
-# containerd's identifiers package (namespaces, containers, leases)
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
-_MUTABLE = ("labels", "spec", "extensions", "image", "snapshotkey")
 
 
-def validate_id(kind: str, value: str) -> None:
-    if not value or len(value) > 76 or not _IDENTIFIER.match(value):
-        raise InvalidArgument(f"{kind} {value!r}: identifier must match "
-                              f"{_IDENTIFIER.pattern} and be at most 76 characters: "
-                              "invalid argument")
+def _value(a: any_pb2.Any) -> TypedValue:
+    return TypedValue(a.type_url, a.value)
 
 
-def _adapt(c: containers_pb2.Container, path: tuple) -> tuple:
-    head, rest = path[0], path[1:]
-    if not rest and head in ("id", "image", "snapshotter"):
-        return True, getattr(c, head)
-    if head == "runtime" and rest == ("name",):
-        return True, c.runtime.name
-    if head == "labels" and rest:
-        return filters.labels_field(c.labels, rest)
-    return False, ""
+def _any(v: TypedValue) -> any_pb2.Any:
+    return any_pb2.Any(type_url=v.type_url, value=v.value)
+
+
+def record_of(c: containers_pb2.Container) -> ContainerRecord:
+    """The metadata record of a Container message (times are the store's)."""
+    return ContainerRecord(
+        id=c.id, runtime=c.runtime.name,
+        runtime_options=_value(c.runtime.options) if c.runtime.HasField("options") else None,
+        spec=_value(c.spec) if c.HasField("spec") else None, image=c.image,
+        snapshotter=c.snapshotter, snapshot_key=c.snapshot_key, labels=dict(c.labels),
+        extensions={k: _value(v) for k, v in c.extensions.items()})
+
+
+def message_of(r: ContainerRecord) -> containers_pb2.Container:
+    """The Container message of a metadata record."""
+    c = containers_pb2.Container(id=r.id, image=r.image, snapshotter=r.snapshotter,
+                                 snapshot_key=r.snapshot_key, labels=dict(r.labels))
+    c.runtime.name = r.runtime
+    if r.runtime_options is not None:
+        c.runtime.options.CopyFrom(_any(r.runtime_options))
+    if r.spec is not None:
+        c.spec.CopyFrom(_any(r.spec))
+    for k, v in r.extensions.items():
+        c.extensions[k].CopyFrom(_any(v))
+    c.created_at.CopyFrom(convert.ts(r.created_at))
+    c.updated_at.CopyFrom(convert.ts(r.updated_at))
+    return c
 
 
 class ContainerStore:
-    """Create, read, update and delete Container records (thread-safe)."""
+    """Create, read, update and delete Container messages in a namespace;
+    ``store_of()`` gives the image store (provided on first use)."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.db = Database(path, _SCHEMA)
+    def __init__(self, store_of: Callable[[], object]):
+        self._store_of = store_of
 
-    def _tx(self):
-        return self.db.transaction()
-
-    @staticmethod
-    def _load(blob: bytes) -> containers_pb2.Container:
-        c = containers_pb2.Container()
-        c.ParseFromString(blob)
-        return c
-
-    def _row(self, conn, ns: str, cid: str):
-        row = conn.execute("SELECT record FROM containers WHERE namespace=? AND id=?",
-                           (ns, cid)).fetchone()
-        if row is None:
-            raise NotFound(f'container "{cid}" in namespace "{ns}": not found')
-        return self._load(row[0])
+    @property
+    def _metadata(self):
+        return self._store_of().metadata
 
     def create(self, ns: str, c: containers_pb2.Container) -> containers_pb2.Container:
-        validate_id("container id", c.id)
-        if not c.runtime.name:
-            raise InvalidArgument("container.Runtime.Name must be set: invalid argument")
-        if not c.HasField("spec") or not c.spec.type_url:
-            raise InvalidArgument("container.Spec must be set: invalid argument")
-        if c.snapshot_key and not c.snapshotter:
-            raise InvalidArgument("container.Snapshotter must be set if container.SnapshotKey "
-                                  "is set: invalid argument")
-        c = containers_pb2.Container.FromString(c.SerializeToString())
-        now = convert.now_ts()
-        c.created_at.CopyFrom(now)
-        c.updated_at.CopyFrom(now)
-        with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM containers WHERE namespace=? AND id=?",
-                            (ns, c.id)).fetchone():
-                raise AlreadyExists(f'container "{c.id}": already exists')
-            conn.execute("INSERT INTO containers(namespace, id, record) VALUES(?,?,?)",
-                         (ns, c.id, c.SerializeToString()))
-        return c
+        return message_of(self._metadata.create_container(ns, record_of(c)))
 
     def get(self, ns: str, cid: str) -> containers_pb2.Container:
-        with self.db.read() as conn:
-            return self._row(conn, ns, cid)
+        return message_of(self._metadata.get_container(ns, cid))
 
     def list(self, ns: str, filter_strings=()) -> list[containers_pb2.Container]:
-        with self.db.read() as conn:
-            rows = conn.execute("SELECT record FROM containers WHERE namespace=? ORDER BY id",
-                                (ns,)).fetchall()
-        return filters.select([self._load(r[0]) for r in rows], list(filter_strings), _adapt)
-
-    def count(self, ns: str) -> int:
-        with self.db.read() as conn:
-            return conn.execute("SELECT count(*) FROM containers WHERE namespace=?",
-                                (ns,)).fetchone()[0]
+        return [message_of(r) for r in self._metadata.list_containers(ns, list(filter_strings))]
 
     def update(self, ns: str, new: containers_pb2.Container,
                paths=()) -> containers_pb2.Container:
-        """Apply an update as containerd does: the mask names the fields to change
-        (``labels``, ``labels.KEY``, ``spec``, ``extensions``, ``extensions.KEY``,
-        ``image``, ``snapshotkey``); no mask changes every mutable field."""
-        if not new.id:
-            raise InvalidArgument("container id must not be empty: invalid argument")
-        with self._tx() as conn:
-            c = self._row(conn, ns, new.id)
-            for path in (list(paths) or list(_MUTABLE)):
-                head, _, key = path.partition(".")
-                if head == "labels" and key:
-                    if key in new.labels:
-                        c.labels[key] = new.labels[key]
-                    else:
-                        c.labels.pop(key, None)
-                elif head == "labels":
-                    c.labels.clear()
-                    c.labels.update(new.labels)
-                elif head == "extensions" and key:
-                    if key in new.extensions:
-                        c.extensions[key].CopyFrom(new.extensions[key])
-                    else:
-                        c.extensions.pop(key, None)
-                elif head == "extensions":
-                    c.extensions.clear()
-                    for k, v in new.extensions.items():
-                        c.extensions[k].CopyFrom(v)
-                elif head == "spec":
-                    if not new.HasField("spec"):
-                        raise InvalidArgument("container.Spec must be set: invalid argument")
-                    c.spec.CopyFrom(new.spec)
-                elif head == "image":
-                    c.image = new.image
-                elif head in ("snapshotkey", "snapshot_key"):
-                    c.snapshot_key = new.snapshot_key
-                else:
-                    raise InvalidArgument(f"cannot update {path!r} field on {new.id!r}: "
-                                          "invalid argument")
-            c.updated_at.CopyFrom(convert.now_ts())
-            conn.execute("UPDATE containers SET record=? WHERE namespace=? AND id=?",
-                         (c.SerializeToString(), ns, c.id))
-        return c
+        """containerd's Update: the mask names the fields to change (see
+        :meth:`pallet.imagestore.containers.ContainerRecords.update_container`)."""
+        return message_of(self._metadata.update_container(ns, record_of(new), list(paths)))
 
     def delete(self, ns: str, cid: str) -> None:
-        with self._tx() as conn:
-            cur = conn.execute("DELETE FROM containers WHERE namespace=? AND id=?", (ns, cid))
-            if cur.rowcount == 0:
-                raise NotFound(f'container "{cid}" in namespace "{ns}": not found')
-
-    def close(self) -> None:
-        self.db.close()
-
+        self._metadata.delete_container(ns, cid)

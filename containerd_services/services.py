@@ -1,8 +1,10 @@
 """The service layer of pallet-containerd, under the gRPC translators.
 
-It owns the container records, the event exchange and the task manager, and
-reaches the image store (content, images, namespaces, leases, snapshotters,
-applier) through :mod:`.storeview`.  Changes publish containerd's events.
+It owns the event exchange and the task manager, and reaches the image store
+(content, and the metadata: namespaces, images, leases, containers, content
+per namespace; snapshotters, applier) through its contract
+(:class:`pallet.core.contracts.ImageStore`).  Changes publish containerd's
+events.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ from pallet.proto.containerd.events import container_pb2 as ev_container
 from pallet.proto.containerd.events import image_pb2 as ev_image
 from pallet.proto.containerd.events import namespace_pb2 as ev_namespace
 
-from pallet.containerd_services import convert, store as storeview
-from pallet.containerd_services.exchange import Exchange
+from pallet.containerd_services import convert
 from pallet.containerd_services.containers import ContainerStore
+from pallet.containerd_services.content import ContentNamespaces
+from pallet.containerd_services.exchange import Exchange
 from pallet.containerd_services.tasks import TaskManager
 
 log = logging.getLogger("pallet.containerd")
@@ -71,11 +74,12 @@ class Backend:
         self._store = None
         self._store_lock = threading.Lock()
         self.exchange = Exchange()
-        self.containers = ContainerStore(self.paths.metadata_db)
+        self.containers = ContainerStore(lambda: self.store)
+        #: which namespace holds which blob (see :mod:`.content`)
+        self.content_namespaces = ContentNamespaces(lambda: self.store)
         self.tasks = TaskManager(self.paths, self.containers, self.exchange, address,
                                  snapshots=self._snapshot_mounts, shim_debug=shim_debug)
         self.uuid = self._load_uuid()
-        self._contentns = None
         self._ttrpc = None
 
     # ---- plumbing ---------------------------------------------------------------
@@ -89,22 +93,13 @@ class Backend:
 
     @property
     def content(self):
-        return storeview.content(self.store)
+        """The content store: blobs by digest, uploads."""
+        return self.store.content
 
     @property
     def metadata(self):
-        return storeview.metadata(self.store)
-
-    @property
-    def content_namespaces(self):
-        """Which namespace holds which blob (see :mod:`.contentns`)."""
-        if self._contentns is None:
-            from pallet.containerd_services.content import ContentNamespaces
-
-            with self._store_lock:
-                if self._contentns is None:
-                    self._contentns = ContentNamespaces(self.paths.metadata_db, self.content)
-        return self._contentns
+        """Namespaces, images, leases, containers and content per namespace."""
+        return self.store.metadata
 
     # ---- leases (the containerd-lease header) --------------------------------------
     def lease_add(self, ns: str, lease: str, rid: str, rtype: str) -> None:
@@ -121,7 +116,8 @@ class Backend:
             pass
 
     def snapshotter(self, ns: str, name: str):
-        return storeview.snapshotter(self.store, name, ns)
+        """The snapshotter ``name`` (empty: the store's default) seen from ``ns``."""
+        return self.store.snapshotter(name or None).namespaced(ns)
 
     def _snapshot_mounts(self, ns: str, snapshotter: str, key: str):
         return [convert.mount_pb(m) for m in self.snapshotter(ns, snapshotter).mounts(key)]
@@ -151,14 +147,14 @@ class Backend:
 
     def plugins(self) -> list[dict]:
         """What Introspection.Plugins reports: containerd's plugin types and ids."""
-        from pallet.containerd.client import host_platform
+        from pallet.distribution.platforms import host_platform
 
         plat = host_platform()
         out = [{"type": "io.containerd.content.v1", "id": "content"},
                {"type": "io.containerd.metadata.v1", "id": "pallet",
                 "requires": ["io.containerd.content.v1", "io.containerd.snapshotter.v1"]}]
         try:
-            names = storeview.snapshotter_names(self.store)
+            names = list(self.store.snapshotter_names())
             error = ""
         except errors.PalletError as e:
             names, error = ["overlayfs"], e.message
@@ -223,13 +219,7 @@ class Backend:
         return n
 
     def namespace_delete(self, name: str) -> None:
-        if self.content_namespaces.list_namespace_digests(name):
-            raise errors.FailedPrecondition(
-                f"namespace {name} must be empty, but it still has content: failed precondition")
-        if self.containers.count(name):
-            raise errors.FailedPrecondition(
-                f"namespace {name} must be empty, but it still has containers: "
-                "failed precondition")
+        # content, containers, images and leases are the metadata's to check
         if self.tasks.has_tasks(name):
             raise errors.FailedPrecondition(
                 f"namespace {name} must be empty, but it still has tasks: failed precondition")
@@ -288,7 +278,7 @@ class Backend:
 
     # ---- diff -------------------------------------------------------------------------
     def diff_apply(self, desc, mounts):
-        return storeview.applier(self.store).apply(desc, mounts)
+        return self.store.applier.apply(desc, mounts)
 
     # ---- running --------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -335,9 +325,8 @@ class Backend:
         except Exception:  # noqa: BLE001 — best effort on the way out
             pass
         self.tasks.close()
-        self.containers.close()
-        if self._contentns is not None:
-            self._contentns.close()
+        if self._store is not None:
+            self._store.close()
 
 
 def _ttrpc_services(backend) -> dict:

@@ -74,7 +74,7 @@ class TaskManager:
     def __init__(self, paths, containers, exchange, address: str, *, snapshots=None,
                  shim_debug: bool = False):
         self.paths = paths
-        self.containers = containers          # metadata.ContainerStore
+        self.containers = containers          # containers.ContainerStore
         self.exchange = exchange              # events.Exchange
         self.address = address                # our gRPC address, handed to each shim
         self.snapshots = snapshots            # callable(ns, snapshotter, key) -> mounts, or None

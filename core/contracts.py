@@ -63,7 +63,8 @@ class Snapshotter(Protocol):
 
     Keys are per namespace once :meth:`namespaced`; ``prepare`` and ``view``
     return the mounts that assemble the snapshot (``NotFound`` for a parent
-    that is not committed, ``AlreadyExists`` for a key in use)."""
+    that does not exist, ``InvalidArgument`` for one that is not committed,
+    ``AlreadyExists`` for a key in use)."""
 
     name: str
 
@@ -73,9 +74,12 @@ class Snapshotter(Protocol):
     def view(self, key: str, parent: str | None = None,
              labels: Mapping[str, str] | None = None) -> list[Mount]: ...
 
-    def mounts(self, key: str) -> list[Mount]: ...
+    def mounts(self, key: str) -> list[Mount]:
+        """Of an active snapshot or a view (``FailedPrecondition`` if committed)."""
 
-    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None: ...
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """The active ``key`` becomes the committed ``name`` (``FailedPrecondition``
+        unless active)."""
 
     def remove(self, key: str) -> None:
         """``FailedPrecondition`` while a child snapshot exists."""
@@ -116,7 +120,13 @@ class ImageStore(Protocol):
 
     @property
     def metadata(self) -> Any:
-        """Namespaces, images, leases and container records per namespace."""
+        """containerd's metadata per namespace, one owner for all of it:
+        namespaces, images, leases (and their resources), containers
+        (``create/get/list/update/delete_container``: ``id``, ``runtime``,
+        ``spec``, ``image``, ``snapshotter``, ``snapshot_key``, ``labels``...)
+        and which namespace holds which blob (``get/list/add/update/
+        delete_content_ref``, ``claimed_digests``).  :meth:`gc` keeps what
+        containers hold."""
 
     @property
     def applier(self) -> Any:
@@ -143,7 +153,8 @@ class ImageStore(Protocol):
         """Where a pull writes and a push reads, next to the store."""
 
     def gc(self, dry_run: bool = False) -> Any:
-        """Remove content and snapshots nothing refers to."""
+        """Remove content and snapshots nothing refers to: roots are images,
+        containers, live leases and ``containerd.io/gc.root`` labels."""
 
     def close(self) -> None: ...
 
@@ -248,7 +259,9 @@ class Network(Protocol):
     def shutdown(self) -> None: ...
 
     def register(self, container: dict) -> None:
-        """At create: check network mode, networks, aliases, ``--ip``."""
+        """At create: check network mode, networks, aliases, ``--ip``
+        (``InvalidArgument``, also for an unknown network: a 404 would make
+        the docker CLI pull the image)."""
 
     def setup(self, container: dict) -> dict:
         """At start, before the spec is built: make the sandbox (network

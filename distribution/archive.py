@@ -23,14 +23,14 @@ deterministic: sorted entries, fixed owners and times.
 """
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import io
 import json
 import os
 import posixpath
 import re
 import tarfile
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import AsyncIterator, BinaryIO, Callable, Iterator, Sequence
 
 import attrs
 
@@ -38,7 +38,8 @@ from pallet.core.errors import InvalidArgument, NotFound
 from pallet.core.models import Descriptor
 from pallet.distribution.reference import Reference
 
-from pallet.distribution.compression import detect_compression
+from pallet.distribution.compression import HashingReader, detect_compression
+from pallet.distribution.digests import sha256_digest
 from pallet.distribution.mediatypes import (
     MT_DOCKER_CONFIG,
     MT_DOCKER_LAYER,
@@ -48,7 +49,7 @@ from pallet.distribution.mediatypes import (
     MT_OCI_LAYER_ZSTD,
     INDEX_TYPES,
     MANIFEST_TYPES)
-from pallet.distribution.manifests import resolve
+from pallet.distribution.manifests import gc_labels, resolve
 
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
@@ -68,6 +69,37 @@ class ArchiveBlob:
     size: int
     media_type: str
     open: Callable[[], BinaryIO] = attrs.field(eq=False, repr=False)
+
+    async def chunks(self, on_bytes=None) -> AsyncIterator[bytes]:
+        """The blob's bytes in 1 MiB chunks, read in a worker thread so that an
+        event loop goes on meanwhile; ``on_bytes(bytes so far)`` is awaited
+        after each chunk."""
+        loop = asyncio.get_running_loop()
+        f = await loop.run_in_executor(None, self.open)
+        done = 0
+        try:
+            while True:
+                chunk = await loop.run_in_executor(None, f.read, _CHUNK)
+                if not chunk:
+                    return
+                done += len(chunk)
+                yield chunk
+                if on_bytes is not None:
+                    await on_bytes(done)
+        finally:
+            f.close()
+
+    def gc_labels(self) -> dict[str, str]:
+        """The GC labels a manifest or index blob is stored with, so that
+        containerd keeps its children (:func:`.manifests.gc_labels`); none
+        for other blobs."""
+        if self.media_type not in INDEX_TYPES + MANIFEST_TYPES or self.size > 4 << 20:
+            return {}
+        with self.open() as f:
+            try:
+                return gc_labels(json.loads(f.read()))
+            except ValueError:
+                return {}
 
 
 @attrs.frozen
@@ -183,11 +215,10 @@ def _read_json(source, name: str):
 
 
 def _hash_file(source, name: str) -> str:
-    h = hashlib.sha256()
     with source.open(name) as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+        reader = HashingReader(f)
+        reader.drain()
+    return "sha256:" + reader.hash.hexdigest()
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -290,7 +321,7 @@ class ImageArchive:
             manifest = manifest_bytes(docker_manifest(
                 Descriptor(config.media_type, config.digest, config.size),
                 [Descriptor(b.media_type, b.digest, b.size) for b in layers]))
-            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            digest = sha256_digest(manifest)
             self._blobs.setdefault(digest, ArchiveBlob(
                 digest, len(manifest), MT_DOCKER_MANIFEST, lambda data=manifest: io.BytesIO(data)))
             target = Descriptor(MT_DOCKER_MANIFEST, digest, len(manifest))

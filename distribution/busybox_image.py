@@ -15,7 +15,6 @@ binary always gives the same image ID::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -35,6 +34,7 @@ from pallet.distribution.archive import (
     manifest_bytes,
     normalize_name,
     write_docker_archive)
+from pallet.distribution.digests import sha256_digest
 from pallet.distribution.mediatypes import MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST
 from pallet.distribution.platforms import Platform
 
@@ -143,13 +143,13 @@ def build_image(busybox: str = DEFAULT_BUSYBOX, name: str = DEFAULT_NAME,
     """Build the image in memory; its manifest is the Docker schema 2 manifest
     an import of the archive synthesises, so digests survive a round trip."""
     layer = build_layer(busybox)
-    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    layer_digest = sha256_digest(layer)
     config = build_config(layer_digest, platform)
-    config_d = Descriptor(MT_DOCKER_CONFIG, "sha256:" + hashlib.sha256(config).hexdigest(),
+    config_d = Descriptor(MT_DOCKER_CONFIG, sha256_digest(config),
                           len(config))
     layer_d = Descriptor(MT_DOCKER_LAYER, layer_digest, len(layer))
     manifest = manifest_bytes(docker_manifest(config_d, [layer_d]))
-    manifest_d = Descriptor(MT_DOCKER_MANIFEST, "sha256:" + hashlib.sha256(manifest).hexdigest(),
+    manifest_d = Descriptor(MT_DOCKER_MANIFEST, sha256_digest(manifest),
                             len(manifest))
     return BuiltImage(normalize_name(name), manifest_d, config_d, layer_d,
                       {layer_d.digest: layer, config_d.digest: config,

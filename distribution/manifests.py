@@ -1,15 +1,16 @@
 """Following an image's target (an index or a manifest) to one platform's
-manifest and config, over any content reader (``read(digest) -> bytes``)."""
+manifest and config, over any content reader (``read(digest) -> bytes``),
+and the GC labels by which a manifest or an index keeps its children."""
 from __future__ import annotations
 
 import json
 
 import attrs
 
-from pallet.core.errors import InvalidArgument, NotFound
+from pallet.core.errors import InvalidArgument
 from pallet.core.models import Descriptor
-from pallet.distribution.mediatypes import INDEX_TYPES, MANIFEST_TYPES
-from pallet.distribution.platforms import Platform, chain_ids
+from pallet.distribution.mediatypes import INDEX_TYPES, LABEL_GC_REF_CONTENT, MANIFEST_TYPES
+from pallet.distribution.platforms import Platform, chain_ids, select_manifest
 
 
 @attrs.frozen
@@ -49,22 +50,10 @@ def resolve(content, target: Descriptor, platform: Platform | None = None) -> Re
     platform = platform or Platform.host()
     desc = target
     for _ in range(4):  # an index of indexes, at most a few levels deep
-        if desc.media_type in INDEX_TYPES:
-            index = read_json(content, desc.digest)
-            chosen = None
-            manifests = index.get("manifests") or []
-            for m in manifests:
-                if platform.matches(m.get("platform")):
-                    chosen = m
-                    break
-            if chosen is None and len(manifests) == 1 and not manifests[0].get("platform"):
-                chosen = manifests[0]
-            if chosen is None:
-                raise NotFound(f"image index {desc.digest}: no manifest for platform "
-                               f"{platform.os}/{platform.architecture}")
-            desc = Descriptor.from_oci(chosen)
-            continue
-        break
+        if desc.media_type not in INDEX_TYPES:
+            break
+        index = read_json(content, desc.digest)
+        desc = Descriptor.from_oci(select_manifest(index, platform, f"image index {desc.digest}"))
     if desc.media_type not in MANIFEST_TYPES:
         raise InvalidArgument(f"content {desc.digest}: unsupported manifest media type "
                               f"{desc.media_type!r}")
@@ -76,3 +65,20 @@ def resolve(content, target: Descriptor, platform: Platform | None = None) -> Re
         raise InvalidArgument(f"image {desc.digest}: {len(layers)} layers but "
                               f"{len(config.get('rootfs', {}).get('diff_ids', ()))} diff IDs")
     return ResolvedImage(desc, config_desc, layers, config)
+
+
+def gc_labels(doc: dict) -> dict[str, str]:
+    """containerd's GC references of a manifest or an index to its children
+    (``containerd.io/gc.ref.content.config``, ``.l.<i>``, ``.m.<i>``), as its
+    importer and its pull set them."""
+    labels = {}
+    cfg = doc.get("config")
+    if isinstance(cfg, dict) and cfg.get("digest"):
+        labels[LABEL_GC_REF_CONTENT + "config"] = cfg["digest"]
+    for i, layer in enumerate(doc.get("layers") or []):
+        if isinstance(layer, dict) and layer.get("digest"):
+            labels[f"{LABEL_GC_REF_CONTENT}l.{i}"] = layer["digest"]
+    for i, m in enumerate(doc.get("manifests") or []):
+        if isinstance(m, dict) and m.get("digest"):
+            labels[f"{LABEL_GC_REF_CONTENT}m.{i}"] = m["digest"]
+    return labels

@@ -20,7 +20,14 @@ INDEX_TYPES = (MT_DOCKER_MANIFEST_LIST, MT_OCI_INDEX)
 
 #: label containerd puts on a committed layer snapshot: the chain ID it holds
 LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref"
+#: containerd's GC labels: a root; a lease's expiry (RFC 3339 UTC); references
+#: to a blob (prefix of ``...content.<anything>``) and to a snapshot (prefix of
+#: ``...snapshot.<snapshotter>[/<anything>]``)
+LABEL_GC_ROOT = "containerd.io/gc.root"
+LABEL_GC_EXPIRE = "containerd.io/gc.expire"
+LABEL_GC_REF_CONTENT = "containerd.io/gc.ref.content."
+LABEL_GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
 #: label on the config blob naming the top snapshot of an unpacked image
-LABEL_GC_SNAPSHOT = "containerd.io/gc.ref.snapshot.{}"
+LABEL_GC_SNAPSHOT = LABEL_GC_REF_SNAPSHOT + "{}"
 #: label containerd's unpacker puts on layer blobs: their uncompressed digest
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"

@@ -29,7 +29,7 @@ from typing import Mapping
 
 import attrs
 
-from pallet.core.errors import InvalidArgument, NotFound, PalletError, Unavailable
+from pallet.core.errors import InvalidArgument, PalletError, Unavailable
 from pallet.core.models import Descriptor
 from pallet.distribution.reference import Reference
 
@@ -42,10 +42,16 @@ from pallet.distribution.mediatypes import (
     MT_OCI_LAYER,
     MT_OCI_LAYER_GZIP,
     MT_OCI_LAYER_ZSTD)
-from pallet.distribution.platforms import Platform, chain_ids
+from pallet.distribution.manifests import gc_labels
+from pallet.distribution.platforms import (  # noqa: F401 (parse_platform, platform_text: callers')
+    Platform,
+    chain_ids,
+    parse_platform,
+    platform_text,
+    select_manifest)
 from pallet.distribution.progress import Progress, ProgressCallback, short_id
 from pallet.distribution.registry import Registry, RegistryOptions, TransientError, _backoff
-from pallet.distribution.targets import LABEL_DISTRIBUTION_SOURCE, LABEL_GC_REF_CONTENT
+from pallet.distribution.targets import LABEL_DISTRIBUTION_SOURCE
 
 LAYER_TYPES = (MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_OCI_LAYER, MT_OCI_LAYER_GZIP,
                MT_OCI_LAYER_ZSTD, "application/vnd.oci.image.layer.nondistributable.v1.tar",
@@ -68,60 +74,6 @@ class PullResult:
     updated: bool
 
 
-def parse_platform(text: str | None) -> Platform:
-    """``linux/amd64``, ``linux/arm64/v8``, ``arm64`` -> a Platform (default: this machine)."""
-    host = Platform.host()
-    if not text:
-        return host
-    parts = text.strip().lower().split("/")
-    if len(parts) == 1:
-        os_, arch, variant = host.os, parts[0], ""
-    elif len(parts) in (2, 3):
-        os_, arch = parts[0], parts[1]
-        variant = parts[2] if len(parts) == 3 else ""
-    else:
-        raise InvalidArgument(f"invalid platform {text!r}: expected os[/arch[/variant]]")
-    if not os_ or not arch:
-        raise InvalidArgument(f"invalid platform {text!r}: expected os[/arch[/variant]]")
-    alias = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
-             "i386": "386"}
-    arch = alias.get(arch, arch)
-    if arch == "arm64" and not variant:
-        variant = "v8"
-    return Platform(os_, arch, variant)
-
-
-def platform_text(p: Platform) -> str:
-    return "/".join(x for x in (p.os, p.architecture, p.variant) if x)
-
-
-def select_manifest(index: dict, platform: Platform, what: str) -> Descriptor:
-    """This platform's manifest in an index: an exact variant first, then any
-    variant of the architecture (arm64's v8 is implied)."""
-    manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
-    exact = []
-    loose = []
-    for m in manifests:
-        p = m.get("platform") or {}
-        if p.get("os") != platform.os or p.get("architecture") != platform.architecture:
-            continue
-        if (p.get("variant") or "") == platform.variant:
-            exact.append(m)
-        elif platform.matches(p):
-            loose.append(m)
-    chosen = (exact or loose or [None])[0]
-    if chosen is None:
-        if len(manifests) == 1 and not manifests[0].get("platform"):
-            chosen = manifests[0]
-        else:
-            raise NotFound(f"no matching manifest for {platform_text(platform)} in the "
-                           f"manifest list entries of {what}")
-    try:
-        return Descriptor.from_oci(chosen)
-    except (KeyError, TypeError, ValueError):
-        raise InvalidArgument(f"{what}: invalid manifest descriptor in index") from None
-
-
 def _descriptor(d, what: str) -> Descriptor:
     if not isinstance(d, dict):
         raise InvalidArgument(f"{what}: invalid descriptor")
@@ -134,21 +86,6 @@ def _descriptor(d, what: str) -> Descriptor:
     if desc.size < 0:
         raise InvalidArgument(f"{what}: negative size in descriptor {desc.digest}")
     return desc
-
-
-def gc_labels(doc: dict) -> dict[str, str]:
-    """containerd's GC references of a manifest or index to its children."""
-    labels = {}
-    cfg = doc.get("config")
-    if isinstance(cfg, dict) and cfg.get("digest"):
-        labels[LABEL_GC_REF_CONTENT + "config"] = cfg["digest"]
-    for i, layer in enumerate(doc.get("layers") or []):
-        if isinstance(layer, dict) and layer.get("digest"):
-            labels[f"{LABEL_GC_REF_CONTENT}l.{i}"] = layer["digest"]
-    for i, m in enumerate(doc.get("manifests") or []):
-        if isinstance(m, dict) and m.get("digest"):
-            labels[f"{LABEL_GC_REF_CONTENT}m.{i}"] = m["digest"]
-    return labels
 
 
 # --- sharing work between concurrent pulls of one process --------------------------------
@@ -291,7 +228,8 @@ class _Puller:
             depth += 1
             if depth > 4:
                 raise InvalidArgument(f"{self.display}: image indexes nested too deep")
-            chosen = select_manifest(manifest_doc, self.platform, self.display)
+            chosen = _descriptor(select_manifest(manifest_doc, self.platform, self.display),
+                                 f"{self.display} index")
             m = await self.registry.get_manifest(self.host, self.path, chosen.digest,
                                                  display=f"{self.ref.repository}@{chosen.digest}")
             manifest_doc = m.json()

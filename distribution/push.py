@@ -26,9 +26,9 @@ from pallet.core.models import Descriptor
 from pallet.distribution.reference import Reference
 
 from pallet.distribution.mediatypes import INDEX_TYPES, MANIFEST_TYPES
-from pallet.distribution.platforms import Platform
+from pallet.distribution.platforms import Platform, select_manifest
 from pallet.distribution.progress import Progress, ProgressCallback, short_id
-from pallet.distribution.pull import _descriptor, parse_platform, select_manifest
+from pallet.distribution.pull import _descriptor, parse_platform
 from pallet.distribution.registry import Registry, RegistryOptions
 from pallet.distribution.targets import LABEL_DISTRIBUTION_SOURCE
 
@@ -59,7 +59,7 @@ async def _collect(target, desc: Descriptor, platform: Platform, what: str):
                 sub, _ = await _collect(target, d, platform, what)
                 children.extend(sub)
             return children + [(desc, data, doc)], desc
-        chosen = select_manifest(doc, platform, what)
+        chosen = _descriptor(select_manifest(doc, platform, what), what)
         return await _collect(target, chosen, platform, what)
     if desc.media_type not in MANIFEST_TYPES and "config" not in doc:
         raise InvalidArgument(f"{what}: unsupported manifest media type {desc.media_type!r}")

@@ -24,7 +24,6 @@ through :func:`run_sync`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import json
 import logging
@@ -48,7 +47,7 @@ from pallet.distribution.auth import (
     Unauthorized,
     pull_scope,
     push_scope)
-from pallet.distribution.digests import parse_digest
+from pallet.distribution.digests import parse_digest, sha256_digest
 from pallet.distribution.mediatypes import (
     MT_DOCKER_MANIFEST,
     MT_DOCKER_MANIFEST_LIST,
@@ -577,7 +576,7 @@ class Registry:
             header_digest = resp.headers.get("Docker-Content-Digest", "")
         finally:
             resp.release()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         media_type = detect_manifest_type(data, content_type)
         if media_type in (MT_SCHEMA1, MT_SCHEMA1_SIGNED):
             raise InvalidArgument(
@@ -600,7 +599,7 @@ class Registry:
         if resp.status not in (200, 201, 202):
             raise await self._error(resp, f"put manifest {host}/{path}:{reference}", pull=False)
         resp.release()
-        return "sha256:" + hashlib.sha256(data).hexdigest()
+        return sha256_digest(data)
 
     # --- blobs ------------------------------------------------------------------------------
 

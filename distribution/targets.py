@@ -21,14 +21,11 @@ from typing import AsyncIterator, Awaitable, Callable, Mapping, Protocol
 from pallet.core.errors import (InvalidArgument)
 from pallet.core.models import Descriptor
 
-#: containerd's lease expiry label (RFC 3339 UTC); GC drops expired leases
-LABEL_GC_EXPIRE = "containerd.io/gc.expire"
 #: the process that holds a lease of the local store, ``<pid>:<start time>``:
 #: GC drops the lease once that process is gone (a daemon killed mid-pull)
 LABEL_LEASE_OWNER = "pallet.io/lease.owner"
 #: containerd's label naming where a blob came from (used to mount on push)
 LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source."
-LABEL_GC_REF_CONTENT = "containerd.io/gc.ref.content."
 
 #: how long a writer waits for a blob that another process is writing
 LOCKED_WAIT = 600.0
@@ -106,7 +103,8 @@ def owner_alive(value: str) -> bool:
     return bool(current) and current == start
 
 
-def _expire_label(seconds: float) -> str:
+def expire_label(seconds: float) -> str:
+    """The value of containerd's ``gc.expire`` label ``seconds`` from now (RFC 3339 UTC)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
 
 

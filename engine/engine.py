@@ -21,7 +21,8 @@ class Engine:
 
     def __init__(self, kernel, *, containerd_address: str, runtime: str,
                  cgroup_parent: str = "/pallet", debug: bool = False,
-                 live_restore: bool = False, volume_plugin_dirs=None):
+                 live_restore: bool = False, volume_plugin_dirs=None,
+                 snapshotter: str | None = None):
         from pallet.core.errors import ConfigError
 
         if volume_plugin_dirs is not None and (
@@ -36,6 +37,8 @@ class Engine:
         self.runtime = runtime
         self.cgroup_parent = cgroup_parent
         self.debug = debug
+        #: containerd's snapshotter of images and containers (None: chosen at start)
+        self.snapshotter = snapshotter
         self.ctrd = None
         self.containers = self.images = self.system = self.volumes = self.execs = None
 
@@ -49,7 +52,8 @@ class Engine:
                    runtime=cfg.get("runtime") or "io.containerd.runc.v2",
                    cgroup_parent=cfg.get("cgroup-parent") or "/pallet",
                    debug=opts.debug, live_restore=opts.live_restore,
-                   volume_plugin_dirs=cfg.get("volume-plugin-dirs"))
+                   volume_plugin_dirs=cfg.get("volume-plugin-dirs"),
+                   snapshotter=cfg.get("snapshotter"))
 
     async def start(self) -> "Engine":
         """Connect to containerd and load every container (before serving)."""
@@ -61,11 +65,14 @@ class Engine:
         from pallet.engine.volumes import VolumeService
 
         self.ctrd = ctrd = Containerd(self.containerd_address, NAMESPACE)
-        self.images = ImageService(self.kernel, ctrd)
+        if self.snapshotter is None:
+            self.snapshotter = await default_snapshotter(ctrd)
+        self.images = ImageService(self.kernel, ctrd, self.snapshotter)
         self.volumes = VolumeService(self.kernel, plugin_dirs=self.volume_plugin_dirs)
         self.containers = ContainerService(self.kernel, ctrd, self.images, runtime=self.runtime,
                                            cgroup_parent=self.cgroup_parent,
-                                           volumes=self.volumes, live_restore=self.live_restore)
+                                           volumes=self.volumes, live_restore=self.live_restore,
+                                           snapshotter=self.snapshotter)
         self.execs = ExecService(self.kernel, ctrd, self.containers)
         self.system = SystemService(self.kernel, ctrd, self.containers, self.images,
                                     debug=self.debug, volumes=self.volumes)
@@ -80,3 +87,18 @@ class Engine:
             await self.volumes.close()
         if self.ctrd is not None:
             await self.ctrd.close()
+
+
+async def default_snapshotter(ctrd) -> str:
+    """The snapshotter to use when ``[engine] snapshotter`` names none:
+    ``overlayfs`` when containerd has it working, else the first snapshotter
+    it loaded (``native`` under store_native)."""
+    from pallet.core.errors import PalletError
+
+    try:
+        found = await ctrd.plugins(["type==io.containerd.snapshotter.v1"])
+    except PalletError as e:
+        log.warning("snapshotters of containerd: %s; using overlayfs", e)
+        return "overlayfs"
+    loaded = [p.id for p in found if not p.init_err.code]
+    return "overlayfs" if "overlayfs" in loaded or not loaded else loaded[0]

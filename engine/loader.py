@@ -1,5 +1,5 @@
 """Image archives and tarballs through palletd: ``docker load`` (a docker-save
-or OCI layout archive read by the image store's reader, its blobs pushed into
+or OCI layout archive read by :mod:`pallet.distribution.archive`, its blobs pushed into
 containerd with Content.Write, named, unpacked), ``docker save`` (one
 docker-save tarball for several images, its blobs read back through
 Content.Read), and ``docker import`` (a rootfs tarball as a one-layer image).
@@ -13,66 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import threading
 
 from pallet.core import errors
 from pallet.core.models import Descriptor
+from pallet.distribution.mediatypes import MT_DOCKER_MANIFEST
 from pallet.distribution.reference import Reference, familiar_name
 from pallet.engine.images import emit
 
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
-LABEL_REF = "containerd.io/gc.ref.content."
 DANGLING = "moby-dangling"
 
 
 # --- load ---------------------------------------------------------------------------------
 
-def _gc_labels(blob) -> dict[str, str]:
-    """The labels that make containerd's GC keep a manifest's or index's children
-    (as containerd's importer sets them)."""
-    if blob.media_type not in INDEX_TYPES + MANIFEST_TYPES or blob.size > 4 << 20:
-        return {}
-    with blob.open() as f:
-        try:
-            doc = json.loads(f.read())
-        except ValueError:
-            return {}
-    labels = {}
-    if "config" in doc and isinstance(doc["config"], dict):
-        labels[LABEL_REF + "config"] = doc["config"].get("digest", "")
-    for i, layer in enumerate(doc.get("layers") or []):
-        labels[f"{LABEL_REF}l.{i}"] = layer.get("digest", "")
-    for i, m in enumerate(doc.get("manifests") or []):
-        labels[f"{LABEL_REF}m.{i}"] = m.get("digest", "")
-    return {k: v for k, v in labels.items() if v}
-
-
 def _is_layer(media_type: str) -> bool:
     return "layer" in media_type or "rootfs" in media_type
-
-
-def _reader(blob, on_bytes=None):
-    """The blob's bytes in 1 MiB chunks, read in a worker thread."""
-    async def gen():
-        loop = asyncio.get_running_loop()
-        f = await loop.run_in_executor(None, blob.open)
-        done = 0
-        try:
-            while True:
-                chunk = await loop.run_in_executor(None, f.read, 1 << 20)
-                if not chunk:
-                    return
-                done += len(chunk)
-                yield chunk
-                if on_bytes is not None:
-                    await on_bytes(done)
-        finally:
-            f.close()
-    return gen()
 
 
 def _loading(p, sid: str, total: int):
@@ -86,11 +41,11 @@ async def load_archive(images, path: str, progress) -> None:
     """Load the archive at ``path`` through ``images`` (an ImageService);
     ``progress`` gets ``Loading layer`` byte counts and the ``Loaded image``
     lines."""
+    from pallet.distribution.archive import read_archive
     from pallet.distribution.progress import Progress, short_id
 
     loop = asyncio.get_running_loop()
-    store = images.kernel.provide("image_store")
-    archive = await loop.run_in_executor(None, store.read_archive, path)
+    archive = await loop.run_in_executor(None, read_archive, path)
     ctrd = images.ctrd
     p = Progress(progress)
     lease = None
@@ -101,7 +56,7 @@ async def load_archive(images, path: str, progress) -> None:
         except errors.NotImplementedYet:
             client = ctrd
         for blob in archive.blobs():
-            labels = await loop.run_in_executor(None, _gc_labels, blob)
+            labels = await loop.run_in_executor(None, blob.gc_labels)
             on_bytes = None
             if _is_layer(blob.media_type):
                 sid = short_id(blob.digest)
@@ -112,7 +67,7 @@ async def load_archive(images, path: str, progress) -> None:
                     continue
                 except errors.NotFound:
                     pass
-            await client.content_write(f"load-{blob.digest}", _reader(blob, on_bytes),
+            await client.content_write(f"load-{blob.digest}", blob.chunks(on_bytes),
                                        expected=blob.digest, size=blob.size, labels=labels)
         loaded = archive.images()
         if not loaded:
@@ -324,7 +279,7 @@ async def save_plan(images, names: list[str]) -> list:
     for image_id in order:
         rec, refs = by_id[image_id]
         manifest = Descriptor.from_oci({"mediaType": rec.manifest_desc.get("mediaType") or
-                                        rec.manifest.get("mediaType") or MANIFEST_TYPES[1],
+                                        rec.manifest.get("mediaType") or MT_DOCKER_MANIFEST,
                                         "digest": rec.manifest_desc["digest"],
                                         "size": rec.manifest_desc["size"]})
         out.append(ExportImage(tuple(refs), manifest,

@@ -137,27 +137,6 @@ def naming_target(images):
         async def put_image(self, name, target, labels=None):
             await images.repoint(name, target.to_oci(), dict(labels or {}))
 
-        async def ingest(self, ref, chunks, media_type, labels=None):
-            # a blob of unknown digest that turns out to be there already (the
-            # same tarball imported twice) is containerd's ALREADY_EXISTS at commit
-            import hashlib
-
-            from pallet.core.models import Descriptor
-            h = hashlib.sha256()
-            size = 0
-
-            async def data():
-                nonlocal size
-                async for chunk in chunks:
-                    h.update(chunk)
-                    size += len(chunk)
-                    yield chunk
-            try:
-                await self._c.content_write(ref, data(), labels=dict(labels or {}))
-            except errors.AlreadyExists:
-                pass
-            return Descriptor(media_type, "sha256:" + h.hexdigest(), size)
-
     return NamingTarget(images.ctrd, snapshotter=images.snapshotter)
 
 

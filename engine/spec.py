@@ -324,3 +324,22 @@ def build(container: dict, image_cfg: dict, *, rootfs_dirs=(), cgroup_parent: st
         raise InvalidArgument(f"the working directory '{spec['process']['cwd']}' is invalid, "
                               "it needs to be an absolute path")
     return spec
+
+
+#: where dockerd mounts the init binary of --init (moby daemon/oci_linux.go, WithInit)
+INIT_TARGET = "/sbin/docker-init"
+
+
+def with_init_binary(spec: dict, source: str, target: str = INIT_TARGET) -> None:
+    """Run the container's process under the static init binary ``source``
+    of the host, as dockerd's ``--init`` does: bind-mounted read-only at
+    ``target`` and put in front of ``process.args`` (``docker-init -- ARGS``).
+    A second call changes nothing."""
+    mounts = spec.setdefault("mounts", [])
+    if not any(m.get("destination") == target for m in mounts):
+        mounts.append({"destination": target, "type": "bind", "source": source,
+                       "options": ["bind", "ro"]})
+    process = spec.setdefault("process", {})
+    args = list(process.get("args") or [])
+    if args[:1] != [target]:
+        process["args"] = [target, "--"] + args

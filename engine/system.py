@@ -104,7 +104,7 @@ class SystemService:
             "ContainersPaused": counts["paused"],
             "ContainersStopped": counts["stopped"],
             "Images": n_images,
-            "Driver": "overlayfs",
+            "Driver": self.containers.snapshotter,
             "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
             "DockerRootDir": paths.data_root,
             "Plugins": self._plugins(),

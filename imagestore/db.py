@@ -1,10 +1,12 @@
-"""What the store's metadata tables share: times, labels and containerd's
-field-path rule.  Every table (content labels, images, namespaces, leases,
-snapshots) lives in a :class:`pallet.imagestore.sqlite.Database`."""
+"""What the store's metadata tables share: times, labels, containerd's
+field-path rule and its identifiers.  Every table (content labels, images,
+namespaces, leases, containers, content references, snapshots) lives in a
+:class:`pallet.imagestore.sqlite.Database`."""
 from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 from typing import Mapping, Sequence
 
@@ -58,3 +60,14 @@ def apply_label_fieldpaths(old: Mapping[str, str], new: Mapping[str, str],
         else:
             raise InvalidArgument(f"cannot update {path!r}: only labels can be updated")
     return out
+
+
+# containerd's identifiers package: namespaces, containers and lease ids
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+
+
+def validate_identifier(kind: str, name: str) -> None:
+    """Refuse a namespace or container id containerd would refuse."""
+    if not name or len(name) > 76 or not _IDENTIFIER.match(name):
+        raise InvalidArgument(f"{kind} {name!r}: identifier must match "
+                              f"{_IDENTIFIER.pattern} and be at most 76 characters")

@@ -1,21 +1,24 @@
 """Garbage collection of the store: content and snapshots nothing refers to.
 
 Mark and sweep, with containerd's roots and references (``gc/scheduler`` and
-``metadata/gc.go``), kept conservative where pallet knows less:
+``metadata/gc.go``):
 
 roots
-    every image's target, in every namespace; every live lease's resources;
-    blobs labelled ``containerd.io/gc.root``; every active or view snapshot
-    (containers' rootfs belong to api_grpc's containers table, which this
-    store does not read, so a snapshot still in use is never collected),
-    except the ``extract-*`` ones an unpack makes, which live only as long
-    as the lease of the pull or unpack that made them.
+    every image's target, in every namespace; every container (its snapshot,
+    ``snapshot_key`` in its ``snapshotter``, and the image it was made from,
+    even once that name is gone); every
+    live lease's resources; blobs and snapshots labelled
+    ``containerd.io/gc.root``.  A snapshot nothing refers to is collected
+    whatever its kind, as in containerd: what a client prepares outside a
+    lease (or a container record, or a root label) is garbage.
 references
     the children a manifest or index names (config, layers, manifests);
     ``containerd.io/gc.ref.content.*`` labels (a digest);
     ``containerd.io/gc.ref.snapshot.<snapshotter>`` labels (a snapshot key,
     looked up in the namespace the reference was reached from, and bare);
-    a snapshot's parent chain.
+    a snapshot's parent chain.  Labels are read from blobs (the content
+    store's own, and each namespace's: :mod:`.contentrefs`), containers and
+    snapshots.
 
 Leases end when their ``containerd.io/gc.expire`` time has passed, or when
 the process named by ``pallet.io/lease.owner`` is gone (a daemon killed in
@@ -33,18 +36,21 @@ import json
 import logging
 import os
 import shutil
+from typing import Mapping
 
 import attrs
 
 from pallet.core.errors import FailedPrecondition, NotFound
+from pallet.distribution.mediatypes import (
+    INDEX_TYPES,
+    LABEL_GC_EXPIRE,
+    LABEL_GC_REF_CONTENT,
+    LABEL_GC_REF_SNAPSHOT,
+    LABEL_GC_ROOT,
+    MANIFEST_TYPES)
+from pallet.distribution.targets import LABEL_LEASE_OWNER, owner_alive
 
-from pallet.distribution.mediatypes import INDEX_TYPES, MANIFEST_TYPES
-
-log = logging.getLogger("pallet.store_overlay.gc")
-
-LABEL_ROOT = "containerd.io/gc.root"
-LABEL_REF_CONTENT = "containerd.io/gc.ref.content."
-LABEL_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+log = logging.getLogger("pallet.imagestore.gc")
 
 
 @attrs.frozen
@@ -75,8 +81,6 @@ def _children(content, digest: str, media_type: str) -> list[tuple[str, str]]:
 
 def lease_ended(labels, now: datetime.datetime | None = None) -> bool:
     """Whether a lease's labels say it is over (expired, or its owner process gone)."""
-    from pallet.distribution.targets import LABEL_GC_EXPIRE, LABEL_LEASE_OWNER, owner_alive
-
     expire = labels.get(LABEL_GC_EXPIRE)
     if expire:
         try:
@@ -106,51 +110,106 @@ def _end_leases(metadata, dry_run: bool) -> set[tuple[str, str]]:
     return ended
 
 
-def _is_extract(key: str) -> bool:
-    return key.rsplit("/", 1)[-1].startswith("extract-") or \
-        key.split("/", 1)[-1].startswith("extract-")
+class _Marker:
+    """The mark phase: a walk from the roots over content and snapshots."""
+
+    def __init__(self, store):
+        self.store = store
+        self.content = store.content
+        #: the content store's labels (blobs no namespace claims, local writes)
+        self.labels = {info.digest: info.labels for info in store.content.list()}
+        #: each namespace's labels of the blobs it holds
+        self.ns_labels = {(ns, ref.digest): ref.labels
+                          for ns, ref in store.metadata.all_content_refs()}
+        self.snapshots = {name: {i.name: i for i in store.snapshotter(name).list()}
+                          for name in store.snapshotter_names()}
+        self.live: set[str] = set()
+        self.live_snaps: dict[str, set[str]] = {name: set() for name in self.snapshots}
+        self.leased_ingests: set[str] = set()
+        self._todo: list[tuple] = []
+        self._seen: set[tuple] = set()
+
+    # roots and references are queued here, followed by run()
+    def blob(self, ns: str, digest: str, media_type: str = "") -> None:
+        self._todo.append(("content", ns, digest, media_type))
+
+    def snapshot(self, name: str, ns: str, key: str) -> None:
+        """A reference to snapshot ``key`` of snapshotter ``name`` from ``ns``:
+        the namespace's key, or the bare one (stores used without namespaces)."""
+        for full in ({f"{ns}/{key}", key} if ns else {key}):
+            self._todo.append(("snapshot", name, full))
+
+    def follow_labels(self, ns: str, labels: Mapping[str, str]) -> None:
+        for key, value in labels.items():
+            if key.startswith(LABEL_GC_REF_CONTENT):
+                self.blob(ns, value)
+            elif key.startswith(LABEL_GC_REF_SNAPSHOT):
+                self.snapshot(key[len(LABEL_GC_REF_SNAPSHOT):].split("/", 1)[0], ns, value)
+
+    def blob_labels(self, ns: str, digest: str) -> dict[str, str]:
+        return {**self.labels.get(digest, {}), **self.ns_labels.get((ns, digest), {})}
+
+    def run(self) -> None:
+        while self._todo:
+            node = self._todo.pop()
+            if node in self._seen:
+                continue
+            self._seen.add(node)
+            if node[0] == "content":
+                _, ns, digest, media_type = node
+                self.live.add(digest)
+                for child, child_type in _children(self.content, digest, media_type):
+                    self.blob(ns, child, child_type)
+                self.follow_labels(ns, self.blob_labels(ns, digest))
+            else:
+                _, name, key = node
+                info = self.snapshots.get(name, {}).get(key)
+                if info is None:
+                    continue
+                self.live_snaps[name].add(key)
+                ns = key.split("/", 1)[0] if "/" in key else ""
+                if info.parent:
+                    self._todo.append(("snapshot", name, info.parent))
+                self.follow_labels(ns, info.labels)
 
 
-def _mark(store, ended: set[tuple[str, str]] = frozenset()):
-    content, metadata = store.content, store.metadata
-    live: set[str] = set()
-    leased_ingests: set[str] = set()
-    snap_refs: dict[str, set[str]] = {name: set() for name in store.snapshotter_names()}
-    labels = {info.digest: info.labels for info in content.list()}
-    todo: list[tuple[str, str, str]] = []  # (namespace, digest, media type)
-    for ns, image in metadata.all_image_targets():
-        todo.append((ns, image.target.digest, image.target.media_type))
-    for digest, lab in labels.items():
-        if LABEL_ROOT in lab:
-            todo.append(("", digest, ""))
+def _mark(store, ended: set[tuple[str, str]] = frozenset()) -> _Marker:
+    metadata = store.metadata
+    m = _Marker(store)
+    images = {(ns, image.name): image for ns, image in metadata.all_image_targets()}
+    for (ns, _), image in images.items():
+        m.blob(ns, image.target.digest, image.target.media_type)
+    for digest, labels in m.labels.items():
+        if LABEL_GC_ROOT in labels:
+            m.blob("", digest)
+    for (ns, digest), labels in m.ns_labels.items():
+        if LABEL_GC_ROOT in labels:
+            m.blob(ns, digest)
+    for name, infos in m.snapshots.items():
+        for key, info in infos.items():
+            if LABEL_GC_ROOT in info.labels:
+                m.snapshot(name, "", key)
+    for ns, c, made_from in metadata.container_roots():
+        if c.snapshot_key and c.snapshotter:
+            m.snapshot(c.snapshotter, ns, c.snapshot_key)
+        image = images.get((ns, c.image))
+        for target in (made_from, image and image.target):
+            if target:
+                m.blob(ns, target.digest, target.media_type)
+        m.follow_labels(ns, c.labels)
     for ns in metadata.list_namespaces():
         for lease in metadata.list_leases(ns.name):
             if (ns.name, lease.id) in ended:
                 continue
             for res in metadata.list_lease_resources(ns.name, lease.id):
                 if res.type == "ingests":
-                    leased_ingests.add(res.id)
+                    m.leased_ingests.add(res.id)
                 elif res.type == "content":
-                    todo.append((ns.name, res.id, ""))
+                    m.blob(ns.name, res.id)
                 elif res.type.startswith("snapshots/"):
-                    snap_refs.setdefault(res.type.split("/", 1)[1], set()).update(
-                        {res.id, f"{ns.name}/{res.id}"})
-    seen: set[tuple[str, str]] = set()
-    while todo:
-        ns, digest, mt = todo.pop()
-        if (ns, digest) in seen:
-            continue
-        seen.add((ns, digest))
-        live.add(digest)
-        todo.extend((ns, d, m) for d, m in _children(content, digest, mt))
-        for key, value in labels.get(digest, {}).items():
-            if key.startswith(LABEL_REF_CONTENT):
-                todo.append((ns, value, ""))
-            elif key.startswith(LABEL_REF_SNAPSHOT):
-                name = key[len(LABEL_REF_SNAPSHOT):].split("/", 1)[0]
-                snap_refs.setdefault(name, set()).update({value, f"{ns}/{value}"} if ns
-                                                         else {value})
-    return live, snap_refs, leased_ingests
+                    m.snapshot(res.type.split("/", 1)[1], ns.name, res.id)
+    m.run()
+    return m
 
 
 def _ingest_busy(path: str) -> bool:
@@ -182,49 +241,47 @@ def _sweep_ingests(content, leased: set[str], dry_run: bool) -> list[str]:
     return removed
 
 
-def collect(store, dry_run: bool = False) -> GcResult:
-    """Remove the blobs and committed snapshots nothing refers to; return them."""
-    ended = _end_leases(store.metadata, dry_run)
-    live, snap_refs, leased_ingests = _mark(store, ended)
-    dead_content = [i.digest for i in store.content.list() if i.digest not in live]
-    dead_snaps: list[tuple[str, str]] = []
-    for name in store.snapshotter_names():
-        snap = store.snapshotter(name)
-        infos = {i.name: i for i in snap.list()}
-        keep: set[str] = set()
-        stack = [k for k, i in infos.items()
-                 if (i.kind != "committed" and not _is_extract(k)) or k in snap_refs[name]]
-        while stack:
-            key = stack.pop()
-            if key in keep or key not in infos:
-                continue
-            keep.add(key)
-            if infos[key].parent:
-                stack.append(infos[key].parent)
-        doomed = [k for k in infos if k not in keep]
-        # children before parents: a snapshot with children cannot be removed
-        depth = {}
-        for key in doomed:
-            d, k = 0, key
-            while infos.get(k) and infos[k].parent:
-                d, k = d + 1, infos[k].parent
-            depth[key] = d
-        for key in sorted(doomed, key=lambda k: -depth[k]):
-            if not dry_run:
-                try:
-                    snap.remove(key)
-                except (NotFound, FailedPrecondition) as e:
-                    log.warning("gc: keeping snapshot %s: %s", key, e)
-                    continue
-            dead_snaps.append((name, key))
+def _sweep_snapshots(snap, infos: dict, keep: set[str], dry_run: bool) -> list[str]:
+    """Remove the snapshots not in ``keep``, children before parents (a
+    snapshot with children cannot be removed); their keys."""
+    doomed = [k for k in infos if k not in keep]
+    depth = {}
+    for key in doomed:
+        d, k = 0, key
+        while infos.get(k) and infos[k].parent:
+            d, k = d + 1, infos[k].parent
+        depth[key] = d
+    removed = []
+    for key in sorted(doomed, key=lambda k: -depth[k]):
         if not dry_run:
-            snap.cleanup()
+            try:
+                snap.remove(key)
+            except (NotFound, FailedPrecondition) as e:
+                log.warning("gc: keeping snapshot %s: %s", key, e)
+                continue
+        removed.append(key)
+    if not dry_run:
+        snap.cleanup()
+    return removed
+
+
+def collect(store, dry_run: bool = False) -> GcResult:
+    """Remove the blobs and snapshots nothing refers to; return them."""
+    ended = _end_leases(store.metadata, dry_run)
+    marked = _mark(store, ended)
+    dead_content = [d for d in marked.labels if d not in marked.live]
+    dead_snaps: list[tuple[str, str]] = []
+    for name, infos in marked.snapshots.items():
+        for key in _sweep_snapshots(store.snapshotter(name), infos, marked.live_snaps[name],
+                                    dry_run):
+            dead_snaps.append((name, key))
     if not dry_run:
         for digest in dead_content:
             try:
                 store.content.delete(digest)
             except NotFound:
                 pass
-    ingests = _sweep_ingests(store.content, leased_ingests, dry_run)
+        store.metadata.forget_content(dead_content)
+    ingests = _sweep_ingests(store.content, marked.leased_ingests, dry_run)
     return GcResult(tuple(dead_content), tuple(dead_snaps), tuple(ingests),
                     tuple(sorted(f"{ns}/{lid}" for ns, lid in ended)))

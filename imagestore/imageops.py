@@ -23,6 +23,7 @@ from pallet.core.errors import InvalidArgument
 from pallet.core.models import Descriptor, Mount
 
 from pallet.distribution.archive import docker_manifest, manifest_bytes
+from pallet.distribution.digests import sha256_digest
 from pallet.distribution.mediatypes import MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST
 from pallet.distribution.platforms import Platform, chain_ids
 
@@ -221,7 +222,6 @@ async def import_rootfs(target, stream: BinaryIO, *, changes: Sequence[str] = ()
     config; named ``name`` when given (a normalised reference).  The layer is
     stored uncompressed (its digest is its diff ID)."""
     import asyncio
-    import hashlib
 
     loop = asyncio.get_running_loop()
     platform = platform or Platform.host()
@@ -252,12 +252,12 @@ async def import_rootfs(target, stream: BinaryIO, *, changes: Sequence[str] = ()
             config["comment"] = message
         config_data = json.dumps(config, separators=(",", ":")).encode()
         config_desc = Descriptor(MT_DOCKER_CONFIG,
-                                 "sha256:" + hashlib.sha256(config_data).hexdigest(),
+                                 sha256_digest(config_data),
                                  len(config_data))
         await _write_bytes(target, config_desc, config_data, "config")
         manifest = docker_manifest(config_desc, [layer])
         mdata = manifest_bytes(manifest)
-        mdesc = Descriptor(MT_DOCKER_MANIFEST, "sha256:" + hashlib.sha256(mdata).hexdigest(),
+        mdesc = Descriptor(MT_DOCKER_MANIFEST, sha256_digest(mdata),
                            len(mdata))
         await _write_bytes(target, mdesc, mdata, "manifest")
         try:

@@ -1,10 +1,11 @@
-"""Image, namespace and lease metadata per containerd namespace, in SQLite.
+"""containerd's metadata per namespace, in SQLite: namespaces, images,
+leases, containers (:mod:`.containers`) and which namespace holds which blob
+(:mod:`.contentrefs`).
 
 One file, ``{containerd_root}/io.containerd.metadata.v1.pallet/meta.db``
-(WAL), shared with the other tables of pallet-containerd (its containers
-table belongs to api_grpc, which may use :class:`pallet...db.Database` on
-the same file).  Every change is one transaction: a crash leaves the old or
-the new record, never half of one.
+(WAL), with one owner: :class:`MetadataStore`, the ``metadata`` of the image
+store, so that its garbage collector sees every reference.  Every change is
+one transaction: a crash leaves the old or the new record, never half of one.
 
 As in containerd, a namespace springs into existence when something is
 created in it, and can only be deleted when empty.
@@ -12,7 +13,6 @@ created in it, and can only be deleted when empty.
 from __future__ import annotations
 
 import datetime
-import re
 from typing import Mapping, Sequence
 
 import attrs
@@ -20,15 +20,20 @@ import attrs
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.core.models import Descriptor
 
-from pallet.imagestore import filters as _filters
+from pallet.containerd import filters as _filters
+from pallet.distribution.digests import parse_digest
+from pallet.imagestore import containers as _containers
+from pallet.imagestore import contentrefs as _contentrefs
+from pallet.imagestore.containers import ContainerRecords
+from pallet.imagestore.contentrefs import ContentReferences
 from pallet.imagestore.db import (
     Database,
     apply_label_fieldpaths,
     dump_labels,
     load_labels,
     now_ns,
-    ns_to_datetime)
-from pallet.distribution.digests import parse_digest
+    ns_to_datetime,
+    validate_identifier)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS namespaces (
@@ -64,17 +69,6 @@ CREATE TABLE IF NOT EXISTS lease_resources (
     FOREIGN KEY (namespace, lease) REFERENCES leases(namespace, id) ON DELETE CASCADE
 );
 """
-
-# containerd's identifiers package: namespaces and lease ids
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
-
-
-def validate_identifier(kind: str, name: str) -> None:
-    """Refuse a namespace or lease id containerd would refuse."""
-    if not name or len(name) > 76 or not _IDENTIFIER.match(name):
-        raise InvalidArgument(f"{kind} {name!r}: identifier must match "
-                              f"{_IDENTIFIER.pattern} and be at most 76 characters")
-
 
 @attrs.frozen
 class Namespace:
@@ -132,12 +126,14 @@ def _check_image(img: ImageRecord) -> None:
         raise InvalidArgument(f"image {img.name}: target size must not be negative")
 
 
-class MetadataStore:
-    """Namespaces, images and leases in one SQLite file (opened on first use)."""
+class MetadataStore(ContainerRecords, ContentReferences):
+    """Namespaces, images, leases, containers and content references in one
+    SQLite file (opened on first use)."""
 
     def __init__(self, path: str):
         self.path = path
-        self.db = Database(path, _SCHEMA)
+        self.db = Database(path, _SCHEMA + _containers.SCHEMA + _contentrefs.SCHEMA,
+                           upgrade=_containers.upgrade_containers_table)
 
     def close(self) -> None:
         self.db.close()
@@ -189,15 +185,17 @@ class MetadataStore:
         return Namespace(name, new)
 
     def delete_namespace(self, name: str) -> None:
-        """Delete an empty namespace (FailedPrecondition while it holds images or leases)."""
+        """Delete an empty namespace (FailedPrecondition while it holds content,
+        containers, images or leases)."""
         with self.db.transaction() as conn:
             if not conn.execute("SELECT 1 FROM namespaces WHERE name=?", (name,)).fetchone():
                 raise NotFound(f"namespace {name}: not found")
-            for table in ("images", "leases"):
+            for what, table in (("content", "content_namespaces"), ("containers", "containers"),
+                                ("images", "images"), ("leases", "leases")):
                 if conn.execute(f"SELECT 1 FROM {table} WHERE namespace=? LIMIT 1",
                                 (name,)).fetchone():
                     raise FailedPrecondition(
-                        f"namespace {name} must be empty, but it still has {table}")
+                        f"namespace {name} must be empty, but it still has {what}")
             conn.execute("DELETE FROM namespaces WHERE name=?", (name,))
 
     # --- images ------------------------------------------------------------------

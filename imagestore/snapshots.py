@@ -1,4 +1,9 @@
-"""containerd's snapshotters: overlayfs, and native (plain copies) behind the same API.
+"""What every snapshotter shares: containerd's snapshot tree over a metadata
+table, and the view of it from one containerd namespace.
+
+The snapshotters themselves are the image-store plugins' (overlayfs in
+store_overlay, native copies in store_native): a subclass of
+:class:`Snapshotter` says how a snapshot's directory is made and mounted.
 
 A snapshot is a directory tree with a parent chain.  Its key names it; three
 kinds exist (containerd's ``snapshots.Kind``):
@@ -9,14 +14,13 @@ kinds exist (containerd's ``snapshots.Kind``):
 * ``committed``: made from an active one by :meth:`commit`; only committed
   snapshots can be parents.
 
-Keys of every kind share one name space.  Layout under ``root`` (overlay)::
+Keys of every kind share one name space.  Layout under ``root``::
 
     {root}/metadata.db            snapshot table (SQLite, WAL)
-    {root}/snapshots/<id>/fs      the snapshot's own files (upperdir)
-    {root}/snapshots/<id>/work    overlay's workdir (active snapshots only)
+    {root}/snapshots/<id>/        the snapshot's directory, laid out by the
+                                  subclass (overlay: ``fs``, ``work``)
 
-The native snapshotter keeps ``{root}/snapshots/<id>`` itself as the tree,
-as containerd's does.  Directories are built under a temporary name and
+Directories are built under a temporary name and
 renamed into place inside the metadata transaction, and removed by renaming
 them away first, so a crash never leaves a snapshot whose directory is half
 made: only stray ``new-*``/``rm-*`` directories that :meth:`cleanup` removes.
@@ -30,8 +34,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import stat
-import subprocess
 import tempfile
 from typing import Mapping, Sequence
 
@@ -40,7 +42,7 @@ import attrs
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.core.models import Mount
 
-from pallet.imagestore import filters as _filters
+from pallet.containerd import filters as _filters
 from pallet.imagestore.db import (
     Database,
     apply_label_fieldpaths,
@@ -118,10 +120,13 @@ def _info_field(info: Info, path: tuple[str, ...]) -> tuple[bool, str]:
 
 
 class Snapshotter:
-    """What every snapshotter shares: the metadata table and the lifecycle.
+    """What every snapshotter shares: the metadata table and the lifecycle
+    (:class:`pallet.core.contracts.Snapshotter`).
 
     Subclasses say how a snapshot's directory is made (:meth:`_populate`),
-    where its tree is (:meth:`_tree`) and how it is mounted (:meth:`_mounts`).
+    where its tree is (:meth:`_tree`) and how it is mounted (:meth:`_mounts`);
+    ``name`` is containerd's name of the snapshotter, which also names its
+    root (``paths.snapshotter_root(name)``).
     """
 
     #: name of the snapshotter as containerd clients pass it
@@ -134,17 +139,22 @@ class Snapshotter:
     # --- subclass interface -----------------------------------------------------
 
     def _populate(self, tmpdir: str, kind: str, parent_ids: list[int]) -> None:
+        """Lay out a new snapshot in ``tmpdir`` (renamed to :meth:`_snapdir`
+        afterwards); ``parent_ids`` is the parent chain, nearest first."""
         raise NotImplementedError
 
     def _tree(self, sid: int) -> str:
+        """The directory holding the snapshot's own files (measured by :meth:`usage`)."""
         raise NotImplementedError
 
     def _mounts(self, sid: int, kind: str, parent_ids: list[int]) -> list[Mount]:
+        """The mounts that assemble an active snapshot or a view."""
         raise NotImplementedError
 
     # --- helpers -------------------------------------------------------------------
 
     def _snapdir(self, sid: int) -> str:
+        """The directory of snapshot ``sid``: ``{root}/snapshots/<id>``."""
         return os.path.join(self.root, "snapshots", str(sid))
 
     @staticmethod
@@ -212,18 +222,18 @@ class Snapshotter:
             final = self._snapdir(sid)
             if os.path.lexists(final):
                 # left by a crash between rename and commit: the id was rolled back
-                _remove_tree(final)
+                remove_tree(final)
             tmp = tempfile.mkdtemp(prefix="new-", dir=top)
             try:
                 self._populate(tmp, kind, parent_ids)
                 os.rename(tmp, final)
             except BaseException:
-                _remove_tree(tmp)
+                remove_tree(tmp)
                 raise
             try:
                 return self._mounts(sid, kind, parent_ids)
             except BaseException:
-                _remove_tree(final)
+                remove_tree(final)
                 raise
 
     def mounts(self, key: str) -> list[Mount]:
@@ -276,7 +286,7 @@ class Snapshotter:
                 doomed = os.path.join(top, f"rm-{row['id']}")
                 os.rename(self._snapdir(row["id"]), doomed)
         if doomed:
-            _remove_tree(doomed)
+            remove_tree(doomed)
 
     def stat(self, key: str) -> Info:
         """The metadata of snapshot ``key``."""
@@ -321,7 +331,7 @@ class Snapshotter:
                 return []
             for name in names:
                 if name not in ids:
-                    _remove_tree(os.path.join(top, name))
+                    remove_tree(os.path.join(top, name))
                     removed.append(name)
         return sorted(removed)
 
@@ -333,7 +343,7 @@ class Snapshotter:
         self._db.close()
 
 
-def _remove_tree(path: str) -> None:
+def remove_tree(path: str) -> None:
     """Remove a tree whose files may be immutable-free but read-only."""
     if not os.path.lexists(path):
         return
@@ -347,100 +357,6 @@ def _remove_tree(path: str) -> None:
                 if not os.path.islink(full):
                     os.chmod(full, 0o700)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _supports_index_off() -> bool:
-    # containerd adds index=off when the module knows the option, so that an
-    # upper dir reused after its lower changed does not fail the mount
-    return os.path.exists("/sys/module/overlay/parameters/index")
-
-
-class OverlaySnapshotter(Snapshotter):
-    """containerd's overlayfs snapshotter.
-
-    Mounts, as containerd returns them:
-
-    * no parent: ``bind`` of the snapshot's ``fs`` (``rw``/``ro``, ``rbind``),
-      since overlay needs a lower layer;
-    * active with parents: ``overlay`` with ``lowerdir`` (nearest parent
-      first), ``upperdir`` and ``workdir``;
-    * view with one parent: read-only ``bind`` of that parent's ``fs``;
-    * view with several: ``overlay`` with only ``lowerdir`` (read-only).
-    """
-
-    name = "overlayfs"
-
-    def __init__(self, root: str):
-        super().__init__(root)
-        self._index_off: bool | None = None
-
-    def upper_path(self, sid: int) -> str:
-        return os.path.join(self._snapdir(sid), "fs")
-
-    def _tree(self, sid: int) -> str:
-        return self.upper_path(sid)
-
-    def _populate(self, tmpdir: str, kind: str, parent_ids: list[int]) -> None:
-        fs = os.path.join(tmpdir, "fs")
-        os.mkdir(fs, 0o755)
-        os.chmod(fs, 0o755)
-        if kind == KIND_ACTIVE:
-            os.mkdir(os.path.join(tmpdir, "work"), 0o711)
-        if parent_ids:
-            # the root of the merged tree takes its owner from the upper dir
-            st = os.stat(self.upper_path(parent_ids[0]))
-            os.lchown(fs, st.st_uid, st.st_gid)
-
-    def _mounts(self, sid: int, kind: str, parent_ids: list[int]) -> list[Mount]:
-        if not parent_ids:
-            ro = "ro" if kind == KIND_VIEW else "rw"
-            return [Mount(type="bind", source=self.upper_path(sid), options=(ro, "rbind"))]
-        if self._index_off is None:
-            self._index_off = _supports_index_off()
-        options = ["index=off"] if self._index_off else []
-        if kind == KIND_ACTIVE:
-            options += [f"workdir={os.path.join(self._snapdir(sid), 'work')}",
-                        f"upperdir={self.upper_path(sid)}"]
-        elif len(parent_ids) == 1:
-            return [Mount(type="bind", source=self.upper_path(parent_ids[0]),
-                          options=("ro", "rbind"))]
-        options.append("lowerdir=" + ":".join(self.upper_path(p) for p in parent_ids))
-        return [Mount(type="overlay", source="overlay", options=tuple(options))]
-
-
-def copy_tree(src: str, dst: str) -> None:
-    """Copy a tree with owners, modes, times, xattrs, hard links and device nodes.
-
-    GNU ``cp -a --preserve=all`` does exactly that (and reflinks when the
-    filesystem can), which a Python walk would only reimplement.
-    """
-    proc = subprocess.run(["cp", "-a", "--preserve=all", "--reflink=auto",
-                           "--no-target-directory", src, dst],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise OSError(f"copy {src} to {dst}: {proc.stderr.strip().lower()}")
-
-
-class NativeSnapshotter(Snapshotter):
-    """containerd's native snapshotter: each snapshot is a full copy of its
-    parent, mounted with a bind mount.  Works on any filesystem and inside
-    user namespaces; costs disk and time per layer."""
-
-    name = "native"
-
-    def _tree(self, sid: int) -> str:
-        return self._snapdir(sid)
-
-    def _populate(self, tmpdir: str, kind: str, parent_ids: list[int]) -> None:
-        if parent_ids:
-            os.rmdir(tmpdir)
-            copy_tree(self._tree(parent_ids[0]), tmpdir)
-        else:
-            os.chmod(tmpdir, 0o755)
-
-    def _mounts(self, sid: int, kind: str, parent_ids: list[int]) -> list[Mount]:
-        ro = "ro" if kind == KIND_VIEW else "rw"
-        return [Mount(type="bind", source=self._tree(sid), options=(ro, "rbind"))]
 
 
 class NamespacedSnapshotter:
@@ -494,7 +410,6 @@ class NamespacedSnapshotter:
     def cleanup(self):
         return self.backend.cleanup()
 
-
-def is_whiteout_device(st: os.stat_result) -> bool:
-    """Whether an lstat result is overlay's whiteout (character device 0/0)."""
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    def namespaced(self, namespace: str) -> "NamespacedSnapshotter":
+        """The same snapshotter seen from another namespace."""
+        return self.backend.namespaced(namespace)

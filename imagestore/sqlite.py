@@ -1,5 +1,6 @@
-"""One SQLite file with its schema: the metadata tables of pallet-containerd
-and of the image store.
+"""One SQLite file with its schema: the tables of the image store's metadata
+(namespaces, images, leases, containers, content references), of its
+content labels and of each snapshotter.
 
 The file is in WAL mode, so that a crash leaves either the old or the new
 state and never a half-written one.  One connection per :class:`Database`,
@@ -20,14 +21,17 @@ class Database:
     """One SQLite file with its schema, opened lazily.
 
     ``schema`` is a script of ``CREATE TABLE IF NOT EXISTS`` statements run
-    once when the file is first opened.  Use :meth:`transaction` for every
-    change (``BEGIN IMMEDIATE``: writers queue on the database lock instead of
-    failing half-way) and :meth:`read` for queries.
+    once when the file is first opened; then ``upgrade(connection)``, when
+    given, brings tables of an older layout up to date (in a transaction of
+    its own).  Use :meth:`transaction` for every change (``BEGIN IMMEDIATE``:
+    writers queue on the database lock instead of failing half-way) and
+    :meth:`read` for queries.
     """
 
-    def __init__(self, path: str, schema: str):
+    def __init__(self, path: str, schema: str, upgrade=None):
         self.path = path
         self._schema = schema
+        self._upgrade = upgrade
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
 
@@ -43,6 +47,15 @@ class Database:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(self._schema)
+            if self._upgrade is not None:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._upgrade(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    conn.close()
+                    raise
+                conn.execute("COMMIT")
             self._conn = conn
         return self._conn
 

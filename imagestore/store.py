@@ -1,45 +1,67 @@
-"""The image store object the plugin provides: one handle on content,
-metadata, snapshotters, the applier and the archive readers.
+"""The image store the store plugins provide: one handle on content,
+metadata, the snapshotters a plugin brings, the applier and the archives.
 
-Everything is created on first use, so that providing the store (in
-pallet-containerd, or in palletd just to read an archive) costs nothing.
+A plugin of the image_store role (store_overlay, store_native, a third
+party's) passes its snapshotter classes (:class:`.snapshots.Snapshotter`
+subclasses) to :meth:`ImageStore.at`; everything else is shared.
+Everything is created on first use, so that providing the store costs
+nothing.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
 import uuid
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Iterator, Mapping, Sequence
 
-from pallet.core.errors import ConfigError, InvalidArgument
+from pallet.core.errors import ConfigError, InvalidArgument, NotFound
 from pallet.core.models import Descriptor
 
-SNAPSHOTTERS = ("overlayfs", "native")
+
+def registry_options(section: Mapping, plugin: str):
+    """The registry options of a store plugin's section (dockerd's names:
+    ``insecure-registries``, ``registry-mirrors``, ``max-concurrent-downloads``,
+    ...), for the pulls and pushes made next to the store; ``ConfigError``
+    naming the plugin when they are wrong."""
+    from pallet.distribution.registry import RegistryOptions
+
+    try:
+        return RegistryOptions.from_config(section)
+    except InvalidArgument as e:
+        raise ConfigError(f"plugins.{plugin}: {e.message}") from None
 
 
 class ImageStore:
-    """containerd's image and storage services, rooted where docs/ARCHITECTURE.md says.
+    """containerd's image and storage services (:class:`pallet.core.contracts.ImageStore`).
 
-    ``content_root``, ``metadata_db`` and ``snapshotter_roots`` (name -> root)
-    come from ``kernel.paths``; ``default_snapshotter`` from the plugin's
-    configuration.
+    ``content_root`` and ``metadata_db`` come from ``kernel.paths``;
+    ``snapshotters`` are ``(class, root)`` pairs, the first being the
+    default; ``registry_options`` configure :meth:`pull` and :meth:`push`.
     """
 
-    def __init__(self, content_root: str, metadata_db: str, snapshotter_roots: dict[str, str],
-                 default_snapshotter: str = "overlayfs", registry_options=None):
-        if default_snapshotter not in snapshotter_roots:
-            raise ConfigError(f"store_overlay: snapshotter {default_snapshotter!r} is not "
-                              f"known; snapshotters are [{', '.join(snapshotter_roots)}]")
+    def __init__(self, content_root: str, metadata_db: str,
+                 snapshotters: Sequence[tuple[type, str]], registry_options=None):
+        if not snapshotters:
+            raise ConfigError("image store: no snapshotter given")
         self.content_root = content_root
         self.metadata_db = metadata_db
-        self.snapshotter_roots = dict(snapshotter_roots)
-        self.default_snapshotter = default_snapshotter
-        #: :class:`~.registry.RegistryOptions` from the plugin's configuration
-        #: (insecure registries, mirrors, concurrency); None: the defaults
+        self._snapshotter_classes = {cls.name: (cls, root) for cls, root in snapshotters}
+        self.default_snapshotter = snapshotters[0][0].name
+        #: :class:`~pallet.distribution.registry.RegistryOptions` (insecure
+        #: registries, mirrors, concurrency); None: the defaults
         self.registry_options = registry_options
         self._lock = threading.Lock()
         self._content = self._metadata = self._applier = None
         self._snapshotters: dict[str, object] = {}
+
+    @classmethod
+    def at(cls, paths, snapshotters: Sequence[type], registry_options=None) -> "ImageStore":
+        """The store laid out where docs/ARCHITECTURE.md says (``paths`` is a
+        :class:`pallet.core.paths.Paths`), each snapshotter at containerd's
+        root for its name (``io.containerd.snapshotter.v1.<name>``)."""
+        return cls(paths.content_root, paths.metadata_db,
+                   [(s, paths.snapshotter_root(s.name)) for s in snapshotters],
+                   registry_options)
 
     @property
     def content(self):
@@ -70,28 +92,23 @@ class ImageStore:
             return self._applier
 
     def snapshotter_names(self) -> tuple[str, ...]:
-        return tuple(self.snapshotter_roots)
+        """The snapshotters of this store, the default first."""
+        return tuple(self._snapshotter_classes)
 
     def snapshotter(self, name: str | None = None):
-        """The snapshotter ``name`` (``overlayfs`` or ``native``; default: the
-        configured one).  Unknown names raise InvalidArgument."""
+        """The snapshotter ``name`` (default: :attr:`default_snapshotter`);
+        ``NotFound`` for one this store does not have."""
         name = name or self.default_snapshotter
         with self._lock:
             if name not in self._snapshotters:
-                if name not in self.snapshotter_roots:
-                    raise InvalidArgument(f"snapshotter {name!r} not loaded; snapshotters are "
-                                          f"[{', '.join(self.snapshotter_roots)}]")
-                from pallet.imagestore.snapshots import NativeSnapshotter, OverlaySnapshotter
-                cls = OverlaySnapshotter if name == "overlayfs" else NativeSnapshotter
-                self._snapshotters[name] = cls(self.snapshotter_roots[name])
+                if name not in self._snapshotter_classes:
+                    raise NotFound(f"snapshotter not loaded: {name} (this store has "
+                                   f"{', '.join(self._snapshotter_classes)})")
+                cls, root = self._snapshotter_classes[name]
+                self._snapshotters[name] = cls(root)
             return self._snapshotters[name]
 
     # --- archives -------------------------------------------------------------------
-
-    def read_archive(self, src: str | BinaryIO):
-        """Open a docker-save tarball or OCI layout (see :mod:`.archive`)."""
-        from pallet.distribution.archive import read_archive
-        return read_archive(src)
 
     def import_archive(self, src: str | BinaryIO, namespace: str, *,
                        base_name: str | None = None, labels: dict | None = None) -> list:
@@ -103,13 +120,11 @@ class ImageStore:
         Blobs already stored are not copied again.  Names are created only once
         every blob is in, so an interrupted load leaves no image behind.
         """
-        from pallet.distribution.archive import normalize_name
-        from pallet.imagestore.metadata import ImageRecord
-
-        from pallet.imagestore.metadata import LeaseResource
+        from pallet.distribution.archive import normalize_name, read_archive
+        from pallet.imagestore.metadata import ImageRecord, LeaseResource
 
         content = self.content
-        with self.read_archive(src) as archive, self._lease(namespace) as lease:
+        with read_archive(src) as archive, self._lease(namespace) as lease:
             for blob in archive.blobs():
                 # leased until the images name them, so a GC meanwhile keeps them
                 self.metadata.add_lease_resource(namespace, lease,
@@ -145,7 +160,7 @@ class ImageStore:
 
     def resolve(self, target: Descriptor, platform=None):
         """The manifest, config and layers of an image target for ``platform``
-        (default this machine); see :func:`.images.resolve`."""
+        (default this machine); see :func:`pallet.distribution.manifests.resolve`."""
         from pallet.distribution.manifests import resolve
         return resolve(self.content, target, platform)
 
@@ -172,20 +187,20 @@ class ImageStore:
                           on_key=hold)
 
     def target(self, namespace: str, snapshotter: str | None = None):
-        """This store as a :class:`~.targets.ContentTarget` (what pull and push
+        """This store as a :class:`~pallet.distribution.targets.ContentTarget` (what pull and push
         write to and read from) in ``namespace``."""
         from pallet.imagestore.target import LocalTarget
         return LocalTarget(self, namespace, snapshotter=snapshotter)
 
     def pull(self, ref: str, namespace: str, **kw):
-        """Pull ``ref`` into ``namespace`` from a plain thread; see :func:`.pull.pull`."""
+        """Pull ``ref`` into ``namespace`` from a plain thread; see :func:`pallet.distribution.pull.pull`."""
         from pallet.distribution.pull import pull_sync
         kw.setdefault("options", self.registry_options)
         return pull_sync(ref, self.target(namespace, kw.pop("snapshotter", None)),
                          snapshotter=None, **kw)
 
     def push(self, ref: str, namespace: str, **kw):
-        """Push an image of ``namespace`` from a plain thread; see :func:`.push.push`."""
+        """Push an image of ``namespace`` from a plain thread; see :func:`pallet.distribution.push.push`."""
         from pallet.distribution.push import push
         from pallet.distribution.registry import run_sync
         kw.setdefault("options", self.registry_options)
@@ -195,14 +210,11 @@ class ImageStore:
     def _lease(self, namespace: str) -> Iterator[str]:
         """A lease held for the duration of the block (what containerd's
         clients take around a pull or an unpack); it ends with this process."""
-        from pallet.distribution.targets import (
-            LABEL_GC_EXPIRE,
-            LABEL_LEASE_OWNER,
-            _expire_label,
-            owner_label)
+        from pallet.distribution.mediatypes import LABEL_GC_EXPIRE
+        from pallet.distribution.targets import LABEL_LEASE_OWNER, expire_label, owner_label
 
         lease = f"pallet-{uuid.uuid4().hex}"
-        self.metadata.create_lease(namespace, lease, {LABEL_GC_EXPIRE: _expire_label(86400),
+        self.metadata.create_lease(namespace, lease, {LABEL_GC_EXPIRE: expire_label(86400),
                                                       LABEL_LEASE_OWNER: owner_label()})
         try:
             yield lease
@@ -210,7 +222,7 @@ class ImageStore:
             self.metadata.delete_lease(namespace, lease)
 
     def gc(self, dry_run: bool = False):
-        """Remove content and committed snapshots nothing refers to (see :mod:`.gc`)."""
+        """Remove content and snapshots nothing refers to (see :mod:`.gc`)."""
         from pallet.imagestore.gc import collect
         return collect(self, dry_run)
 

@@ -13,9 +13,17 @@ from typing import AsyncIterator, Mapping
 from pallet.core.errors import (AlreadyExists, InvalidArgument, NotFound,
                                 PalletError, Unavailable)
 from pallet.core.models import Descriptor
+from pallet.distribution.mediatypes import LABEL_GC_EXPIRE
 from pallet.distribution.targets import (
-    LABEL_GC_EXPIRE, LABEL_LEASE_OWNER,
-    LOCKED_WAIT, BlobSource, OnBytes, OpenStream, _expire_label, _too_big, mismatch_error, owner_label)
+    LABEL_LEASE_OWNER,
+    LOCKED_WAIT,
+    BlobSource,
+    OnBytes,
+    OpenStream,
+    _too_big,
+    expire_label,
+    mismatch_error,
+    owner_label)
 
 
 # --- the local store ------------------------------------------------------------------------
@@ -229,7 +237,7 @@ class LocalTarget:
             return
         lease = f"pallet-pull-{uuid.uuid4().hex[:16]}"
         await self._run(self.store.metadata.create_lease, self.namespace, lease,
-                        {LABEL_GC_EXPIRE: _expire_label(self.lease_ttl),
+                        {LABEL_GC_EXPIRE: expire_label(self.lease_ttl),
                          LABEL_LEASE_OWNER: owner_label()})
         self._lease = lease
         try:

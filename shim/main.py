@@ -192,17 +192,17 @@ class Daemon:
         ns_root = runtime_root(opts, self.bundle)
 
         def backend_for(options: dict):
-            if options.get("binary_name"):
-                return runtimes.RuncBinary(loop, children, options["binary_name"],
-                                           options.get("root") or ns_root,
-                                           systemd_cgroup=bool(options.get("systemd_cgroup")),
-                                           bundle=self.bundle, log=log)
             from pallet.shim import runtime_loader as roles
 
-            if self.runtime is None:
-                self.runtime = roles.load_runtime()
-            return runtimes.ForkedRuntime(loop, children,
-                                          roles.for_namespace(self.runtime, ns_root), log)
+            if options.get("binary_name"):  # runc's BinaryName: runtime_oci with that binary
+                runtime = roles.load_runtime(options["binary_name"],
+                                             bool(options.get("systemd_cgroup")))
+                root = options.get("root") or ns_root
+            else:
+                if self.runtime is None:
+                    self.runtime = roles.load_runtime()
+                runtime, root = self.runtime, ns_root
+            return runtimes.ForkedRuntime(loop, children, roles.for_namespace(runtime, root), log)
 
         publisher = events.open_publisher(loop, opts.namespace, log)
         self.service = service.TaskService(
@@ -463,29 +463,20 @@ def _delete_runtime_state(opts: Options, bundle: str) -> None:
             options = json.load(f)
     except (OSError, ValueError):
         options = {}
-    root = (options.get("root") if isinstance(options, dict) else None) or \
-        runtime_root(opts, bundle)
+    if not isinstance(options, dict):
+        options = {}
+    root = options.get("root") or runtime_root(opts, bundle)
     if not os.path.exists(os.path.join(root, opts.id)):
-        return
-    if isinstance(options, dict) and options.get("binary_name"):
-        import subprocess
-
-        from pallet.shim.runtimes import find_binary
-
-        argv = [find_binary(options["binary_name"]), "--root", root]
-        if options.get("systemd_cgroup"):
-            argv.append("--systemd-cgroup")
-        r = subprocess.run(argv + ["delete", "--force", opts.id], capture_output=True,
-                           stdin=subprocess.DEVNULL, timeout=60)
-        if r.returncode != 0:
-            print(f"delete runtime state of {opts.id}: "
-                  f"{r.stderr.decode(errors='replace').strip()}", file=sys.stderr)
         return
     from pallet.core import errors
     from pallet.shim import runtime_loader as roles
 
+    if options.get("binary_name"):
+        runtime = roles.load_runtime(options["binary_name"], bool(options.get("systemd_cgroup")))
+    else:
+        runtime = roles.load_runtime()
     try:
-        roles.for_namespace(roles.load_runtime(), root).delete(opts.id, force=True)
+        roles.for_namespace(runtime, root).delete(opts.id, force=True)
     except errors.NotFound:
         pass
 

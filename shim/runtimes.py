@@ -1,22 +1,19 @@
-"""How the shim runs its container: the runtime role in forked helpers, or a
-runc-compatible binary.
+"""How the shim runs its container: the runtime role's object, in forked helpers.
 
-Both backends have the same asynchronous surface (each call returns a
-:class:`~.loop.Deferred`): ``create``, ``start``, ``kill``, ``delete``,
-``exec``, ``pause``, ``resume`` and ``update``.  Either way the container's
-processes are forked by someone else (a helper, or runc) who exits right
-after; being a child subreaper, the shim then inherits them as its children
-and reaps them itself, exactly as containerd's runc shim does with runc.
+:class:`ForkedRuntime` gives the shim an asynchronous surface (each call
+returns a :class:`~.loop.Deferred`): ``create``, ``start``, ``kill``,
+``delete``, ``exec``, ``pause``, ``resume`` and ``update``.  It calls the
+object of the ``runtime`` role (``pallet.core.contracts.Runtime``; see
+:mod:`.runtime_loader` for how the shim gets it) in a child forked for the
+call, which writes the result on a pipe and exits.  The runtime's code then
+never runs in the long-lived shim, whose pages stay shared with the zygote
+it was forked from; a crash in the runtime costs a helper, not the shim.
 
-* :class:`ForkedRuntime` calls the object of the ``runtime`` role (runc's
-  operations as a library, docs/ARCHITECTURE.md) in a child forked for the
-  call, which writes the result on a pipe and exits.  The runtime's code
-  then never runs in the long-lived shim, whose pages stay shared with the
-  zygote it was forked from; a crash in the runtime costs a helper, not the
-  shim.
-* :class:`RuncBinary` runs ``BINARY --root ROOT <verb> ...``, the command
-  line of runc (and crun, and pallet-runc), as containerd's runc shim does;
-  chosen when the task's runtime options name a binary (``BinaryName``).
+The container's processes are forked by someone else (the helper running
+runtime_ns, or the binary runtime_oci runs: runc, crun, pallet-runc) who
+exits right after; being a child subreaper, the shim then inherits them as
+its children and reaps them itself, exactly as containerd's runc shim does
+with runc.
 """
 from __future__ import annotations
 
@@ -120,16 +117,23 @@ def _settle(d: Deferred, answer) -> None:
 class ForkedRuntime:
     """The runtime role's object, called in a helper forked for each operation
     that runs the runtime's heavier code (create, exec, delete...).  Two short
-    calls run in the shim itself: ``kill`` (a signal) and ``start`` when the
-    spec has no poststart hook (opening the exec FIFO); a helper would cost
-    them a fork, its page faults and its exit, several milliseconds."""
+    calls of an in-process runtime (runtime_ns) run in the shim itself:
+    ``kill`` (a signal) and ``start`` when the spec has no poststart hook
+    (opening the exec FIFO); a helper would cost them a fork, its page faults
+    and its exit, several milliseconds.
+
+    A runtime object with a ``binary`` (runtime_oci) runs a program for every
+    call: all of them go to helpers, never blocking the shim's loop, and the
+    task's updates go to it too (:attr:`binary` tells the task service) rather
+    than to the cgroup files, whose layout is the binary's business."""
 
     def __init__(self, loop, children: Children, runtime, log=None):
         self.loop = loop
         self.children = children
         self.runtime = runtime      # the role's object (create, start, kill, delete, exec...)
         self.log = log
-        self.name = "in-process runtime"
+        self.name = getattr(runtime, "name", "runtime")
+        self.binary = getattr(runtime, "binary", None)
         self._hooked_start: set[str] = set()   # ids whose spec has poststart hooks
 
     def _inline(self, method: str, *args, **kwargs) -> Deferred:
@@ -179,6 +183,12 @@ class ForkedRuntime:
 
     def create(self, id, bundle, stdio, console_socket=None, *, no_pivot=False) -> Deferred:
         stdin, stdout, stderr = stdio
+        if not self.binary:
+            self._note_hooks(id, bundle)
+        return self._call("create", id, bundle, stdin=stdin, stdout=stdout, stderr=stderr,
+                          terminal_socket=console_socket, no_pivot=no_pivot)
+
+    def _note_hooks(self, id, bundle) -> None:
         try:
             with open(os.path.join(bundle, "config.json"), "rb") as f:
                 hooks = json.load(f).get("hooks") or {}
@@ -188,15 +198,15 @@ class ForkedRuntime:
             self._hooked_start.add(id)
         else:
             self._hooked_start.discard(id)
-        return self._call("create", id, bundle, stdin=stdin, stdout=stdout, stderr=stderr,
-                          terminal_socket=console_socket, no_pivot=no_pivot)
 
     def start(self, id) -> Deferred:
-        if id in self._hooked_start:
+        if self.binary or id in self._hooked_start:
             return self._call("start", id)  # hooks run programs: not on the shim's loop
         return self._inline("start", id)
 
     def kill(self, id, signal: int, all: bool = False) -> Deferred:
+        if self.binary:
+            return self._call("kill", id, signal, all=all)
         return self._inline("kill", id, signal, all=all)
 
     def delete(self, id, force: bool = False) -> Deferred:
@@ -214,215 +224,4 @@ class ForkedRuntime:
         return self._call("resume", id)
 
     def update(self, id, resources: dict) -> Deferred:
-        if not hasattr(self.runtime, "update"):
-            d = Deferred()
-            d.fail(errors.NotImplementedYet("the runtime has no update"))
-            return d
         return self._call("update", id, resources)
-
-
-def find_binary(name: str) -> str:
-    """An executable by name (PATH is searched) or path."""
-    if "/" in name:
-        if os.access(name, os.X_OK):
-            return name
-        raise errors.NotFound(f"runtime binary {name}: no such file or executable")
-    for d in (os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-              "/sbin:/bin").split(":"):
-        path = os.path.join(d or ".", name)
-        if os.access(path, os.X_OK) and os.path.isfile(path):
-            return path
-    raise errors.NotFound(f"runtime binary {name!r}: executable file not found in $PATH")
-
-
-class RuncBinary:
-    """A runc-compatible command line (runc, crun, pallet-runc), run from the loop."""
-
-    def __init__(self, loop, children: Children, binary: str, root: str, *,
-                 systemd_cgroup: bool = False, bundle: str = "", log=None):
-        self.loop = loop
-        self.children = children
-        self.binary = find_binary(binary)
-        self.root = root
-        self.systemd_cgroup = systemd_cgroup
-        self.bundle = bundle
-        self.log = log
-        self.name = self.binary
-
-    def _argv(self, *args) -> list:
-        argv = [self.binary, "--root", self.root]
-        if self.bundle:
-            argv += ["--log", os.path.join(self.bundle, "log.json"), "--log-format", "json"]
-        if self.systemd_cgroup:
-            argv.append("--systemd-cgroup")
-        return argv + list(args)
-
-    def _run(self, args, *, stdio=None, stdin_data: bytes | None = None,
-             what: str = "") -> Deferred:
-        """Run the binary; resolves to its stdout, fails with its error message.
-
-        ``stdio`` (create, exec) are the container's own 0, 1 and 2, which
-        runc hands to the process it starts: nothing of ours may be among them
-        (the process would hold our pipes open), so missing ones are
-        /dev/null and runc's errors are read from its ``--log`` file instead.
-        """
-        d = Deferred()
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        in_r = in_w = -1
-        if stdio is not None:
-            fds = [fd if fd is not None else devnull for fd in stdio]
-        else:
-            fds = [devnull, out_w, err_w]
-            if stdin_data is not None:
-                in_r, in_w = os.pipe2(os.O_CLOEXEC)
-                fds[0] = in_r
-        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
-        try:
-            pid = os.posix_spawn(self.binary, self._argv(*args), os.environ,
-                                 file_actions=actions, setsigdef=(17,))
-        except OSError as e:
-            for fd in (out_r, out_w, in_r, in_w, err_r, err_w, devnull):
-                if fd >= 0:
-                    os.close(fd)
-            d.fail(errors.PalletError(f"run {self.binary}: {(e.strerror or str(e)).lower()}"))
-            return d
-        for fd in (out_w, in_r, err_w, devnull):
-            if fd >= 0:
-                os.close(fd)
-        if in_w >= 0:
-            try:
-                os.write(in_w, stdin_data)
-            except OSError:
-                pass
-            finally:
-                os.close(in_w)
-        err_box = {}
-
-        def err_done(data: bytes, _status: int) -> None:
-            err_box["data"] = data
-
-        def out_done(data: bytes, status: int) -> None:
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-                d.resolve(data)
-                return
-            message = self._error_message(err_box.get("data", b""))
-            d.fail(errors.PalletError(f"{what or args[0]}: {message or _status_text(status)}"))
-        err_job = _PipeOnly(self.loop, err_r, err_done)
-        _Job(self.loop, self.children, pid, out_r,
-             lambda data, status: err_job.when_done(lambda: out_done(data, status)))
-        return d
-
-    def _error_message(self, stderr: bytes) -> str:
-        text = ""
-        if self.bundle:
-            try:
-                with open(os.path.join(self.bundle, "log.json"), "rb") as f:
-                    lines = f.read().splitlines()
-                for line in reversed(lines):
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue
-                    if entry.get("level") in ("error", "fatal"):
-                        text = entry.get("msg", "")
-                        break
-            except OSError:
-                pass
-        return text or stderr.decode(errors="replace").strip()
-
-    def create(self, id, bundle, stdio, console_socket=None, *, no_pivot=False) -> Deferred:
-        pid_file = os.path.join(bundle, "init.pid")
-        args = ["create", "--bundle", bundle, "--pid-file", pid_file]
-        if console_socket:
-            args += ["--console-socket", console_socket]
-        if no_pivot:
-            args.append("--no-pivot")
-        return self._run(args + [id], stdio=stdio, what="create").then(
-            lambda _out: _read_pid(pid_file))
-
-    def start(self, id) -> Deferred:
-        return self._run(["start", id])
-
-    def kill(self, id, signal: int, all: bool = False) -> Deferred:
-        return self._run(["kill"] + (["--all"] if all else []) + [id, str(int(signal))])
-
-    def delete(self, id, force: bool = False) -> Deferred:
-        return self._run(["delete"] + (["--force"] if force else []) + [id])
-
-    def exec(self, id, process: dict, stdio, console_socket=None) -> Deferred:
-        base = self.bundle or self.root
-        tag = os.urandom(4).hex()
-        spec_path = os.path.join(base, f"exec-{tag}.json")
-        pid_file = os.path.join(base, f"exec-{tag}.pid")
-        with open(spec_path, "w") as f:
-            json.dump(process, f)
-        args = ["exec", "--process", spec_path, "--detach", "--pid-file", pid_file]
-        if console_socket:
-            args += ["--console-socket", console_socket]
-
-        def cleanup(value):
-            for p in (spec_path, pid_file):
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
-            return value
-
-        d = self._run(args + [id], stdio=stdio, what="exec").then(lambda _o: _read_pid(pid_file))
-        d.add_callback(lambda _d: cleanup(None))
-        return d
-
-    def pause(self, id) -> Deferred:
-        return self._run(["pause", id])
-
-    def resume(self, id) -> Deferred:
-        return self._run(["resume", id])
-
-    def update(self, id, resources: dict) -> Deferred:
-        return self._run(["update", "--resources", "-", id],
-                         stdin_data=json.dumps(resources).encode())
-
-
-class _PipeOnly:
-    """Reads a pipe to EOF on the loop; ``when_done(fn)`` runs ``fn`` after it."""
-
-    def __init__(self, loop, fd: int, on_done):
-        self.loop, self.fd, self.on_done = loop, fd, on_done
-        self.data = bytearray()
-        self.finished = False
-        self.waiters = []
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, self._readable)
-
-    def _readable(self) -> None:
-        try:
-            chunk = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if chunk:
-            self.data += chunk
-            return
-        self.loop.forget(self.fd)
-        os.close(self.fd)
-        self.finished = True
-        self.on_done(bytes(self.data), 0)
-        for fn in self.waiters:
-            fn()
-
-    def when_done(self, fn) -> None:
-        if self.finished:
-            fn()
-        else:
-            self.waiters.append(fn)
-
-
-def _read_pid(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError) as e:
-        raise errors.PalletError(f"read pid file {path}: {e}") from None

@@ -55,7 +55,7 @@ class Zygote:
         sysutil.set_child_subreaper()
         sysutil.set_process_name(f"pallet-shim zygote {self.sock_path}")
         try:
-            self.runtime = roles.load_runtime()
+            self.runtime = roles.load_runtime(prepare=roles.PREPARED_BINARIES)
             roles.preload(self.runtime)
         except Exception as e:  # noqa: BLE001 - each Create reports it
             self.runtime_error = str(e)

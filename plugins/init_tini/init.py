@@ -44,9 +44,15 @@ class TiniInit:
 
     def prepare_spec(self, spec: dict) -> None:
         """The builtin init through ``org.pallet.init``, or ``init_path``
-        bind-mounted at /sbin/docker-init (see :mod:`.spec`)."""
+        bind-mounted at /sbin/docker-init (see :mod:`.spec`); ``ConfigError``
+        for an ``init_path`` that is not an executable file."""
         from pallet.plugins.init_tini.spec import add_init
 
+        if self.init_path and not (os.path.isfile(self.init_path)
+                                   and os.access(self.init_path, os.X_OK)):
+            from pallet.core.errors import ConfigError
+
+            raise ConfigError(f"init_tini: init_path {self.init_path}: no such executable file")
         add_init(spec, self.init_path)
 
     def run(self, argv, env) -> None:

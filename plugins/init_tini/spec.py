@@ -14,13 +14,8 @@ def add_init(spec: dict, init_path: str | None, target: str = "/sbin/docker-init
     the builtin init through the annotation.
     """
     if init_path:
-        mounts = spec.setdefault("mounts", [])
-        if not any(m.get("destination") == target for m in mounts):
-            mounts.append({"destination": target, "type": "bind", "source": init_path,
-                           "options": ["bind", "ro"]})
-        process = spec.setdefault("process", {})
-        args = list(process.get("args") or [])
-        if args[:1] != [target]:
-            process["args"] = [target, "--"] + args
+        from pallet.engine.spec import with_init_binary
+
+        with_init_binary(spec, init_path, target)
     else:
         spec.setdefault("annotations", {})[ANNOTATION] = "builtin"

@@ -1,15 +1,23 @@
-"""store_overlay: containerd's image and storage role (content store, image
-metadata, overlayfs and native snapshotters, layer applier, image archives).
+"""store_overlay: containerd's image and storage role over overlayfs.
 
-Wiring only: the work is in the sibling modules.  Configuration::
+Wiring only: the snapshotter is :mod:`.overlay`, the rest of the store the
+library :mod:`pallet.imagestore`.  It offers containerd's ``overlayfs``
+snapshotter only: on a filesystem where overlayfs cannot be stacked (a data
+root that is itself overlayfs, some rootless set-ups) choose store_native,
+whose copies work anywhere.  One snapshotter per plugin keeps each swap a
+choice of the role, and neither plugin imports the other.  Configuration::
 
     [plugins.store_overlay]
-    snapshotter = "overlayfs"    # default snapshotter: "overlayfs" or "native"
-    # registries (dockerd's names; see registry.RegistryOptions.from_config)
+    # registries of the pulls and pushes made next to the store (dockerd's
+    # names; see pallet.distribution.registry.RegistryOptions.from_config);
+    # palletd's own pulls read [engine.registry]
     insecure-registries = ["myregistry:5000", "10.0.0.0/8"]
     registry-mirrors = ["https://mirror.example"]
     max-concurrent-downloads = 3
     max-concurrent-uploads = 5
+
+The former ``snapshotter`` key is accepted only as ``"overlayfs"``; its
+``"native"`` is now ``[roles] image_store = "store_native"``.
 """
 from pallet.core.hookspecs import hookimpl
 
@@ -20,32 +28,21 @@ NAME = "store_overlay"
 @hookimpl
 def pallet_configure(kernel):
     from pallet.core.errors import ConfigError
-    from pallet.imagestore.store import SNAPSHOTTERS
-
-    from pallet.core.errors import InvalidArgument
-    from pallet.distribution.registry import RegistryOptions
+    from pallet.imagestore.store import registry_options
 
     section = kernel.plugin_config(NAME)
-    name = section.get("snapshotter", "overlayfs")
-    if name not in SNAPSHOTTERS:
-        raise ConfigError(f"plugins.{NAME}: configured snapshotter {name!r}, "
-                          f"found [{', '.join(SNAPSHOTTERS)}]")
-    try:
-        RegistryOptions.from_config(section)
-    except InvalidArgument as e:
-        raise ConfigError(f"plugins.{NAME}: {e.message}") from None
+    snapshotter = section.get("snapshotter", "overlayfs")
+    if snapshotter != "overlayfs":
+        raise ConfigError(f"plugins.{NAME}: snapshotter {snapshotter!r}: this plugin offers "
+                          "[overlayfs]; for native copies set [roles] image_store = "
+                          '"store_native"')
+    registry_options(section, NAME)
 
 
 @hookimpl
 def pallet_provide_image_store(kernel):
-    from pallet.distribution.registry import RegistryOptions
-    from pallet.imagestore.store import SNAPSHOTTERS, ImageStore
+    from pallet.imagestore.store import ImageStore, registry_options
+    from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
 
-    paths = kernel.paths
-    section = kernel.plugin_config(NAME)
-    return ImageStore(
-        content_root=paths.content_root,
-        metadata_db=paths.metadata_db,
-        snapshotter_roots={name: paths.snapshotter_root(name) for name in SNAPSHOTTERS},
-        default_snapshotter=section.get("snapshotter", "overlayfs"),
-        registry_options=RegistryOptions.from_config(section))
+    return ImageStore.at(kernel.paths, [OverlaySnapshotter],
+                         registry_options(kernel.plugin_config(NAME), NAME))

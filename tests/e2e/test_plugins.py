@@ -63,8 +63,8 @@ def test_daemon_runs_without_the_plugin(pallet_engine):
 
 @pytest.mark.parametrize("roles, needle", [
     ('runtime = "crun"', "role runtime: configured crun, which is not installed; "
-                         "installed candidates: [runtime_ns]"),
-    ('init = ""', "role init is left empty; installed candidates: [init_tini]"),
+                         "installed candidates: [runtime_ns, runtime_oci]"),
+    ('init = ""', "role init is left empty; installed candidates: [init_exec, init_tini]"),
     ('network = ["net_bridge", "net_bridge2"]', "role network is filled twice"),
 ])
 def test_bad_roles_stop_the_daemon_with_one_line(tmp_path, roles, needle):

@@ -42,14 +42,19 @@ needs_root = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 
 
 def make_store(root: str, default_snapshotter: str = "native"):
-    """An ImageStore laid out as pallet-containerd's under ``root``."""
+    """An ImageStore laid out as pallet-containerd's under ``root``, with
+    both plugins' snapshotters (``default_snapshotter`` first)."""
     from pallet.imagestore.store import ImageStore
+    from pallet.plugins.store_native.native import NativeSnapshotter
+    from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
+
+    classes = sorted((NativeSnapshotter, OverlaySnapshotter),
+                     key=lambda cls: cls.name != default_snapshotter)
     return ImageStore(
         content_root=os.path.join(root, "io.containerd.content.v1.content"),
         metadata_db=os.path.join(root, "io.containerd.metadata.v1.pallet", "meta.db"),
-        snapshotter_roots={n: os.path.join(root, f"io.containerd.snapshotter.v1.{n}")
-                           for n in ("overlayfs", "native")},
-        default_snapshotter=default_snapshotter)
+        snapshotters=[(cls, os.path.join(root, f"io.containerd.snapshotter.v1.{cls.name}"))
+                      for cls in classes])
 
 
 def free_port() -> int:

@@ -11,8 +11,9 @@ import pytest
 from pallet.core.errors import InvalidArgument, NotFound
 from pallet.distribution.reference import Reference
 from pallet.distribution import auth, progress
-from pallet.distribution.platforms import Platform
-from pallet.distribution.pull import image_name, parse_platform, select_manifest
+from pallet.distribution.mediatypes import MT_OCI_MANIFEST
+from pallet.distribution.platforms import Platform, host_platform, parse_platform, select_manifest
+from pallet.distribution.pull import image_name
 from pallet.distribution.registry import RegistryOptions, detect_manifest_type, registry_error_text
 
 
@@ -117,17 +118,31 @@ def test_platforms():
     assert parse_platform("amd64").architecture == "amd64"
     with pytest.raises(InvalidArgument):
         parse_platform("a/b/c/d")
-    index = {"manifests": [
-        {"mediaType": "m", "digest": "sha256:" + "1" * 64, "size": 1,
-         "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
-        {"mediaType": "m", "digest": "sha256:" + "2" * 64, "size": 1,
-         "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-        {"mediaType": "m", "digest": "sha256:" + "3" * 64, "size": 1,
-         "platform": {"os": "linux", "architecture": "amd64"}}]}
-    assert select_manifest(index, Platform("linux", "arm", "v7"), "x").digest.endswith("2" * 64)
-    assert select_manifest(index, Platform("linux", "amd64"), "x").digest.endswith("3" * 64)
+    m = MT_OCI_MANIFEST
+
+    def entry(n, **platform):
+        return {"mediaType": m, "digest": "sha256:" + str(n) * 64, "size": 1,
+                **({"platform": platform} if platform else {})}
+    index = {"manifests": [entry(1, os="linux", architecture="arm", variant="v6"),
+                           entry(2, os="linux", architecture="arm", variant="v7"),
+                           entry(3, os="linux", architecture="amd64"),
+                           entry(4, os="linux", architecture="arm64"),
+                           entry(5, os="linux", architecture="arm64", variant="v8")]}
+    assert select_manifest(index, Platform("linux", "arm", "v7"), "x")["digest"] == \
+        "sha256:" + "2" * 64
+    assert select_manifest(index, Platform("linux", "amd64"), "x")["digest"] == \
+        "sha256:" + "3" * 64
+    # the same variant wins over a missing one; a dict platform works as well
+    assert select_manifest(index, {"os": "linux", "architecture": "arm64",
+                                   "variant": "v8"})["digest"] == "sha256:" + "5" * 64
     with pytest.raises(NotFound, match="no matching manifest for linux/s390x"):
         select_manifest(index, Platform("linux", "s390x"), "x")
+    # entries of other types are not manifests; one without a platform fits any
+    other = {"mediaType": "application/vnd.example+json", "digest": "sha256:" + "6" * 64,
+             "size": 1, "platform": {"os": "linux", "architecture": "s390x"}}
+    assert select_manifest({"manifests": [other, entry(7)]},
+                           Platform("linux", "s390x"))["digest"] == "sha256:" + "7" * 64
+    assert host_platform() == Platform.host().to_oci()
 
 
 def test_insecure_hosts():

@@ -10,6 +10,8 @@ import pytest
 from pallet.distribution import busybox_image as builtin
 from pallet.linux import mounts as mountlib
 from pallet.imagestore.store import ImageStore
+from pallet.plugins.store_native.native import NativeSnapshotter
+from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
 from store_helpers import LayerBuilder
 
 
@@ -23,13 +25,14 @@ def busybox_tar(tmp_path_factory) -> str:
 
 @pytest.fixture
 def store(tmp_path) -> ImageStore:
-    """An ImageStore laid out as pallet-containerd's, under this test's tmp_path."""
+    """The library's ImageStore laid out as pallet-containerd's, under this
+    test's tmp_path, with both plugins' snapshotters (overlayfs the default)."""
     root = tmp_path / "containerd"
     s = ImageStore(
         content_root=str(root / "io.containerd.content.v1.content"),
         metadata_db=str(root / "io.containerd.metadata.v1.pallet" / "meta.db"),
-        snapshotter_roots={n: str(root / f"io.containerd.snapshotter.v1.{n}")
-                           for n in ("overlayfs", "native")})
+        snapshotters=[(cls, str(root / f"io.containerd.snapshotter.v1.{cls.name}"))
+                      for cls in (OverlaySnapshotter, NativeSnapshotter)])
     yield s
     s.close()
 

@@ -14,7 +14,8 @@ from pallet.core.models import Mount
 from pallet.imagestore.apply import Applier, apply_layer
 from pallet.imagestore.content import ContentStore
 from pallet.distribution.mediatypes import MT_DOCKER_LAYER
-from pallet.imagestore.snapshots import NativeSnapshotter, OverlaySnapshotter
+from pallet.plugins.store_native.native import NativeSnapshotter
+from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
 from store_helpers import needs_overlay, needs_root, overlay_available
 
 pytestmark = needs_root

@@ -14,8 +14,10 @@ import pytest
 from pallet.core.errors import InvalidArgument
 from pallet.imagestore import imageops
 from pallet.imagestore.gc import lease_ended
+from pallet.imagestore.containers import ContainerRecord, TypedValue
 from pallet.imagestore.metadata import LeaseResource
-from pallet.distribution.targets import LABEL_GC_EXPIRE, LABEL_LEASE_OWNER, owner_label
+from pallet.distribution.mediatypes import LABEL_GC_EXPIRE
+from pallet.distribution.targets import LABEL_LEASE_OWNER, owner_label
 from store_helpers import needs_overlay, needs_root
 
 
@@ -170,6 +172,11 @@ def test_gc_collects_what_a_dead_pull_left(store, busybox_tar):
         assert store.content.list() == []
     finally:
         live_writer.close()
-    # a container's active snapshot is never collected
+    # a container's active snapshot stays: its record, or a root label
+    # (what palletd puts on it), holds it
     snap.prepare("container-rootfs")
+    snap.prepare("labelled-rootfs", labels={"containerd.io/gc.root": "now"})
+    store.metadata.create_container("moby", ContainerRecord(
+        "c", runtime="io.containerd.runc.v2", spec=TypedValue("spec", b"{}"),
+        snapshotter="native", snapshot_key="container-rootfs"))
     assert store.gc().snapshots == ()

@@ -8,7 +8,7 @@ import pytest
 
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.core.models import Descriptor
-from pallet.imagestore import filters
+from pallet.containerd import filters
 from pallet.imagestore.metadata import ImageRecord, LeaseResource, MetadataStore
 
 MT = "application/vnd.docker.distribution.manifest.v2+json"
@@ -152,3 +152,40 @@ def test_failed_transaction_leaves_nothing(md):
             conn.execute("DELETE FROM images")
             raise RuntimeError("crash half-way")
     assert md.get_image("ns", "x").target == D1
+
+
+def test_container_records_of_the_first_layout_are_upgraded(tmp_path):
+    """pallet-containerd first kept its containers table itself, one serialised
+    Container message per row: opening the metadata turns those rows into
+    records that GC sees, with nothing lost."""
+    import sqlite3
+
+    from pallet.proto.containerd.services.containers.v1 import containers_pb2
+    from pallet.imagestore.metadata import MetadataStore
+
+    path = str(tmp_path / "meta.db")
+    old = containers_pb2.Container(id="c1", image="docker.io/library/busybox:latest",
+                                   snapshotter="overlayfs", snapshot_key="c1",
+                                   labels={"a": "b"})
+    old.runtime.name = "io.containerd.runc.v2"
+    old.spec.type_url, old.spec.value = "spec-url", b'{"ociVersion":"1.0.2"}'
+    old.extensions["x"].type_url = "ext-url"
+    old.created_at.FromNanoseconds(1_000_000_000 * 10**9)
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE containers (namespace TEXT NOT NULL, id TEXT NOT NULL, "
+                       "record BLOB NOT NULL, PRIMARY KEY (namespace, id));")
+    conn.execute("INSERT INTO containers VALUES(?,?,?)", ("moby", "c1", old.SerializeToString()))
+    conn.commit()
+    conn.close()
+    md = MetadataStore(path)
+    c = md.get_container("moby", "c1")
+    assert (c.image, c.snapshotter, c.snapshot_key, dict(c.labels), c.runtime) == \
+        ("docker.io/library/busybox:latest", "overlayfs", "c1", {"a": "b"},
+         "io.containerd.runc.v2")
+    assert (c.spec.type_url, c.spec.value) == ("spec-url", b'{"ociVersion":"1.0.2"}')
+    assert c.extensions["x"].type_url == "ext-url" and c.runtime_options is None
+    assert c.created_at.year == 2001
+    assert [n.name for n in md.list_namespaces()] == ["moby"]
+    assert [x.id for ns, x, _ in md.container_roots()] == ["c1"]
+    md.close()
+    MetadataStore(path).get_container("moby", "c1")  # a second opening changes nothing

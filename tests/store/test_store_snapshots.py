@@ -7,7 +7,8 @@ import os
 import pytest
 
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pallet.imagestore.snapshots import NativeSnapshotter, OverlaySnapshotter
+from pallet.plugins.store_native.native import NativeSnapshotter
+from pallet.plugins.store_overlay.overlay import OverlaySnapshotter
 from store_helpers import needs_overlay, needs_root, overlay_available
 
 KINDS = {"overlayfs": OverlaySnapshotter, "native": NativeSnapshotter}

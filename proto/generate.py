@@ -24,7 +24,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = "pallet.proto"
 # top-level proto packages that live inside pallet.proto once generated
-LOCAL_ROOTS = ("containerd", "google.rpc", "ttrpc_pb2")
+LOCAL_ROOTS = ("containerd", "cri", "google.rpc", "ttrpc_pb2")
 SKIP_DIRS = {"__pycache__"}
 
 

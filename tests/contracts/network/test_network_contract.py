@@ -8,11 +8,14 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
 
 from contract_helpers import implementations, kernel_for
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "cni"))
 from engines import free_subnets, umount_below
 from pallet.core import contracts, errors
 from pallet.core.paths import Paths
@@ -41,9 +44,34 @@ def _bridge_cleanup(cfg: dict) -> None:
     networker.get().call(clean)
 
 
+def _cni_setup(sfx: str, subnet) -> dict:
+    """net_cni on a configuration list of the test's own (bridge, host-local,
+    portmap on a bridge and subnet of its own, see tests/cni/cni_helpers.py)."""
+    import tempfile
+
+    from cni_helpers import Network
+
+    base = tempfile.mkdtemp(prefix=f"plcni-{sfx}-", dir="/tmp")
+    net = Network(base)
+    _CNI[base] = net
+    return {"conf_dir": net.conf_dir, "bin_dirs": ["/usr/lib/cni", "/opt/cni/bin"],
+            "resolv-conf": os.devnull, "_base": base}
+
+
+def _cni_cleanup(cfg: dict) -> None:
+    import shutil
+
+    _CNI.pop(cfg["_base"]).cleanup()   # its bridge and the plugins' nat chains
+    shutil.rmtree(cfg["_base"], ignore_errors=True)
+
+
+_CNI: dict = {}
+
+
 #: per plugin: its configuration for a test (names of the test's own), and
 #: how to remove what outlives its shutdown (the default bridge, chains)
-SETUPS = {"net_bridge": (_bridge_config, _bridge_cleanup)}
+SETUPS = {"net_bridge": (_bridge_config, _bridge_cleanup),
+          "net_cni": (_cni_setup, _cni_cleanup)}
 
 
 def _container(tmp_path, name: str, **extra) -> dict:
@@ -66,7 +94,8 @@ def roles(request, tmp_path):
     make_config, cleanup = SETUPS.get(plugin, (lambda *_: {}, lambda cfg: None))
     cfg = make_config(sfx, subnet)
     paths = Paths(str(tmp_path / "data"), str(tmp_path / "exec"))
-    kernel = kernel_for("network", plugin, paths, cfg, roles=("network", "port_proxy"))
+    plugin_cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    kernel = kernel_for("network", plugin, paths, plugin_cfg, roles=("network", "port_proxy"))
     net = kernel.provide("network")
     proxy = kernel.provide("port_proxy")
     net.start(None)

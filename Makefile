@@ -11,7 +11,8 @@ EXEC_ROOT ?= /run/pallet
 SOCK     := $(EXEC_ROOT)/pallet.sock
 PALLET   := $(VENV)/bin/pallet -H unix://$(SOCK)
 APT_PKGS := busybox-static iptables docker.io containerd runc tini skopeo \
-            docker-registry bats tmux iproute2 procps systemd openssl
+            docker-registry bats tmux iproute2 procps systemd openssl \
+            containernetworking-plugins
 # PYTHONDONTWRITEBYTECODE is set on the developers' machines; users have .pyc
 # caches, so the demo and the benchmarks run without it.
 unexport PYTHONDONTWRITEBYTECODE
@@ -27,7 +28,7 @@ apt:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-SOURCES  := pyproject.toml $(shell find core client linux plugins proto ttrpc containerd containerd_services distribution imagestore engine shim commands cni streaming -name '*.py' -not -path '*/__pycache__/*')
+SOURCES  := pyproject.toml $(shell find core client linux plugins proto ttrpc containerd containerd_services distribution imagestore engine shim commands cni streaming oci -name '*.py' -not -path '*/__pycache__/*')
 
 # A regular (not editable) install, as users have it: an editable install of a
 # package-dir layout adds an import hook that costs ~20 ms at every start of

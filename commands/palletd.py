@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     from pallet.core.errors import ConfigError
 
     if args.list_plugins:
-        from pallet.core.kernel import discover, format_plugin_table
+        from pallet.core.kernel import discover
         try:
             print(format_plugin_table(discover()))
         except ConfigError as e:
@@ -278,6 +278,18 @@ async def _run(kernel, args, listeners) -> int:
         if supervisor is not None:
             await supervisor.stop()
     return 0
+
+
+def format_plugin_table(found: dict) -> str:
+    """The table ``palletd --list-plugins`` prints."""
+    from pallet.core import hookspecs
+
+    rows = [("NAME", "ROLE", "DISTRIBUTION", "VERSION")]
+    order = {r: i for i, r in enumerate(hookspecs.ROLES)}
+    for p in sorted(found.values(), key=lambda p: (order.get(p.role, 99), p.name)):
+        rows.append((p.name, p.role or "extension", p.distribution, p.version))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 if __name__ == "__main__":

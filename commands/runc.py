@@ -1,6 +1,6 @@
 """pallet-runc: runc 1.1's command line over the runtime role.
 
-The runtime comes from the kernel (``pallet.core.fastpath``: the plugin the
+The runtime comes from the kernel (``pallet.commands.kernel_cache``: the plugin the
 configuration names for the ``runtime`` role, runtime_ns by default), and
 this module only translates: runc's flags and arguments (``runc_flags``),
 its help (``runc_help``), its foreground stdio and terminal
@@ -148,7 +148,7 @@ class Cli:
     def runtime(self):
         """The runtime role's object on our --root (through the kernel's fast path)."""
         if self._runtime is None:
-            from pallet.core.fastpath import load
+            from pallet.commands.kernel_cache import load
             kernel = load(("runtime", "init"))
             self._runtime = kernel.provide("runtime").with_root(self.root, log=self.log.log)
         return self._runtime

@@ -208,7 +208,7 @@ class Kernel:
 def _plugin_manager():
     """pluggy's manager, which also takes unmarked ``pallet_*`` hook functions
     (as pytest does ``pytest_`` ones): a plugin that imports no pluggy loads
-    fast on ``pallet.core.fastpath``."""
+    fast on ``pallet.commands.kernel_cache``."""
     import pluggy
 
     class Manager(pluggy.PluginManager):
@@ -233,13 +233,3 @@ def check_contract(role: str, obj: object, plugin: str) -> None:
     missing = sorted(name for name in contracts.members(contract) if not hasattr(obj, name))
     raise ConfigError(f"plugin {plugin} does not fill the {role} contract: "
                       f"missing {', '.join(missing)}")
-
-
-def format_plugin_table(found: dict[str, PluginInfo]) -> str:
-    """The table ``palletd --list-plugins`` prints."""
-    rows = [("NAME", "ROLE", "DISTRIBUTION", "VERSION")]
-    order = {r: i for i, r in enumerate(hookspecs.ROLES)}
-    for p in sorted(found.values(), key=lambda p: (order.get(p.role, 99), p.name)):
-        rows.append((p.name, p.role or "extension", p.distribution, p.version))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -4,7 +4,8 @@ import pytest
 from pallet.core import hookspecs
 from pallet.core.config import Config
 from pallet.core.errors import ConfigError
-from pallet.core.kernel import PluginInfo, discover, format_plugin_table, resolve_roles
+from pallet.commands.palletd import format_plugin_table
+from pallet.core.kernel import PluginInfo, discover, resolve_roles
 
 
 def _found(extra=()):

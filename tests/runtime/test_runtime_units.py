@@ -297,7 +297,7 @@ def test_runc_cli_imports_no_enum_re_or_json():
             "          'attrs', 'pluggy', 'stevedore', 'typing'): sys.modules[m] = None\n"
             "from pallet.commands import runc, runc_flags, runc_help, runc_console, runc_exec\n"
             "from pallet.commands import runc_update\n"
-            "from pallet.core import fastpath\n"
+            "from pallet.commands import kernel_cache\n"
             "from pallet.plugins.runtime_ns import plugin, runtime, process, spawn, validate, "
             "_oci_schema, state, hooks, seccomp, cgroups, devices, mounts, features\n"
             "from pallet.plugins.init_tini import init\n"

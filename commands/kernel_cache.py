@@ -1,4 +1,4 @@
-"""The kernel's fast path, for commands that must start faster than the kernel loads.
+"""The kernel's answers cached, for commands that must start faster than the kernel loads.
 
 :func:`load` answers from a cache of what a full :meth:`Kernel.load`
 resolved (each role's plugin module, each contract's names, the plugins'

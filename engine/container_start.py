@@ -150,8 +150,22 @@ class StartOps:
             self.kernel.provide("network").build_spec(spec, info)
         if info["init"]:
             self.kernel.provide("init").prepare_spec(spec)
+            self._check_init(spec)
         self.kernel.hook.pallet_build_spec(kernel=self.kernel, spec=spec, container=info)
         return spec
+
+    def _check_init(self, spec: dict) -> None:
+        """``--init`` never silently does nothing: an in-process init (the
+        ``org.pallet.init`` annotation, docs/ARCHITECTURE.md) runs only under
+        pallet's own runtimes; any other shim would start the process bare."""
+        if (spec.get("annotations") or {}).get("org.pallet.init") != "builtin" \
+                or self.runtime.startswith("io.containerd.pallet."):
+            return
+        raise errors.PalletError(
+            f"--init: the init role's builtin init runs only under pallet's runtime "
+            f"(io.containerd.pallet.v2), not {self.runtime}: set [plugins.init_tini] "
+            f"init_path to a static init binary (e.g. /usr/bin/tini-static) or choose "
+            f"[roles] init = \"init_exec\"")
 
     def _link_environment(self, c: Container, spec: dict, linked) -> None:
         """The links' variables go after HOSTNAME, PATH and TERM and before the

@@ -79,3 +79,15 @@ def test_oom_and_exit_from_containerds_events(palletd):
         assert "oom" in events and "die" in events
     finally:
         d.docker("rm", "-f", "oomer", check=False)
+
+
+def test_init_never_silently_dropped(palletd, real_containerd):
+    """init_tini's builtin init cannot run under containerd's runc shim: the
+    start says so (docker's 500 and message), rather than running the
+    process without an init; nothing is left in containerd."""
+    d, c = palletd, real_containerd
+    r = d.docker("run", "--rm", "--init", "busybox", "true", check=False)
+    assert r.returncode == 127  # the docker CLI's code for a failed start
+    assert b"--init: the init role's builtin init runs only under pallet's runtime" in r.stderr
+    assert b"io.containerd.runc.v2" in r.stderr
+    assert wait_for(lambda: c.ctr("containers", "ls", "-q", namespace="moby").split() == [])

@@ -1,12 +1,12 @@
-"""The stdio of one process of a task: FIFOs given to the process, or a terminal.
+"""The stdio of one process of a task: pipes spliced into FIFOs, or a terminal.
 
-Without a terminal the process gets the FIFOs themselves (:class:`Pipes`):
-the shim opens every FIFO O_RDWR first, which never blocks on Linux
-(fifo(7)), then the process's end, which now finds a peer.  The shim keeps
-its O_RDWR ends until the process exits, so that the process never gets
-SIGPIPE or EOF because the client has not opened (or has closed for a
-moment, while pallet-containerd restarts) its end; it closes them afterwards
-so that readers see EOF.
+Without a terminal (:class:`Pipes`) the process writes into pipes, which the
+shim splices into the output FIFOs, and reads the stdin FIFO itself.  The
+shim opens every FIFO O_RDWR first, which never blocks on Linux (fifo(7)),
+and keeps those ends until the process exits, so that nothing gets SIGPIPE
+or EOF because the client has not opened (or has closed for a moment, while
+pallet-containerd restarts) its end; it closes them afterwards so that
+readers see EOF.
 
 With a terminal (:class:`Console`) the runtime hands the pty master over a
 console socket (SCM_RIGHTS, runc's ``--console-socket`` convention); the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import select
 import socket
 import stat
 import struct
@@ -29,6 +30,8 @@ _TIOCSWINSZ = 0x5414
 _MAX_BUFFER = 1 << 20
 _PAUSE_READ = 256 << 10
 _DRAIN_TIMEOUT = 2.0
+_SPLICE_CHUNK = 1 << 16
+_SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 def _path_of(uri: str) -> str:
@@ -48,15 +51,25 @@ def _open(path: str, flags: int, mode: int = 0o600) -> int:
 
 
 class Pipes:
-    """FIFOs (or files) handed to the process as its 0, 1 and 2."""
+    """Without a terminal: pipes for the process's 1 and 2, as containerd's shim
+    gives them (so no host path shows in ``/proc/self/fd``), spliced into the
+    output FIFOs in the kernel (``splice(2)``, no copy through the shim); stdin
+    is the FIFO itself.  A full FIFO stops the splice, so the process blocks
+    as it would writing the FIFO directly; files (``file://``) are given as
+    they are."""
 
     terminal = False
 
-    def __init__(self, stdin: str, stdout: str, stderr: str):
+    def __init__(self, loop, stdin: str, stdout: str, stderr: str):
+        self.loop = loop
         self.paths = (stdin, stdout, stderr)
         self.keep: dict[str, int] = {}   # path -> the shim's O_RDWR end
         self.child: list = []            # fds for the process's 0, 1, 2 (None: /dev/null)
+        self.copies: list[_Splice] = []  # pipe -> FIFO, one per output FIFO
+        self.done = None
+        self.deadline = None
         try:
+            by_path: dict[str, int] = {}
             for i, uri in enumerate(self.paths):
                 if not uri:
                     self.child.append(None)
@@ -67,7 +80,17 @@ class Pipes:
                     self.child.append(_open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
                     continue
                 self._keep(path)
-                self.child.append(_open(path, os.O_RDONLY if i == 0 else os.O_WRONLY))
+                if i == 0:
+                    self.child.append(_open(path, os.O_RDONLY))
+                elif path in by_path:  # stdout and stderr into one FIFO: one pipe
+                    self.child.append(os.dup(by_path[path]))
+                elif path in self.keep:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    self.child.append(w)
+                    by_path[path] = w
+                    self.copies.append(_Splice(self, r, self.keep[path]))
+                else:  # a regular file named without file://
+                    self.child.append(_open(path, os.O_WRONLY | os.O_APPEND))
         except BaseException:
             self.close_child()
             self.close()
@@ -86,11 +109,13 @@ class Pipes:
         return tuple(self.child)
 
     def close_child(self) -> None:
-        """Close the process's ends once it holds its own copies."""
+        """Close the process's ends once it holds its own copies; start splicing."""
         for fd in self.child:
             if fd is not None:
                 os.close(fd)
         self.child = [None, None, None]
+        for c in self.copies:
+            c.start()
 
     def close_stdin(self) -> None:
         path = self.paths[0] and _path_of(self.paths[0])
@@ -100,12 +125,79 @@ class Pipes:
                 os.close(fd)
 
     def on_exit(self, done) -> None:
-        done()
+        """Call ``done()`` once the pipes are drained (every writer gone) or,
+        when a process left behind still holds them, after a moment."""
+        self.done = done
+        if any(c.open for c in self.copies):
+            self.deadline = self.loop.call_later(_DRAIN_TIMEOUT, self._finish)
+        self._finish_if_drained()
+
+    def _finish_if_drained(self) -> None:
+        if self.done is not None and not any(c.open for c in self.copies):
+            self._finish()
+
+    def _finish(self) -> None:
+        self.loop.cancel(self.deadline)
+        self.deadline = None
+        done, self.done = self.done, None
+        if done is not None:
+            done()
 
     def close(self) -> None:
+        for c in self.copies:
+            c.close()
+        self.copies = []
         for fd in self.keep.values():
+            self.loop.forget(fd)
             os.close(fd)
         self.keep.clear()
+
+
+class _Splice:
+    """One pipe's read end moved into a FIFO by ``splice(2)`` on the loop."""
+
+    def __init__(self, owner: Pipes, pipe_r: int, fifo_w: int):
+        self.owner, self.r, self.w = owner, pipe_r, fifo_w
+        self.open = True
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+
+    def start(self) -> None:
+        if self.open:
+            self.owner.loop.add_reader(self.r, self._move)
+
+    def _move(self) -> None:
+        while self.open:
+            try:
+                n = os.splice(self.r, self.w, _SPLICE_CHUNK, flags=_SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                # which side: the pipe is empty, or the FIFO full (wait to write)
+                if self._fifo_full():
+                    loop = self.owner.loop
+                    loop.remove_reader(self.r)
+                    loop.add_writer(self.w, self._writable)
+                return
+            except OSError:
+                n = 0  # the FIFO is gone: the output is lost, as a reader's would be
+            if n == 0:
+                self.close()
+                self.owner._finish_if_drained()
+                return
+
+    def _fifo_full(self) -> bool:
+        return not select.select([], [self.w], [], 0)[1]
+
+    def _writable(self) -> None:
+        loop = self.owner.loop
+        loop.remove_writer(self.w)
+        loop.add_reader(self.r, self._move)
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.owner.loop.forget(self.r)
+            self.owner.loop.remove_writer(self.w)
+            os.close(self.r)
 
 
 class Console:
@@ -324,4 +416,4 @@ def open_stdio(loop, terminal: bool, stdin: str, stdout: str, stderr: str, sock_
     """The stdio of a new process: a Console with a terminal, Pipes without."""
     if terminal:
         return Console(loop, stdin, stdout, sock_dir, log)
-    return Pipes(stdin, stdout, stderr)
+    return Pipes(loop, stdin, stdout, stderr)

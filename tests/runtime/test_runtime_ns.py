@@ -508,3 +508,53 @@ def test_no_pivot_cgroup_namespace_and_joined_ipc_uts(runtime, bundle, output):
     finally:
         runtime.delete(first, force=True)
         wait_status(pid1)
+
+
+def test_in_process_path_has_runcs_cgroup_home_and_exec_errors(runtime, bundle, output):
+    """What pallet-shim gets from the runtime object (no command line):
+    runc's default cgroup named after the container when the spec names
+    none, HOME from the container's /etc/passwd, and runc's message for an
+    execve that fails inside the container."""
+    bundle.spec["linux"].pop("cgroupsPath", None)
+    env = [e for e in bundle.spec["process"]["env"] if not e.startswith("HOME=")]
+    bundle.spec["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.write(["sh", "-c", "echo HOME=$HOME; cat /proc/self/cgroup; sleep 30"], env=env)
+    cid = new_id()
+    pid = runtime.create(cid, bundle.path, stdout=output.fd, stderr=output.fd)
+    try:
+        runtime.start(cid)
+        deadline = time.monotonic() + 10
+        while ":memory:" not in output.read() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = output.read().splitlines()
+        assert lines[0] == "HOME=/home/user"
+        v1 = [ln.split(":", 2)[2] for ln in lines[1:] if ":memory:" in ln or ":pids:" in ln]
+        assert v1 and all(path.endswith(f"/{cid}") for path in v1), lines
+        assert pid in runtime.pids(cid)
+    finally:
+        runtime.kill(cid, signal.SIGKILL)
+        wait_status(pid)
+        runtime.delete(cid)
+
+    bundle.spec["process"].pop("user")
+    with open(os.path.join(bundle.rootfs, "run.sh"), "w") as f:
+        f.write("#!/nonexistent/interpreter\n")
+    os.chmod(os.path.join(bundle.rootfs, "run.sh"), 0o755)
+    bundle.write(["/run.sh"])
+    os.ftruncate(output.fd, 0)
+    cid = new_id()
+    said = ""
+    try:  # runc reports it from create (its init checks the path) or from the process
+        pid = runtime.create(cid, bundle.path, stdout=output.fd, stderr=output.fd)
+        runtime.start(cid)
+        status = wait_status(pid)
+        said = output.read()
+        assert status != 0
+    except Exception as e:  # noqa: BLE001 - the runtime's error is what is checked
+        said = str(e)
+    finally:
+        try:
+            runtime.delete(cid, force=True)
+        except NotFound:
+            pass
+    assert "exec /run.sh: no such file or directory" in said, said

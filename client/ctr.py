@@ -21,7 +21,6 @@ import sys
 
 PROG = "pallet-ctr"
 STATUS = {0: "UNKNOWN", 1: "CREATED", 2: "RUNNING", 3: "STOPPED", 4: "PAUSED", 5: "PAUSING"}
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 class UsageError(Exception):
@@ -98,56 +97,6 @@ def table(rows, minwidth=4, tabwidth=8, padding=4, padchar=" ", trailing_tab=Tru
         end = "\t" if (header_tab if i == 0 else trailing_tab) else ""
         lines.append("\t".join(r) + end + "\n")
     return tabwriter("".join(lines), minwidth, tabwidth, padding, padchar)
-
-
-def human_bytes(n: int) -> str:
-    """containerd's progress.Bytes: one decimal and a binary unit."""
-    f, i = float(n), 0
-    while f >= 1024 and i < len(UNITS) - 1:
-        f /= 1024
-        i += 1
-    return f"{f:.1f} {UNITS[i]}"
-
-
-def human_size(n: float) -> str:
-    """docker/go-units HumanSize: 4 significant digits and a decimal (kB, MB) unit."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    text = f"{n:.4g}"
-    if "e" in text:
-        text = f"{n:.0f}"
-    return f"{text}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """docker/go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = int(seconds / 60)
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = int(round(seconds / 3600))
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def labels_text(labels, sep: str = ",") -> str:
@@ -687,6 +636,9 @@ async def cmd_content_ls(c, argv, ctx) -> str:
     infos = await c.content_list(f.args)
     if f.quiet:
         return "".join(i.digest + "\n" for i in infos)
+    from pallet.units.duration import human_duration
+    from pallet.units.size import human_size
+
     now = time.time()
     rows = [["DIGEST", "SIZE", "AGE", "LABELS"]]
     for i in infos:
@@ -842,6 +794,8 @@ async def cmd_images_pull(c, argv, ctx) -> str:
     if labels:
         await c.image_update(result.name, labels=labels)
     elapsed = time.monotonic() - started
+    from pallet.units.size import progress_bytes
+
     # ctr's last progress frame (content/fetch.go Display), bars coloured as ctr does
     bar = "|\x1b[32m" + "+" * 38 + "\x1b[0m|"
     lines = [f"{result.name}:\tresolved\t{bar}\t\n"]
@@ -849,8 +803,8 @@ async def cmd_images_pull(c, argv, ctx) -> str:
                     ("config", result.config)]:
         lines.append(f"{kind}-{d.digest}:\tdone\t{bar}\t\n")
     total = sum(x.size for x in result.layers) if result.updated else 0
-    lines.append(f"elapsed: {elapsed:<4.1f}s\ttotal: {human_bytes(total):>7}\t"
-                 f"({human_bytes(int(total / max(elapsed, 1e-3)))}/s)\t\n")
+    lines.append(f"elapsed: {elapsed:<4.1f}s\ttotal: {progress_bytes(total):>7}\t"
+                 f"({progress_bytes(int(total / max(elapsed, 1e-3)))}/s)\t\n")
     out = tabwriter("".join(lines), 1, 8, 1)
     out += f"unpacking {platform_text(platform)} {result.target.digest}...\n"
     if f.print_chainid and result.chain_id:

@@ -90,23 +90,25 @@ class BadFlag(Exception):
     """A flag value that does not parse (docker: exit 125 with the message)."""
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-
-
 class FlagValueError(Exception):
     """A flag whose value pflag itself would reject: usage text and exit 125."""
 
 
 def ram_in_bytes(s, flag="-m, --memory"):
-    """go-units RAMInBytes: '512m' -> 536870912 (binary multiples)."""
-    m = _SIZE.match(s)
-    if not m:
+    """A size flag's value through go-units' RAMInBytes ('512m' -> 536870912),
+    refused as pflag refuses it."""
+    from pallet.units.size import ram_in_bytes as parse
+
+    try:
+        return parse(s)
+    except ValueError as e:
+        why = str(e)
+    if why.startswith("invalid size"):
+        # the docker CLI names the suffix when the number itself parses
         suffix = re.sub(r"^[\d.]+ ?", "", s)
-        why = "invalid suffix: '%s'" % suffix if suffix and re.match(r"^[\d.]", s) else \
-            "invalid size: '%s'" % s
-        raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (s, flag, why))
-    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-    return int(float(m.group(1)) * mult[(m.group(2) or "").lower()])
+        if suffix and re.match(r"^[\d.]", s):
+            why = "invalid suffix: '%s'" % suffix
+    raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (s, flag, why))
 
 
 def _read_kv_file(path, what):

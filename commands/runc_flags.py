@@ -7,7 +7,8 @@ same, ``-flag=value`` and ``-flag value``, ``--`` ends the flags, booleans
 take ``=false``, integers Go's literals (``0x10``, ``1_000``), the messages
 of Go's flag package (``flag provided but not defined: -x``), and runc's
 checks of the number of arguments.  Also here: the values of ``update``'s
-flags and ``events --interval`` (Go's durations, docker's sizes).
+flags and ``events --interval`` (Go's durations; docker's sizes are
+:mod:`pallet.units.size`'s).
 """
 from __future__ import annotations
 
@@ -268,28 +269,6 @@ def check_args(prog: str, command: Command, args: list[str]) -> None:
 
 
 # --- update's values ------------------------------------------------------------------
-
-def ram_in_bytes(text: str) -> int:
-    """docker/go-units v0.4 RAMInBytes, which runc 1.1 vendors: digits with
-    dot-separated groups, an optional space, then [kmgtp], i, b, each optional
-    (``512``, ``64k``, ``1.5 GiB``); binary units."""
-    i = 0
-    while i < len(text) and (text[i].isdigit() and text[i].isascii() or
-                             text[i] == "." and i > 0 and text[i - 1].isdigit()):
-        i += 1
-    number, rest = text[:i], text[i:]
-    rest = rest[1:] if rest.startswith(" ") else rest
-    unit = rest[:1].lower() if rest[:1].lower() in ("k", "m", "g", "t", "p") else ""
-    rest = rest[len(unit):]
-    rest = rest[1:] if rest[:1] in ("i", "I") else rest
-    rest = rest[1:] if rest[:1] in ("b", "B") else rest
-    if not number or number.endswith(".") or rest:
-        raise ValueError(f"invalid size: '{text}'")
-    if number.count(".") > 1:
-        raise ValueError(f"strconv.ParseFloat: parsing {go_quote(number)}: invalid syntax")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}[unit]
-    return int(float(number) * scale)
-
 
 def uint_value(name: str, text: str) -> int:
     """strconv.ParseUint(text, 10, 64) for update's flags, runc's message."""

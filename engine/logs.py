@@ -58,17 +58,6 @@ class LogEntry:
         self.time_ns = time_ns
 
 
-def parse_size(text: str) -> int:
-    """go-units' RAMInBytes: ``10m``, ``1k``, ``2g``, ``100`` (binary multiples)."""
-    import re
-
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", str(text), re.I)
-    if not m:
-        raise ValueError(f"invalid size: '{text}'")
-    mult = 1024 ** " kmgtp".index(m.group(2).lower() or " ")
-    return int(float(m.group(1)) * mult)
-
-
 def check_log_config(log_config: dict) -> dict:
     """Check ``HostConfig.LogConfig`` as dockerd does at create (the driver
     and the option names; values wait for the start); returns it completed."""

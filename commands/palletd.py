@@ -174,6 +174,7 @@ def _write_pidfile(path: str) -> None:
     import os
 
     from pallet.core.errors import ConfigError
+    from pallet.core.files import write_atomic
 
     try:
         with open(path) as f:
@@ -187,10 +188,7 @@ def _write_pidfile(path: str) -> None:
     except (OSError, ValueError):
         pass
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}")
-    os.replace(tmp, path)
+    write_atomic(path, str(os.getpid()), fsync=False)
 
 
 def _remove_pidfile(path: str | None) -> None:

@@ -244,11 +244,12 @@ async def _run(kernel, args, listeners) -> int:
     try:
         if not args.containerd:
             from pallet.core.supervisor import Supervisor
+            from pallet.linux.sockets import answers
 
             os.makedirs(kernel.paths.containerd_state, mode=0o711, exist_ok=True)
             supervisor = Supervisor(
                 _containerd_argv(kernel, args.config), name="pallet-containerd",
-                ready_socket=kernel.paths.containerd_socket,
+                ready=lambda: answers(kernel.paths.containerd_socket),
                 pidfile=os.path.join(kernel.paths.containerd_state, "pallet-containerd.pid"))
             try:
                 await supervisor.start()

@@ -239,21 +239,10 @@ def parse_duration(text: str):
 
 def go_quote(text: str) -> str:
     """Go's %q of a string (strconv.Quote) for the text in error messages."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+    # imported when a message needs it: the module is small but start-up counts
+    from pallet.engine.build_gofmt import quote
+
+    return quote(text)
 
 
 def check_args(prog: str, command: Command, args: list[str]) -> None:

@@ -103,3 +103,20 @@ def rootless_spec(uid: int | None = None, gid: int | None = None) -> dict:
         mounts.append(m)
     spec["mounts"] = mounts
     return spec
+
+
+def device_node(st: os.stat_result, path: str) -> dict | None:
+    """The ``linux.devices`` entry that makes the host node ``st`` (its
+    ``os.stat``) appear at ``path`` in the container; None when it is neither
+    a character nor a block device."""
+    import stat
+
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        return None
+    return {"path": path, "type": kind, "major": os.major(st.st_rdev),
+            "minor": os.minor(st.st_rdev), "fileMode": st.st_mode & 0o7777,
+            "uid": st.st_uid, "gid": st.st_gid}

@@ -562,8 +562,10 @@ def _environment(proc: dict) -> dict:
 
 
 def _go_quote(text: str) -> str:
-    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{out}"'
+    """Go's %q (strconv.Quote), for the error messages runc's Go prints."""
+    from pallet.engine.build_gofmt import quote
+
+    return quote(text)
 
 
 def _passwd_home(uid: int) -> str:

@@ -324,3 +324,14 @@ def test_seccomp_compiles_for_aarch64_and_x86_64():
         # the first architecture tested is the native one asked for
         code, jt, jf, k = struct.unpack_from("=HBBI", prog, 8)
         assert k == audit
+
+
+def test_device_node_from_stat():
+    """The one builder of ``linux.devices`` entries (docker's --device, CRI's devices)."""
+    from pallet.oci.spec import device_node
+
+    st = os.stat("/dev/null")
+    assert device_node(st, "/dev/x") == {
+        "path": "/dev/x", "type": "c", "major": 1, "minor": 3,
+        "fileMode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
+    assert device_node(os.stat("/"), "/x") is None

@@ -25,7 +25,7 @@ from pallet.cni.network import CNI
 from pallet.cni.result import Result
 from pallet.core.errors import Conflict, ConfigError, InvalidArgument, NotFound
 from pallet.linux import netns
-from pallet.linux.files import read_json, remove, write_json
+from pallet.core.files import read_json, remove, write_json
 
 from pallet.plugins.net_cni import etcfiles
 from pallet.plugins.net_cni.networks import Networks, network_id, subnets_of

@@ -335,3 +335,23 @@ def test_device_node_from_stat():
         "path": "/dev/x", "type": "c", "major": 1, "minor": 3,
         "fileMode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
     assert device_node(os.stat("/"), "/x") is None
+
+
+def test_join_namespace_and_bind_file():
+    """What the network plugins (net_bridge, net_cni) do to a container's spec."""
+    from pallet.oci.spec import bind_file, join_namespace
+
+    spec = {"linux": {"namespaces": [{"type": "network"}, {"type": "uts"}]},
+            "mounts": [{"destination": "/etc/hosts", "type": "bind", "source": "/a",
+                        "options": ["rbind", "rprivate"]}]}
+    join_namespace(spec, "network", "/run/netns/x")
+    join_namespace(spec, "ipc", "/proc/1/ns/ipc")
+    assert spec["linux"]["namespaces"] == [{"type": "network", "path": "/run/netns/x"},
+                                           {"type": "uts"},
+                                           {"type": "ipc", "path": "/proc/1/ns/ipc"}]
+    bind_file(spec, "/etc/hosts", "/b")
+    bind_file(spec, "/etc/hostname", "/c")
+    assert spec["mounts"] == [
+        {"destination": "/etc/hosts", "type": "bind", "source": "/b", "options": ["rbind", "rprivate"]},
+        {"destination": "/etc/hostname", "type": "bind", "source": "/c",
+         "options": ["rbind", "rprivate"]}]

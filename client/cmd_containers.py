@@ -366,18 +366,18 @@ def cmd_port(cli, argv):
 
 
 # -- logs --------------------------------------------------------------------------
-_DUR = r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$"
-_DUR_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def get_timestamp(value, now=None):
     """docker's --since/--until value as the API wants it ('seconds.nanoseconds')."""
     now = time.time() if now is None else now
     import re
-    if re.match(_DUR, value):
-        secs = sum(float(n) * _UNIT[u] for n, u in re.findall(_DUR_PART, value))
-        t = now - secs
+
+    from pallet.units.duration import parse_go_duration
+    try:
+        ns = parse_go_duration(value) if value != "0" else None
+    except ValueError:
+        ns = None
+    if ns is not None:  # docker's GetTimestamp: a duration is before now
+        t = now - ns / 1e9
         return "%d.%09d" % (int(t), int(round((t - int(t)) * 1e9)) % 1000000000)
     if re.match(r"^\d+(\.\d+)?$", value):
         return value

@@ -206,15 +206,12 @@ GLOBAL_FLAGS = {
 
 def go_duration(text: str) -> float:
     """Seconds of a Go duration string (``1h30m``, ``10s``, ``0``)."""
-    import re
+    from pallet.units.duration import parse_go_duration
 
-    if text in ("0", ""):
-        return 0.0
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    parts = re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(a + b for a, b in parts) != text.lstrip("+"):
-        raise UsageError(f"invalid duration {text!r}")
-    return sum(float(a) * units[b] for a, b in parts)
+    try:
+        return parse_go_duration(text) / 1e9 if text else 0.0
+    except ValueError:
+        raise UsageError(f"invalid duration {text!r}") from None
 
 
 # --- simple commands ----------------------------------------------------------------------
@@ -794,6 +791,7 @@ async def cmd_images_pull(c, argv, ctx) -> str:
     if labels:
         await c.image_update(result.name, labels=labels)
     elapsed = time.monotonic() - started
+    from pallet.units.duration import duration_string
     from pallet.units.size import progress_bytes
 
     # ctr's last progress frame (content/fetch.go Display), bars coloured as ctr does
@@ -809,18 +807,8 @@ async def cmd_images_pull(c, argv, ctx) -> str:
     out += f"unpacking {platform_text(platform)} {result.target.digest}...\n"
     if f.print_chainid and result.chain_id:
         out += f"image chain ID: {result.chain_id}\n"
-    out += f"done: {_go_duration(time.monotonic() - started)}\t\n"
+    out += f"done: {duration_string(int((time.monotonic() - started) * 1e9))}\t\n"
     return out
-
-
-def _go_duration(seconds: float) -> str:
-    """Go's Duration.String for the sub-minute durations ctr prints (``91.94398ms``)."""
-    ns = int(seconds * 1e9)
-    if ns < 1_000_000:
-        return f"{ns / 1000:.3f}".rstrip("0").rstrip(".") + "µs"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.6f}".rstrip("0").rstrip(".") + "ms"
-    return f"{ns / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 # --- dispatch -----------------------------------------------------------------------------

@@ -219,25 +219,15 @@ def parse_publish(specs, exposes):
     return exposed, bindings
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
 def parse_duration(text, flag):
-    """Go's time.ParseDuration (``1m30s``, ``500ms``) in nanoseconds."""
-    if text in ("0", ""):
-        return 0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not pos:
-        raise FlagValueError('invalid argument "%s" for "%s" flag: time: invalid duration "%s"'
-                             % (text, flag, text))
-    return int(total)
+    """A duration flag's value through Go's time.ParseDuration (``1m30s``,
+    ``500ms``), in nanoseconds; refused as pflag refuses it."""
+    from pallet.units.duration import parse_go_duration
+
+    try:
+        return parse_go_duration(text) if text else 0
+    except ValueError as e:
+        raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (text, flag, e)) from None
 
 
 def parse_healthcheck(opts):

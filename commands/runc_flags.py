@@ -205,36 +205,14 @@ def parse_int(text: str):
     return n if -(1 << 63) <= n < (1 << 63) else None
 
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
-          "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str):
     """Go's time.ParseDuration, in seconds (``1h2m0.5s``, ``500ms``); None if invalid."""
-    s = text
-    sign = 1
-    if s[:1] in "+-":
-        sign, s = (-1 if s[0] == "-" else 1), s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
+    from pallet.units.duration import parse_go_duration
+
+    try:
+        return parse_go_duration(text) / 1e9
+    except ValueError:
         return None
-    total = 0.0
-    while s:
-        j = 0
-        while j < len(s) and (s[j].isdigit() or s[j] == "."):
-            j += 1
-        number, s = s[:j], s[j:]
-        if not number or number == "." or number.count(".") > 1:
-            return None
-        k = 0
-        while k < len(s) and not (s[k].isdigit() or s[k] == "."):
-            k += 1
-        unit, s = s[:k], s[k:]
-        if unit not in _UNITS:
-            return None
-        total += float(number) * _UNITS[unit]
-    return sign * total
 
 
 def go_quote(text: str) -> str:

@@ -22,7 +22,8 @@ from pallet.plugins.runtime_ns.cgroups import (  # noqa: F401 (re-exported)
     normalize,
     remove_container,
     remove_dirs)
-from pallet.plugins.runtime_ns.cgroups import _flat, _read
+from pallet.linux.cgroupfs import read_keyed as _flat
+from pallet.plugins.runtime_ns.cgroups import _read
 from pallet.plugins.runtime_ns.cgroups import write as _cg_write
 
 _root: str | None = None

@@ -355,3 +355,17 @@ def test_join_namespace_and_bind_file():
         {"destination": "/etc/hosts", "type": "bind", "source": "/b", "options": ["rbind", "rprivate"]},
         {"destination": "/etc/hostname", "type": "bind", "source": "/c",
          "options": ["rbind", "rprivate"]}]
+
+
+def test_cgroupfs_readers(tmp_path):
+    """The one reader of cgroup files (runtime_ns, the shim's metrics, docker stats)."""
+    from pallet.linux import cgroupfs
+
+    (tmp_path / "memory.stat").write_text("cache 10\nrss 20\nbad x\nthree 1 2\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "pids.current").write_text("7\n")
+    assert cgroupfs.read_keyed(str(tmp_path / "memory.stat")) == {"cache": 10, "rss": 20}
+    assert cgroupfs.read_keyed(str(tmp_path / "missing")) == {}
+    assert cgroupfs.read_int(str(tmp_path / "memory.max"), -1) == -1
+    assert cgroupfs.read_int(str(tmp_path / "pids.current")) == 7
+    assert cgroupfs.read_int(str(tmp_path / "missing")) == 0

@@ -562,10 +562,10 @@ def _environment(proc: dict) -> dict:
 
 
 def _go_quote(text: str) -> str:
-    """Go's %q (strconv.Quote), for the error messages runc's Go prints."""
-    from pallet.engine.build_gofmt import quote
-
-    return quote(text)
+    # Its own few lines rather than engine.build_gofmt's quote: this runs in
+    # the container's init after pivot_root, where no module can be imported.
+    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{out}"'
 
 
 def _passwd_home(uid: int) -> str:

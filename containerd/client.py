@@ -199,6 +199,8 @@ class CallStats:
 
     def __init__(self):
         self._calls: dict[str, list] = {}   # method -> [count, seconds, failures]
+        #: callables ``(method, seconds, failed)`` told of every call (palletd's metrics)
+        self.observers: list = []
 
     def record(self, method: str, seconds: float, failed: bool = False) -> None:
         entry = self._calls.get(method)
@@ -208,6 +210,8 @@ class CallStats:
         entry[1] += seconds
         entry[2] += failed
         _rpc_log.debug("rpc %s %.3f ms%s", method, seconds * 1000, " (failed)" if failed else "")
+        for observe in self.observers:
+            observe(method, seconds, failed)
 
     def snapshot(self) -> dict[str, dict]:
         """``{method: {"count", "seconds", "failures"}}`` so far."""

@@ -86,10 +86,9 @@ class Engine:
 
             self.metrics = metricsmod.Metrics()
             metricsmod.parse_addr(self.metrics_addr)  # a bad address stops the start
-            Containerd = metricsmod.measured_client(Containerd)  # noqa: N806
         self.ctrd = ctrd = Containerd(self.containerd_address, NAMESPACE)
         if self.metrics is not None:
-            ctrd.metrics = self.metrics
+            ctrd.stats.observers.append(self.metrics.rpc_done)
         if self.snapshotter is None:
             self.snapshotter = await default_snapshotter(ctrd)
         self.images = ImageService(self.kernel, ctrd, self.snapshotter)

@@ -110,9 +110,11 @@ class Metrics:
             self.health_checks_failed.inc()
 
     def rpc_done(self, method: str, seconds: float, failed: bool) -> None:
-        self.rpc.labels(method).observe(seconds)
+        """An observer of the containerd client's calls (``CallStats.observers``)."""
+        label = _method_label(method)
+        self.rpc.labels(label).observe(seconds)
         if failed:
-            self.rpc_errors.labels(method).inc()
+            self.rpc_errors.labels(label).inc()
 
     # --- read at scrape time -------------------------------------------------------------
     def bind(self, engine) -> None:
@@ -182,30 +184,6 @@ def shims_running(containerd_state: str) -> int:
 
 
 # --- instrumenting the engine ---------------------------------------------------------------
-
-def measured_client(base):
-    """A subclass of the containerd client class ``base`` whose every unary
-    RPC is timed into the metrics given as ``metrics`` (set after making)."""
-
-    class Measured(base):
-        metrics: Metrics | None = None
-
-        async def _call(self, method, request, **kw):
-            m = self.metrics
-            if m is None:
-                return await super()._call(method, request, **kw)
-            name = getattr(method, "_method", b"")
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            t0 = time.perf_counter()
-            failed = True
-            try:
-                out = await super()._call(method, request, **kw)
-                failed = False
-                return out
-            finally:
-                m.rpc_done(_method_label(name), time.perf_counter() - t0, failed)
-    return Measured
-
 
 def _method_label(path: str) -> str:
     """``/containerd.services.tasks.v1.Tasks/Start`` -> ``Tasks/Start``."""

@@ -6,8 +6,9 @@ containerd's CRI plugin's names and defaults where it has them::
     stream_server_port = 0             # 0: a free port
     stream_idle_timeout = 14400        # seconds a streaming connection may stay idle
     snapshotter = ""                   # "" : the image store's default
-    default_runtime = "io.containerd.runc.v2"
-    runtimes = { runc = "io.containerd.runc.v2" }   # RuntimeClass handler -> runtime name
+    default_runtime = "io.containerd.pallet.v2"    # pallet-shim (containerd: runc's)
+    runtimes = { runc = "io.containerd.runc.v2", pallet = "io.containerd.pallet.v2" }
+                                       # RuntimeClass handler -> runtime name
     max_container_log_line_size = 16384
     enable_unprivileged_ports = false
     enable_unprivileged_icmp = false
@@ -49,8 +50,9 @@ class CRIConfig:
     stream_server_port: int = 0
     stream_idle_timeout: float = 4 * 3600.0
     snapshotter: str = ""
-    default_runtime: str = "io.containerd.runc.v2"
-    runtimes: dict = attrs.field(factory=lambda: {"runc": "io.containerd.runc.v2"})
+    default_runtime: str = "io.containerd.pallet.v2"
+    runtimes: dict = attrs.field(factory=lambda: {"runc": "io.containerd.runc.v2",
+                                                  "pallet": "io.containerd.pallet.v2"})
     max_container_log_line_size: int = 16 * 1024
     enable_unprivileged_ports: bool = False
     enable_unprivileged_icmp: bool = False

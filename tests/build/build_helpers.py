@@ -23,11 +23,12 @@ class Containerd(Daemon):
     """A containerd (real or pallet's) on its own short roots; stopped as the
     containerd tests stop theirs."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, image_store: str = ""):
         base = tempfile.mkdtemp(prefix="pb-", dir="/tmp")
         super().__init__(base, os.path.join(base, "c.sock"), os.path.join(base, "root"),
                          os.path.join(base, "state"))
         self.kind = kind
+        self.image_store = image_store  # pallet's: the image_store role, "" the default
 
     def start(self) -> "Containerd":
         if self.kind == "real":
@@ -50,6 +51,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         else:
             argv = [os.path.join(VENV_BIN, "pallet-containerd"), "--address", self.address,
                     "--root", self.root, "--state", self.state]
+            if self.image_store:
+                config = os.path.join(self.base, "pallet.toml")
+                with open(config, "w") as f:
+                    f.write(f'[roles]\nimage_store = "{self.image_store}"\n')
+                argv += ["--config", config]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -57,8 +63,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         return self
 
 
-def start_containerd(kind: str) -> Containerd:
-    d = Containerd(kind)
+def start_containerd(kind: str, image_store: str = "") -> Containerd:
+    d = Containerd(kind, image_store)
     try:
         return d.start()
     except BaseException:
@@ -273,3 +279,23 @@ def leftovers(engine) -> dict:
     out["dirs"] = (os.listdir(base) if os.path.isdir(base) else []) + \
         (os.listdir(tmp) if os.path.isdir(tmp) else [])
     return {k: v for k, v in out.items() if v}
+
+
+def engine_with_busybox(kind: str, busybox_tar: str, *args):
+    """A started palletd or dockerd (``kind``) with busybox loaded."""
+    import pytest
+    from engines import Docker, Pallet
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if kind == "docker" and not Docker.available():
+        pytest.skip("dockerd 20.10 (Debian's docker.io) is not installed")
+    e = Pallet(*args) if kind == "pallet" else Docker(*args)
+    try:
+        e.start()
+        r = e.docker("load", "-i", busybox_tar)
+        assert b"busybox:latest" in r.stdout, r
+    except BaseException:
+        e.stop()
+        raise
+    return e

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from build_helpers import start_containerd  # noqa: E402
+from build_helpers import engine_with_busybox, start_containerd  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["pallet", "real"])
@@ -25,28 +25,10 @@ def containerd(request):
         d.stop()
 
 
-def _engine(kind: str, busybox_tar: str, *args):
-    from engines import Docker, Pallet
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    if kind == "docker" and not Docker.available():
-        pytest.skip("dockerd 20.10 (Debian's docker.io) is not installed")
-    e = Pallet(*args) if kind == "pallet" else Docker(*args)
-    try:
-        e.start()
-        r = e.docker("load", "-i", busybox_tar)
-        assert b"busybox:latest" in r.stdout, r
-    except BaseException:
-        e.stop()
-        raise
-    return e
-
-
 @pytest.fixture(scope="module")
 def palletd(busybox_tar):
     """One palletd per test module, busybox loaded."""
-    e = _engine("pallet", busybox_tar)
+    e = engine_with_busybox("pallet", busybox_tar)
     try:
         yield e
     finally:
@@ -56,7 +38,7 @@ def palletd(busybox_tar):
 @pytest.fixture(scope="module")
 def dockerd(busybox_tar):
     """Debian's dockerd 20.10 on roots of its own, busybox loaded."""
-    e = _engine("docker", busybox_tar)
+    e = engine_with_busybox("docker", busybox_tar)
     try:
         yield e
     finally:

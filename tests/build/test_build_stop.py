@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from build_helpers import api, context_tar, docker_build, leftovers, wait_for, write_context
+from build_helpers import (api, context_tar, docker_build, engine_with_busybox, leftovers,
+                           wait_for, write_context)
 
 SLOW = "FROM busybox\nRUN echo before > /before\nCOPY f /f\nRUN sleep 120\n"
 
@@ -77,9 +78,8 @@ def test_client_gone(palletd, ctx, how):
 
 
 def test_palletd_killed_mid_build(busybox_tar, ctx):
-    from conftest import _engine
 
-    engine = _engine("pallet", busybox_tar)
+    engine = engine_with_busybox("pallet", busybox_tar)
     try:
         write_context(ctx, {"Dockerfile": SLOW, "f": "killed"})
         from engines import DOCKER_CLI

@@ -20,6 +20,7 @@ from pallet.core import errors
 from pallet.containerd.client import Containerd, decode_event
 from pallet.proto.containerd.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from pallet.proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from pallet.proto.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from test_containerd_client import load_image, minimal_spec
 
 pytestmark = pytest.mark.root
@@ -37,9 +38,14 @@ def test_namespace_required_and_unimplemented(pallet_containerd):
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "namespace is required" in e.value.details()
         with pytest.raises(grpc.RpcError) as e:
+            tasks_pb2_grpc.TasksStub(ch).Checkpoint(
+                tasks_pb2.CheckpointTaskRequest(container_id="x"), timeout=10,
+                metadata=(("containerd-namespace", "default"),))
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as e:  # Diff.Diff is served: bad input is refused
             diff_pb2_grpc.DiffStub(ch).Diff(diff_pb2.DiffRequest(), timeout=10,
                                             metadata=(("containerd-namespace", "default"),))
-        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_second_daemon_on_same_socket_refused(pallet_containerd):

@@ -45,7 +45,7 @@ def _norm(text: str, p) -> str:
     """Addresses of the engine's own subnets written relative to them."""
     v4, v6 = p["v4"], p["v6"]
     for net, tag in ((v6, "V6"), (v4, "V4")):
-        prefix = str(net.network_address).rstrip(":0") if net.version == 6 else \
+        prefix = str(net.network_address).rstrip(":") if net.version == 6 else \
             ".".join(str(net.network_address).split(".")[:3]) + "."
         text = text.replace(prefix, tag if net.version == 6 else tag + ".")
     return text.replace(str(v4), "V4NET").replace(str(v6), "V6NET").replace(p["bridge"], "BR")

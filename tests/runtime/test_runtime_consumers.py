@@ -186,7 +186,8 @@ def dockerd(image_tar):
     top = tempfile.mkdtemp(prefix="pl-dk-")
     sock = f"{top}/d.sock"
     log = f"{top}/dockerd.log"
-    name = os.path.basename(top)
+    # containerd's namespace names take letters and digits between separators
+    name = "pldk" + "".join(c for c in os.path.basename(top)[6:] if c.isalnum())
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [DOCKERD, "--data-root", f"{top}/data", "--exec-root", f"{top}/e",

@@ -28,7 +28,7 @@ apt:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-SOURCES  := pyproject.toml $(shell find core client linux plugins proto ttrpc containerd containerd_services distribution imagestore engine shim commands cni streaming oci -name '*.py' -not -path '*/__pycache__/*')
+SOURCES  := pyproject.toml $(shell find core client linux plugins proto ttrpc containerd containerd_services distribution imagestore engine shim commands cni streaming oci units -name '*.py' -not -path '*/__pycache__/*')
 
 # A regular (not editable) install, as users have it: an editable install of a
 # package-dir layout adds an import hook that costs ~20 ms at every start of

@@ -383,9 +383,9 @@ def cmd_build(cli, argv):
         import gzip
         data = body if isinstance(body, bytes) else body.read()
         body = gzip.compress(data, 6)
-    from pallet.client.docker_format import human_size
+    from pallet.units.size import human_size
     if size and not opts.quiet:
-        sys.stdout.write("Sending build context to Docker daemon  %s\n" % human_size(size, 4))
+        sys.stdout.write("Sending build context to Docker daemon  %s\n" % human_size(size))
         sys.stdout.flush()
     image_id = {}
     seen = {}

@@ -5,6 +5,7 @@ import sys
 
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError
+from pallet.units.size import human_size
 
 
 def parse_filters(values):
@@ -33,20 +34,13 @@ def confirm(warning):
     return answer.strip().lower() in ("y", "yes")
 
 
-def human_size_decimal(n):
-    """go-units HumanSize: decimal units, 4 significant digits ('1.982MB')."""
-    from pallet.client.docker_format import human_size
-
-    return human_size(n or 0, 4)
-
-
 def report_deleted(cli, title, names, reclaimed=None):
     """'Deleted X:' and the names, then the space reclaimed (when it applies)."""
     out = ""
     if names:
         out += "Deleted %s:\n" % title + "".join(n + "\n" for n in names) + "\n"
     if reclaimed is not None:
-        out += "Total reclaimed space: %s\n" % human_size_decimal(reclaimed)
+        out += "Total reclaimed space: %s\n" % human_size(reclaimed or 0)
     cli.out(out)
 
 

@@ -9,8 +9,8 @@ from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError, iter_frames, quote_path
 from pallet.client.docker_flags import BOOL, INT, LIST, STR, Flag
 from pallet.client.docker_format import (HeaderContext, RowContext, ellipsis, go_quote, go_time,
-                                         human_duration, human_size, render_rows,
-                                         tabwrite, truncate_id)
+                                         render_rows, since, tabwrite, truncate_id)
+from pallet.units.size import human_size
 
 
 def cpath(name, suffix=""):
@@ -118,7 +118,7 @@ class ContainerRow(RowContext):
         return go_time(self.c.get("Created", 0))
 
     def f_RunningFor(self):
-        return human_duration(max(0.0, self.now - self.c.get("Created", 0))) + " ago"
+        return since(self.c.get("Created", 0), self.now)
 
     def f_Ports(self):
         return displayable_ports(self.c.get("Ports"))
@@ -130,9 +130,9 @@ class ContainerRow(RowContext):
         return self.c.get("Status", "")
 
     def f_Size(self):
-        srw = human_size(self.c.get("SizeRw") or 0)
+        srw = human_size(self.c.get("SizeRw") or 0, 3)
         virt = self.c.get("SizeRootFs") or 0
-        return "%s (virtual %s)" % (srw, human_size(virt)) if virt > 0 else srw
+        return "%s (virtual %s)" % (srw, human_size(virt, 3)) if virt > 0 else srw
 
     def f_Labels(self):
         return ",".join("%s=%s" % kv for kv in (self.c.get("Labels") or {}).items())
@@ -366,18 +366,18 @@ def cmd_port(cli, argv):
 
 
 # -- logs --------------------------------------------------------------------------
-_DUR = r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$"
-_DUR_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def get_timestamp(value, now=None):
     """docker's --since/--until value as the API wants it ('seconds.nanoseconds')."""
     now = time.time() if now is None else now
     import re
-    if re.match(_DUR, value):
-        secs = sum(float(n) * _UNIT[u] for n, u in re.findall(_DUR_PART, value))
-        t = now - secs
+
+    from pallet.units.duration import parse_go_duration
+    try:
+        ns = parse_go_duration(value) if value != "0" else None
+    except ValueError:
+        ns = None
+    if ns is not None:  # docker's GetTimestamp: a duration is before now
+        t = now - ns / 1e9
         return "%d.%09d" % (int(t), int(round((t - int(t)) * 1e9)) % 1000000000)
     if re.match(r"^\d+(\.\d+)?$", value):
         return value

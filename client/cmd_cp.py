@@ -92,8 +92,8 @@ def cmd_cp(cli, argv):
         n = _copy_to(cli, src, dst_c, dst, opts)
         where = "%s:%s" % (dst_c, dst)
     if not opts.quiet and os.isatty(2) and dst != "-":
-        from pallet.client.cmd_common import human_size_decimal
-        sys.stderr.write("Successfully copied %s to %s\n" % (human_size_decimal(n), where))
+        from pallet.units.size import human_size
+        sys.stderr.write("Successfully copied %s to %s\n" % (human_size(n), where))
     return 0
 
 

@@ -10,8 +10,9 @@ from pallet.client.cmd_registry import StreamError, display_json_messages
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError, quote_path
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag
-from pallet.client.docker_format import (HeaderContext, RowContext, go_time, human_size,
+from pallet.client.docker_format import (HeaderContext, RowContext, go_time,
                                          render_rows, since, truncate_id)
+from pallet.units.size import human_size
 
 
 # -- images -----------------------------------------------------------------
@@ -49,25 +50,25 @@ class ImageRow(RowContext):
         return go_time(self.i.get("Created", 0))
 
     def f_Size(self):
-        return human_size(self.i.get("Size", 0))
+        return human_size(self.i.get("Size", 0), 3)
 
     def f_Containers(self):
         n = self.i.get("Containers", -1)
         return "N/A" if n is None or n == -1 else str(n)
 
     def f_VirtualSize(self):
-        return human_size(self.i.get("VirtualSize", self.i.get("Size", 0)), 4)
+        return human_size(self.i.get("VirtualSize", self.i.get("Size", 0)))
 
     def f_SharedSize(self):
         n = self.i.get("SharedSize", -1)
-        return "N/A" if n is None or n == -1 else human_size(n, 4)
+        return "N/A" if n is None or n == -1 else human_size(n)
 
     def f_UniqueSize(self):
         shared = self.i.get("SharedSize", -1)
         virt = self.i.get("VirtualSize", self.i.get("Size", 0))
         if shared is None or shared == -1 or virt == -1:
             return "N/A"
-        return human_size(virt - shared, 4)
+        return human_size(virt - shared)
 
 
 def image_rows(images, digests, trunc, now=None):
@@ -315,7 +316,7 @@ class HistoryRow(RowContext):
 
     def f_Size(self):
         size = self.h.get("Size", 0)
-        return human_size(size) if self.human else str(size)
+        return human_size(size, 3) if self.human else str(size)
 
     def f_Comment(self):
         return self.h.get("Comment") or ""
@@ -449,5 +450,5 @@ def cmd_image_prune(cli, argv):
             if item.get("Deleted"):
                 lines.append("deleted: " + item["Deleted"])
         cli.outln("\n".join(lines) + "\n")
-    cli.outln("Total reclaimed space: " + human_size(report.get("SpaceReclaimed") or 0, 4))
+    cli.outln("Total reclaimed space: " + human_size(report.get("SpaceReclaimed") or 0))
     return 0

@@ -8,8 +8,8 @@ from pallet.client.cmd_common import parse_filters
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import ConnectError, DaemonError, quote_path
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag
-from pallet.client.docker_format import (HeaderContext, RowContext, bytes_size, go_json,
-                                         human_size, render_rows)
+from pallet.client.docker_format import HeaderContext, RowContext, go_json, render_rows
+from pallet.units.size import bytes_size, human_size
 
 
 # -- events -------------------------------------------------------------------------
@@ -214,12 +214,12 @@ class StatsRow(RowContext):
     def f_NetIO(self):
         if self._na():
             return "--"
-        return "%s / %s" % (human_size(self.st["rx"]), human_size(self.st["tx"]))
+        return "%s / %s" % (human_size(self.st["rx"], 3), human_size(self.st["tx"], 3))
 
     def f_BlockIO(self):
         if self._na():
             return "--"
-        return "%s / %s" % (human_size(self.st["blk_r"]), human_size(self.st["blk_w"]))
+        return "%s / %s" % (human_size(self.st["blk_r"], 3), human_size(self.st["blk_w"], 3))
 
     def f_PIDs(self):
         return "--" if self._na() else str(self.st["pids"])

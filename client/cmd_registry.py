@@ -12,6 +12,7 @@ import sys
 from pallet.client import docker_ref
 from pallet.client.docker import StatusError
 from pallet.client.docker_flags import BOOL, STR, Flag
+from pallet.units.size import human_size
 
 
 class StreamError(Exception):
@@ -19,12 +20,6 @@ class StreamError(Exception):
 
 
 # -- JSON message streams -----------------------------------------------------------
-def _human(size):
-    from pallet.client.docker_format import human_size
-
-    return human_size(size, 4)
-
-
 def progress_text(detail, width):
     """moby's ``JSONProgress.String``: a bar (on wide terminals) and the counts."""
     current = int(detail.get("current") or 0)
@@ -32,14 +27,14 @@ def progress_text(detail, width):
     if current <= 0 and total <= 0:
         return ""
     if total <= 0:
-        return "%8s" % _human(current)
+        return "%8s" % human_size(current)
     pct = min(int(current / total * 100) // 2, 50)
     bar = ""
     if width > 110:
         bar = "[%s>%s] " % ("=" * pct, " " * (50 - pct))
-    numbers = "%8s/%s" % (_human(current), _human(total))
+    numbers = "%8s/%s" % (human_size(current), human_size(total))
     if current > total:
-        numbers = "%8s" % _human(current)
+        numbers = "%8s" % human_size(current)
     return bar + numbers
 
 

@@ -6,7 +6,7 @@ import time
 
 from pallet.client.docker import VERSION, StatusError
 from pallet.client.docker_flags import BOOL, LIST as LIST_KIND, STR, Flag
-from pallet.client.docker_format import bytes_size
+from pallet.units.size import bytes_size
 
 
 def _ansic(ts_text):
@@ -216,15 +216,15 @@ def _server_info(i):
 
 # -- system df / prune -------------------------------------------------------------------
 def _reclaimable(size, total):
-    from pallet.client.cmd_common import human_size_decimal
+    from pallet.units.size import human_size
     if total > 0:
-        return "%s (%d%%)" % (human_size_decimal(size), int(size * 100 / total))
-    return human_size_decimal(size)
+        return "%s (%d%%)" % (human_size(size), int(size * 100 / total))
+    return human_size(size)
 
 
 def df_rows(df):
     """The four summary rows of ``system df`` as (Type, TotalCount, Active, Size, Reclaimable)."""
-    from pallet.client.cmd_common import human_size_decimal as hs
+    from pallet.units.size import human_size as hs
     images = df.get("Images") or []
     containers = df.get("Containers") or []
     volumes = df.get("Volumes") or []
@@ -290,7 +290,7 @@ def cmd_system_df(cli, argv):
 
 
 def _df_verbose(cli, df):
-    from pallet.client.cmd_common import human_size_decimal as hs
+    from pallet.units.size import human_size as hs
     from pallet.client.docker_format import since, tabwrite, truncate_id
     lines = ["Images space usage:", "",
              "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"]
@@ -336,7 +336,8 @@ def cmd_system_prune(cli, argv):
     opts, _ = cli.parse(argv, "pallet system prune [OPTIONS]", "Remove unused data", flags,
                         max_args=0)
     import json
-    from pallet.client.cmd_common import confirm, human_size_decimal, parse_filters
+    from pallet.client.cmd_common import confirm, parse_filters
+    from pallet.units.size import human_size
     from pallet.client.docker_api import DaemonError
     base = json.loads(cli.flag_value(parse_filters, opts.filter) or "{}")
     warning = ["WARNING! This will remove:", "  - all stopped containers",
@@ -377,5 +378,5 @@ def cmd_system_prune(cli, argv):
         if e.status not in (404, 501):
             raise
     text = "".join(o + "\n" for o in out)
-    cli.out(text + "Total reclaimed space: %s\n" % human_size_decimal(reclaimed))
+    cli.out(text + "Total reclaimed space: %s\n" % human_size(reclaimed))
     return 0

@@ -5,7 +5,8 @@ from pallet.client.cmd_common import (confirm, each, inspect_many, list_format, 
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import api_at_least, quote_path
 from pallet.client.docker_flags import BOOL, LIST, STR, Flag
-from pallet.client.docker_format import HeaderContext, RowContext, human_size, render_rows
+from pallet.client.docker_format import HeaderContext, RowContext, render_rows
+from pallet.units.size import human_size
 
 
 class VolumeRow(RowContext):
@@ -49,7 +50,7 @@ class VolumeRow(RowContext):
 
     def f_Size(self):
         v = self._usage("Size")
-        return v if v == "N/A" else human_size(v)
+        return v if v == "N/A" else human_size(v, 3)
 
     def f_Group(self):
         return "N/A"

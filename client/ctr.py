@@ -21,7 +21,6 @@ import sys
 
 PROG = "pallet-ctr"
 STATUS = {0: "UNKNOWN", 1: "CREATED", 2: "RUNNING", 3: "STOPPED", 4: "PAUSED", 5: "PAUSING"}
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 class UsageError(Exception):
@@ -98,56 +97,6 @@ def table(rows, minwidth=4, tabwidth=8, padding=4, padchar=" ", trailing_tab=Tru
         end = "\t" if (header_tab if i == 0 else trailing_tab) else ""
         lines.append("\t".join(r) + end + "\n")
     return tabwriter("".join(lines), minwidth, tabwidth, padding, padchar)
-
-
-def human_bytes(n: int) -> str:
-    """containerd's progress.Bytes: one decimal and a binary unit."""
-    f, i = float(n), 0
-    while f >= 1024 and i < len(UNITS) - 1:
-        f /= 1024
-        i += 1
-    return f"{f:.1f} {UNITS[i]}"
-
-
-def human_size(n: float) -> str:
-    """docker/go-units HumanSize: 4 significant digits and a decimal (kB, MB) unit."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    text = f"{n:.4g}"
-    if "e" in text:
-        text = f"{n:.0f}"
-    return f"{text}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """docker/go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = int(seconds / 60)
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = int(round(seconds / 3600))
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def labels_text(labels, sep: str = ",") -> str:
@@ -257,15 +206,12 @@ GLOBAL_FLAGS = {
 
 def go_duration(text: str) -> float:
     """Seconds of a Go duration string (``1h30m``, ``10s``, ``0``)."""
-    import re
+    from pallet.units.duration import parse_go_duration
 
-    if text in ("0", ""):
-        return 0.0
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    parts = re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(a + b for a, b in parts) != text.lstrip("+"):
-        raise UsageError(f"invalid duration {text!r}")
-    return sum(float(a) * units[b] for a, b in parts)
+    try:
+        return parse_go_duration(text) / 1e9 if text else 0.0
+    except ValueError:
+        raise UsageError(f"invalid duration {text!r}") from None
 
 
 # --- simple commands ----------------------------------------------------------------------
@@ -687,6 +633,9 @@ async def cmd_content_ls(c, argv, ctx) -> str:
     infos = await c.content_list(f.args)
     if f.quiet:
         return "".join(i.digest + "\n" for i in infos)
+    from pallet.units.duration import human_duration
+    from pallet.units.size import human_size
+
     now = time.time()
     rows = [["DIGEST", "SIZE", "AGE", "LABELS"]]
     for i in infos:
@@ -842,6 +791,9 @@ async def cmd_images_pull(c, argv, ctx) -> str:
     if labels:
         await c.image_update(result.name, labels=labels)
     elapsed = time.monotonic() - started
+    from pallet.units.duration import duration_string
+    from pallet.units.size import progress_bytes
+
     # ctr's last progress frame (content/fetch.go Display), bars coloured as ctr does
     bar = "|\x1b[32m" + "+" * 38 + "\x1b[0m|"
     lines = [f"{result.name}:\tresolved\t{bar}\t\n"]
@@ -849,24 +801,14 @@ async def cmd_images_pull(c, argv, ctx) -> str:
                     ("config", result.config)]:
         lines.append(f"{kind}-{d.digest}:\tdone\t{bar}\t\n")
     total = sum(x.size for x in result.layers) if result.updated else 0
-    lines.append(f"elapsed: {elapsed:<4.1f}s\ttotal: {human_bytes(total):>7}\t"
-                 f"({human_bytes(int(total / max(elapsed, 1e-3)))}/s)\t\n")
+    lines.append(f"elapsed: {elapsed:<4.1f}s\ttotal: {progress_bytes(total):>7}\t"
+                 f"({progress_bytes(int(total / max(elapsed, 1e-3)))}/s)\t\n")
     out = tabwriter("".join(lines), 1, 8, 1)
     out += f"unpacking {platform_text(platform)} {result.target.digest}...\n"
     if f.print_chainid and result.chain_id:
         out += f"image chain ID: {result.chain_id}\n"
-    out += f"done: {_go_duration(time.monotonic() - started)}\t\n"
+    out += f"done: {duration_string(int((time.monotonic() - started) * 1e9))}\t\n"
     return out
-
-
-def _go_duration(seconds: float) -> str:
-    """Go's Duration.String for the sub-minute durations ctr prints (``91.94398ms``)."""
-    ns = int(seconds * 1e9)
-    if ns < 1_000_000:
-        return f"{ns / 1000:.3f}".rstrip("0").rstrip(".") + "µs"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.6f}".rstrip("0").rstrip(".") + "ms"
-    return f"{ns / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 # --- dispatch -----------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import sys
 
-from pallet.client.ctr import (ExitStatus, UsageError, human_bytes, labels_text, parse_flags,
-                               table)
+from pallet.client.ctr import ExitStatus, UsageError, labels_text, parse_flags, table
 
 from pallet.distribution.mediatypes import INDEX_TYPES
+from pallet.units.size import progress_bytes
 
 
 # --- ls, rm, tag --------------------------------------------------------------------------
@@ -47,7 +47,7 @@ async def _image_row(c, image) -> list[str]:
             conf = await c.content_read_json(cfg["digest"])
             plats.append("/".join(x for x in (conf.get("os"), conf.get("architecture"),
                                               conf.get("variant")) if x))
-        size = human_bytes(total)
+        size = progress_bytes(total)
         platforms = ",".join(sorted(set(plats))) or "-"
     except errors.PalletError:
         pass  # content missing: ctr shows the row all the same
@@ -347,7 +347,7 @@ async def cmd_check(c, argv, ctx) -> str:
         if not missing and unpacked:
             ready.append(image.name)
         rows.append([image.name, target["mediaType"], target["digest"], status,
-                     f"{human_bytes(have_size)}/{human_bytes(total_size)}",
+                     f"{progress_bytes(have_size)}/{progress_bytes(total_size)}",
                      "true" if unpacked else "false"])
     if f.quiet:
         return "".join(r + "\n" for r in ready)

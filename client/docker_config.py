@@ -41,12 +41,9 @@ def save(data, override=None):
     d = config_dir(override)
     os.makedirs(d, mode=0o700, exist_ok=True)
     path = os.path.join(d, "config.json")
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent="\t")
-        f.write("\n")
-    os.replace(tmp, path)
+    from pallet.core.files import write_atomic
+
+    write_atomic(path, json.dumps(data, indent="\t") + "\n", fsync=False, mode=0o600)
     return path
 
 

@@ -1,7 +1,6 @@
 """Output formatting as docker's CLI does it.
 
-- ``human_duration`` / ``human_size``: the go-units rules behind "3 minutes
-  ago" and "1.98MB".
+- ``since``: "3 minutes ago" (go-units' HumanDuration, in :mod:`pallet.units`).
 - ``tabwrite``: Go's text/tabwriter with docker's settings (minwidth,
   padding 3, spaces).
 - ``render_rows``: ``ps``/``images`` rows through a ``--format`` template
@@ -10,66 +9,13 @@
 
 import time
 
-
-# -- units ------------------------------------------------------------------
-def human_duration(seconds):
-    """go-units HumanDuration: 'Less than a second', '5 minutes', 'About an hour', '3 weeks'."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return "%d seconds" % s
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return "%d minutes" % minutes
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return "%d hours" % hours
-    if hours < 24 * 7 * 2:
-        return "%d days" % (hours // 24)
-    if hours < 24 * 30 * 2:
-        return "%d weeks" % (hours // 24 // 7)
-    if hours < 24 * 365 * 2:
-        return "%d months" % (hours // 24 // 30)
-    return "%d years" % (int(seconds / 3600) // 24 // 365)
+from pallet.units.duration import human_duration
 
 
 def since(ts, now=None):
     """'N units ago' for a unix timestamp."""
     now = time.time() if now is None else now
     return human_duration(max(0.0, now - ts)) + " ago"
-
-
-_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
-def human_size(size, precision=3):
-    """go-units HumanSizeWithPrecision: decimal units, ``%.{precision}g``."""
-    size = float(size)
-    i = 0
-    while size >= 1000.0 and i < len(_DECIMAL) - 1:
-        size /= 1000.0
-        i += 1
-    return "%.*g%s" % (precision, size, _DECIMAL[i])
-
-
-_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-
-
-def bytes_size(size):
-    """go-units BytesSize: binary units, 4 significant digits ('23.54GiB')."""
-    size = float(size)
-    i = 0
-    while size >= 1024.0 and i < len(_BINARY) - 1:
-        size /= 1024.0
-        i += 1
-    return "%.4g%s" % (size, _BINARY[i])
 
 
 def go_time(ts):

@@ -90,23 +90,25 @@ class BadFlag(Exception):
     """A flag value that does not parse (docker: exit 125 with the message)."""
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-
-
 class FlagValueError(Exception):
     """A flag whose value pflag itself would reject: usage text and exit 125."""
 
 
 def ram_in_bytes(s, flag="-m, --memory"):
-    """go-units RAMInBytes: '512m' -> 536870912 (binary multiples)."""
-    m = _SIZE.match(s)
-    if not m:
+    """A size flag's value through go-units' RAMInBytes ('512m' -> 536870912),
+    refused as pflag refuses it."""
+    from pallet.units.size import ram_in_bytes as parse
+
+    try:
+        return parse(s)
+    except ValueError as e:
+        why = str(e)
+    if why.startswith("invalid size"):
+        # the docker CLI names the suffix when the number itself parses
         suffix = re.sub(r"^[\d.]+ ?", "", s)
-        why = "invalid suffix: '%s'" % suffix if suffix and re.match(r"^[\d.]", s) else \
-            "invalid size: '%s'" % s
-        raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (s, flag, why))
-    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-    return int(float(m.group(1)) * mult[(m.group(2) or "").lower()])
+        if suffix and re.match(r"^[\d.]", s):
+            why = "invalid suffix: '%s'" % suffix
+    raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (s, flag, why))
 
 
 def _read_kv_file(path, what):
@@ -217,25 +219,15 @@ def parse_publish(specs, exposes):
     return exposed, bindings
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
 def parse_duration(text, flag):
-    """Go's time.ParseDuration (``1m30s``, ``500ms``) in nanoseconds."""
-    if text in ("0", ""):
-        return 0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not pos:
-        raise FlagValueError('invalid argument "%s" for "%s" flag: time: invalid duration "%s"'
-                             % (text, flag, text))
-    return int(total)
+    """A duration flag's value through Go's time.ParseDuration (``1m30s``,
+    ``500ms``), in nanoseconds; refused as pflag refuses it."""
+    from pallet.units.duration import parse_go_duration
+
+    try:
+        return parse_go_duration(text) if text else 0
+    except ValueError as e:
+        raise FlagValueError('invalid argument "%s" for "%s" flag: %s' % (text, flag, e)) from None
 
 
 def parse_healthcheck(opts):

@@ -15,7 +15,7 @@ import os
 
 import attrs
 
-from pallet.linux.files import read_json, remove, write_json_atomic
+from pallet.core.files import read_json, remove, write_json_atomic
 
 KIND = "cniCacheV1"
 

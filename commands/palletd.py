@@ -174,6 +174,7 @@ def _write_pidfile(path: str) -> None:
     import os
 
     from pallet.core.errors import ConfigError
+    from pallet.core.files import write_atomic
 
     try:
         with open(path) as f:
@@ -187,10 +188,7 @@ def _write_pidfile(path: str) -> None:
     except (OSError, ValueError):
         pass
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}")
-    os.replace(tmp, path)
+    write_atomic(path, str(os.getpid()), fsync=False)
 
 
 def _remove_pidfile(path: str | None) -> None:
@@ -246,11 +244,12 @@ async def _run(kernel, args, listeners) -> int:
     try:
         if not args.containerd:
             from pallet.core.supervisor import Supervisor
+            from pallet.linux.sockets import answers
 
             os.makedirs(kernel.paths.containerd_state, mode=0o711, exist_ok=True)
             supervisor = Supervisor(
                 _containerd_argv(kernel, args.config), name="pallet-containerd",
-                ready_socket=kernel.paths.containerd_socket,
+                ready=lambda: answers(kernel.paths.containerd_socket),
                 pidfile=os.path.join(kernel.paths.containerd_state, "pallet-containerd.pid"))
             try:
                 await supervisor.start()

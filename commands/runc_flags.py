@@ -7,7 +7,8 @@ same, ``-flag=value`` and ``-flag value``, ``--`` ends the flags, booleans
 take ``=false``, integers Go's literals (``0x10``, ``1_000``), the messages
 of Go's flag package (``flag provided but not defined: -x``), and runc's
 checks of the number of arguments.  Also here: the values of ``update``'s
-flags and ``events --interval`` (Go's durations, docker's sizes).
+flags and ``events --interval`` (Go's durations; docker's sizes are
+:mod:`pallet.units.size`'s).
 """
 from __future__ import annotations
 
@@ -204,55 +205,22 @@ def parse_int(text: str):
     return n if -(1 << 63) <= n < (1 << 63) else None
 
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
-          "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str):
     """Go's time.ParseDuration, in seconds (``1h2m0.5s``, ``500ms``); None if invalid."""
-    s = text
-    sign = 1
-    if s[:1] in "+-":
-        sign, s = (-1 if s[0] == "-" else 1), s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
+    from pallet.units.duration import parse_go_duration
+
+    try:
+        return parse_go_duration(text) / 1e9
+    except ValueError:
         return None
-    total = 0.0
-    while s:
-        j = 0
-        while j < len(s) and (s[j].isdigit() or s[j] == "."):
-            j += 1
-        number, s = s[:j], s[j:]
-        if not number or number == "." or number.count(".") > 1:
-            return None
-        k = 0
-        while k < len(s) and not (s[k].isdigit() or s[k] == "."):
-            k += 1
-        unit, s = s[:k], s[k:]
-        if unit not in _UNITS:
-            return None
-        total += float(number) * _UNITS[unit]
-    return sign * total
 
 
 def go_quote(text: str) -> str:
     """Go's %q of a string (strconv.Quote) for the text in error messages."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+    # imported when a message needs it: the module is small but start-up counts
+    from pallet.engine.build_gofmt import quote
+
+    return quote(text)
 
 
 def check_args(prog: str, command: Command, args: list[str]) -> None:
@@ -268,28 +236,6 @@ def check_args(prog: str, command: Command, args: list[str]) -> None:
 
 
 # --- update's values ------------------------------------------------------------------
-
-def ram_in_bytes(text: str) -> int:
-    """docker/go-units v0.4 RAMInBytes, which runc 1.1 vendors: digits with
-    dot-separated groups, an optional space, then [kmgtp], i, b, each optional
-    (``512``, ``64k``, ``1.5 GiB``); binary units."""
-    i = 0
-    while i < len(text) and (text[i].isdigit() and text[i].isascii() or
-                             text[i] == "." and i > 0 and text[i - 1].isdigit()):
-        i += 1
-    number, rest = text[:i], text[i:]
-    rest = rest[1:] if rest.startswith(" ") else rest
-    unit = rest[:1].lower() if rest[:1].lower() in ("k", "m", "g", "t", "p") else ""
-    rest = rest[len(unit):]
-    rest = rest[1:] if rest[:1] in ("i", "I") else rest
-    rest = rest[1:] if rest[:1] in ("b", "B") else rest
-    if not number or number.endswith(".") or rest:
-        raise ValueError(f"invalid size: '{text}'")
-    if number.count(".") > 1:
-        raise ValueError(f"strconv.ParseFloat: parsing {go_quote(number)}: invalid syntax")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}[unit]
-    return int(float(number) * scale)
-
 
 def uint_value(name: str, text: str) -> int:
     """strconv.ParseUint(text, 10, 64) for update's flags, runc's message."""

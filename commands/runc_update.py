@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from pallet.commands.runc_flags import int_value, ram_in_bytes, uint_value
+from pallet.commands.runc_flags import int_value, uint_value
+from pallet.units.size import ram_in_bytes
 
 _I64, _U64, _U16, _STR, _BOOL = "int64", "uint64", "uint16", "string", "bool"
 #: the part of runtime-spec's LinuxResources that update reads: Go struct, fields, types

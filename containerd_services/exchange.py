@@ -44,12 +44,52 @@ def _dedup_key(env: events_pb2.Envelope):
     return env.namespace, env.topic, fields
 
 
+class Fanout:
+    """Items handed to every subscriber's bounded queue from any thread;
+    publishing never blocks: a subscriber that does not keep up loses items,
+    the publisher does not stall.  Each subscriber may carry a ``key`` (its
+    filters) that ``publish``'s ``wants`` is asked about."""
+
+    def __init__(self, backlog: int):
+        self._backlog = backlog
+        self._lock = threading.Lock()
+        self._subscribers: list[tuple[queue.Queue, object]] = []
+
+    def publish(self, item, wants=None) -> None:
+        """Queue ``item`` for each subscriber (whose key ``wants`` accepts, if given)."""
+        with self._lock:
+            subs = list(self._subscribers)
+        for q, key in subs:
+            if wants is None or wants(key):
+                try:
+                    q.put_nowait(item)
+                except queue.Full:
+                    pass
+
+    def subscribe(self, is_active, key=None, poll: float = 0.5):
+        """Yield the items published from the first ``next()`` on, until
+        ``is_active()`` turns false (asked every ``poll`` seconds at least)."""
+        q: queue.Queue = queue.Queue(self._backlog)
+        entry = (q, key)
+        with self._lock:
+            self._subscribers.append(entry)
+        try:
+            while is_active():
+                try:
+                    yield q.get(timeout=poll)
+                except queue.Empty:
+                    continue
+        finally:
+            with self._lock:
+                self._subscribers.remove(entry)
+
+
 class Exchange:
     """Fan-out of envelopes to subscribers; publishing never blocks."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._subscribers: list[tuple[queue.Queue, tuple]] = []
+        self._fanout = Fanout(_SUBSCRIBER_BACKLOG)
         self._recent: collections.OrderedDict = collections.OrderedDict()
 
     def publish(self, namespace: str, topic: str, event) -> None:
@@ -72,27 +112,9 @@ class Exchange:
                 self._recent[key] = True
                 while len(self._recent) > 2048:
                     self._recent.popitem(last=False)
-            subs = list(self._subscribers)
-        for q, parsed in subs:
-            if filters.matches(parsed, env, _adapt):
-                try:
-                    q.put_nowait(env)
-                except queue.Full:  # a stuck subscriber loses events, the engine does not stall
-                    pass
+        self._fanout.publish(env, lambda parsed: filters.matches(parsed, env, _adapt))
 
     def subscribe(self, filter_strings, is_active=lambda: True, poll: float = 0.5):
         """Yield envelopes matching the filters until ``is_active()`` turns false."""
         parsed = filters.parse(list(filter_strings))
-        q: queue.Queue = queue.Queue(_SUBSCRIBER_BACKLOG)
-        entry = (q, parsed)
-        with self._lock:
-            self._subscribers.append(entry)
-        try:
-            while is_active():
-                try:
-                    yield q.get(timeout=poll)
-                except queue.Empty:
-                    continue
-        finally:
-            with self._lock:
-                self._subscribers.remove(entry)
+        yield from self._fanout.subscribe(is_active, parsed, poll)

@@ -21,6 +21,7 @@ import uuid as _uuid
 import attrs
 
 from pallet.core import errors
+from pallet.core.files import write_atomic
 from pallet.proto.containerd.events import container_pb2 as ev_container
 from pallet.proto.containerd.events import image_pb2 as ev_image
 from pallet.proto.containerd.events import namespace_pb2 as ev_namespace
@@ -145,10 +146,7 @@ class Backend:
             pass
         value = str(_uuid.uuid4())
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(value)
-        os.rename(tmp, path)
+        write_atomic(path, value, fsync=False)
         return value
 
     def lease_resource(self, rid: str, rtype: str) -> LeaseResource:

@@ -32,6 +32,7 @@ import subprocess
 from typing import Mapping
 
 from pallet.core import errors
+from pallet.core.files import write_json_atomic
 
 #: a table entry naming pallet-shim (started through the zygote)
 PALLET_SHIM = "pallet-shim"
@@ -104,10 +105,9 @@ class ShimTable:
 
 
 def record(bundle: str, runtime: str, binary: str) -> None:
-    tmp = os.path.join(bundle, "." + RECORD)
-    with open(tmp, "w") as f:
-        json.dump({"runtime": runtime, "binary": binary}, f)
-    os.rename(tmp, os.path.join(bundle, RECORD))
+    """Note in the bundle which runtime and shim binary run the task."""
+    write_json_atomic(os.path.join(bundle, RECORD), {"runtime": runtime, "binary": binary},
+                      fsync=False)
 
 
 def recorded_binary(bundle: str) -> str:

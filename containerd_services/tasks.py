@@ -30,6 +30,7 @@ import time
 from google.protobuf import empty_pb2
 
 from pallet.core import errors
+from pallet.core.files import write_atomic
 from pallet.proto.containerd.events import task_pb2 as ev
 from pallet.proto.containerd.services.tasks.v1 import tasks_pb2
 from pallet.proto.containerd.task.v2 import shim_pb2
@@ -130,12 +131,7 @@ class TaskManager:
         if os.path.exists(os.path.join(bundle, "address")):
             raise errors.AlreadyExists(f"task {id}: already exists")
         os.makedirs(os.path.join(bundle, "rootfs"), exist_ok=True)
-        tmp = os.path.join(bundle, "config.json.tmp")
-        with open(tmp, "wb") as f:
-            f.write(spec)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, os.path.join(bundle, "config.json"))
+        write_atomic(os.path.join(bundle, "config.json"), spec)
         return bundle
 
     def _cleanup_bundle(self, bundle: str) -> None:

@@ -15,24 +15,12 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 
 from pallet.core.files import write_atomic
 
 log = logging.getLogger("pallet.supervisor")
-
-
-def _socket_answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def _alive(pid: int) -> bool:
@@ -53,21 +41,22 @@ def _alive(pid: int) -> bool:
 class Supervisor:
     """Keep one child process running.
 
-    ``argv`` is the command; ``ready_socket`` a unix socket the child serves
-    once it is ready; ``pidfile`` where the child's pid is kept so that a
-    restarted parent can adopt it.  Restarts back off from 0.1 s doubling to
-    10 s, and the backoff resets once the child has stayed up for 10 s.
+    ``argv`` is the command; ``ready()`` says whether the child serves yet
+    (palletd asks whether its socket answers: the core touches no socket);
+    ``pidfile`` where the child's pid is kept so that a restarted parent can
+    adopt it.  Restarts back off from 0.1 s doubling to 10 s, and the backoff
+    resets once the child has stayed up for 10 s.
     """
 
     MIN_BACKOFF = 0.1
     MAX_BACKOFF = 10.0
     READY_TIMEOUT = 30.0
 
-    def __init__(self, argv: list[str], *, name: str, ready_socket: str, pidfile: str,
+    def __init__(self, argv: list[str], *, name: str, ready, pidfile: str,
                  env: dict | None = None, on_restart=None):
         self.argv = argv
         self.name = name
-        self.ready_socket = ready_socket
+        self.ready = ready
         self.pidfile = pidfile
         self.env = env
         self.on_restart = on_restart
@@ -118,7 +107,7 @@ class Supervisor:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        if _alive(pid) and _socket_answers(self.ready_socket):
+        if _alive(pid) and self.ready():
             return pid
         return None
 
@@ -133,7 +122,7 @@ class Supervisor:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.READY_TIMEOUT
-        while not _socket_answers(self.ready_socket):
+        while not self.ready():
             if self.pid is None or not _alive(self.pid):
                 raise RuntimeError(f"{self.name} exited before it was ready")
             if time.monotonic() > deadline:

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Mapping
 import attrs
 
 from pallet.core.errors import InvalidArgument, PalletError
+from pallet.core.files import write_atomic
 
 #: the key docker.io's credentials are stored under in config.json
 INDEX_SERVER = "https://index.docker.io/v1/"
@@ -157,12 +158,8 @@ class AuthConfigFile:
 
     def _write(self, doc: dict) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent="\t")
-            f.write("\n")
-        os.replace(tmp, self.path)
+        # the docker CLI's layout; 0600, for it holds credentials
+        write_atomic(self.path, json.dumps(doc, indent="\t") + "\n", fsync=False, mode=0o600)
 
 
 # --- X-Registry-Auth -------------------------------------------------------------------

@@ -14,20 +14,11 @@ import inspect
 import time
 from typing import Any, Awaitable, Callable
 
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+from pallet.units.size import human_size
 
 #: progress updates of one id are sent at most this often (seconds), as
 #: moby's progress reader does
 UPDATE_INTERVAL = 0.1
-
-
-def human_size(size: float) -> str:
-    """go-units' HumanSize: decimal units, 4 significant digits (``1.234MB``)."""
-    i = 0
-    while size >= 1000.0 and i < len(_UNITS) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{_UNITS[i]}"
 
 
 def progress_bar(current: int, total: int) -> str:

@@ -380,15 +380,9 @@ async def pull(ref: str | Reference, target, *, registry: Registry | None = None
     if not isinstance(ref, Reference):
         ref = Reference.parse(ref)
     plat = platform if isinstance(platform, Platform) else parse_platform(platform)
-    own = registry is None
-    if own:
-        registry = Registry(options, credentials, auth_file=auth_file)
-    try:
+    async with Registry.given_or_own(registry, options, credentials, auth_file) as registry:
         puller = _Puller(ref, target, registry, Progress(progress), plat, snapshotter, unpack)
         return await puller.run(name or image_name(ref))
-    finally:
-        if own:
-            await registry.close()
 
 
 def pull_sync(ref: str | Reference, target, **kw) -> PullResult:

@@ -210,15 +210,9 @@ async def push(ref: str | Reference, target, *, registry: Registry | None = None
     if not isinstance(ref, Reference):
         ref = Reference.parse(ref)
     plat = platform if isinstance(platform, Platform) else parse_platform(platform)
-    own = registry is None
-    if own:
-        registry = Registry(options, credentials, auth_file=auth_file)
-    try:
+    async with Registry.given_or_own(registry, options, credentials, auth_file) as registry:
         pusher = _Pusher(ref, target, registry, Progress(progress))
         return await pusher.run(name or str(ref), plat)
-    finally:
-        if own:
-            await registry.close()
 
 
 async def login(server: str | None, credentials, *, options: RegistryOptions | None = None,

@@ -24,6 +24,7 @@ through :func:`run_sync`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -331,6 +332,18 @@ class Registry:
         self._scheme: dict[str, Endpoint] = {}
         self._pinged: set[str] = set()
         self._ssl_verify: dict[str, ssl.SSLContext] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def given_or_own(cls, registry: "Registry | None", options: RegistryOptions | None,
+                           credentials, auth_file: str | None = None):
+        """``registry`` when one is given (its owner closes it), otherwise one
+        made for this call from the options and credentials, closed after it."""
+        if registry is not None:
+            yield registry
+            return
+        async with cls(options, credentials, auth_file=auth_file) as own:
+            yield own
 
     # --- session and endpoints -------------------------------------------------------
 

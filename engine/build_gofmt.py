@@ -3,6 +3,8 @@ and durations, ``%v`` of slices (dockerd's build history entries, so that
 ``docker history`` reads the same; the docker CLI's templates)."""
 from __future__ import annotations
 
+from pallet.units.duration import duration_string
+
 
 def quote(s: str) -> str:
     """Go's ``strconv.Quote``."""
@@ -60,39 +62,10 @@ def quote_rune(n: int) -> str:
     return f"'{ch}'"
 
 
-def duration(ns: int) -> str:
-    """Go's ``time.Duration.String``."""
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    u = -ns if neg else ns
-    if u < 1_000_000_000:
-        for unit, size in (("ns", 1), ("µs", 1_000), ("ms", 1_000_000)):
-            if u < size * 1000:
-                whole, frac = divmod(u, size)
-                text = str(whole)
-                if frac:
-                    digits = f"{frac:0{len(str(size)) - 1}d}".rstrip("0")
-                    text += "." + digits
-                return ("-" if neg else "") + text + unit
-    secs, frac = divmod(u, 1_000_000_000)
-    hours, rest = divmod(secs, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{seconds}"
-    if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    text += "s"
-    if hours or minutes:
-        text = f"{minutes}m" + text
-    if hours:
-        text = f"{hours}h" + text
-    return ("-" if neg else "") + text
-
-
 def health_q(health: dict) -> str:
     """``%q`` of a ``*HealthConfig`` (dockerd's HEALTHCHECK history entry)."""
     return "&{%s %s %s %s %s}" % (quote_list(health.get("Test")),
-                                  quote(duration(health.get("Interval", 0))),
-                                  quote(duration(health.get("Timeout", 0))),
-                                  quote(duration(health.get("StartPeriod", 0))),
+                                  quote(duration_string(health.get("Interval", 0))),
+                                  quote(duration_string(health.get("Timeout", 0))),
+                                  quote(duration_string(health.get("StartPeriod", 0))),
                                   quote_rune(health.get("Retries", 0)))

@@ -10,6 +10,7 @@ import signal as _signal
 from pallet.core import errors
 from pallet.engine import networking
 from pallet.engine.state import Container
+from pallet.units.duration import parse_go_duration
 
 log = logging.getLogger("pallet.api_rest.containers")
 
@@ -144,19 +145,16 @@ def _labels(labels: dict, wanted, *, all_: bool) -> bool:
 
 def _until_ns(value: str, parse_time) -> int:
     """``until``: unix seconds, an RFC 3339 time, or a Go duration before now."""
-    import re
     import time
 
     try:
         return int(float(value) * 1e9)
     except ValueError:
         pass
-    m = re.fullmatch(r"((?:\d+(?:\.\d+)?(?:h|m|s|ms))+)", value)
-    if m:
-        total = 0.0
-        for num, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", value):
-            total += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-        return time.time_ns() - int(total * 1e9)
+    try:
+        return time.time_ns() - parse_go_duration(value)
+    except ValueError:
+        pass
     try:
         return parse_time(value)
     except ValueError:

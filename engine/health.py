@@ -20,6 +20,7 @@ import logging
 import signal
 
 from pallet.core import errors
+from pallet.units.duration import duration_string
 
 log = logging.getLogger("pallet.engine.health")
 
@@ -97,29 +98,6 @@ def probe_command(config: dict) -> list[str] | None:
 def _setting(hc: dict, key: str, default: int) -> int:
     v = hc.get(key)
     return int(v) if v else default
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration String: ``30s``, ``1.5s``, ``500ms``, ``2m0s``."""
-    if ns == 0:
-        return "0s"
-    if ns < SECOND:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return f"{_trim(ns / size)}{unit}"
-    h, rest = divmod(ns, 3600 * SECOND)
-    m, rest = divmod(rest, 60 * SECOND)
-    secs = f"{_trim(rest / SECOND)}s"
-    if h:
-        return f"{h}h{m}m{secs}"
-    if m:
-        return f"{m}m{secs}"
-    return secs
-
-
-def _trim(x: float) -> str:
-    text = f"{x:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
 
 
 def status_of(state: dict) -> str:
@@ -238,7 +216,7 @@ class HealthMonitor:
                 await self.containers._quiet(
                     self.execs.ctrd.task_kill(c.id, signal.SIGKILL, exec_id=rec.id))
                 output = _Output()
-                output.add(f"Health check exceeded timeout ({go_duration(timeout_ns)})"
+                output.add(f"Health check exceeded timeout ({duration_string(timeout_ns)})"
                            .encode())
                 code = -1
         except errors.PalletError as e:

@@ -8,6 +8,7 @@ import time
 
 from pallet.core import errors
 from pallet.distribution.reference import Reference, familiar_name
+from pallet.units.duration import parse_go_duration
 
 
 def created_unix(text: str | None) -> int:
@@ -100,12 +101,10 @@ def until_time(value: str) -> float:
         return float(value)
     except ValueError:
         pass
-    m = re.fullmatch(r"((?:\d+(?:\.\d+)?(?:h|m|s|ms))+)", value)
-    if m:
-        total = 0.0
-        for num, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", value):
-            total += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-        return time.time() - total
+    try:
+        return time.time() - parse_go_duration(value) / 1e9
+    except ValueError:
+        pass
     secs = created_unix(value if "T" in value else value + "T00:00:00Z")
     if secs:
         return secs

@@ -58,17 +58,6 @@ class LogEntry:
         self.time_ns = time_ns
 
 
-def parse_size(text: str) -> int:
-    """go-units' RAMInBytes: ``10m``, ``1k``, ``2g``, ``100`` (binary multiples)."""
-    import re
-
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", str(text), re.I)
-    if not m:
-        raise ValueError(f"invalid size: '{text}'")
-    mult = 1024 ** " kmgtp".index(m.group(2).lower() or " ")
-    return int(float(m.group(1)) * mult)
-
-
 def check_log_config(log_config: dict) -> dict:
     """Check ``HostConfig.LogConfig`` as dockerd does at create (the driver
     and the option names; values wait for the start); returns it completed."""
@@ -115,8 +104,7 @@ class ContainerLog:
         self.log_config = log_config
         self.container = container
         self._writers: list = []   # the other drivers' writers (engine/logdrivers)
-        self._fd: int | None = None
-        self._size = 0
+        self._file: RotatingFile | None = None
         self._partial = {"stdout": b"", "stderr": b""}
         self._raw_subscribers: set[asyncio.Queue] = set()
         self._line_subscribers: set[asyncio.Queue] = set()
@@ -134,14 +122,12 @@ class ContainerLog:
         from pallet.engine import logdrivers
 
         opts = (self.log_config or {}).get("Config") or {}
-        if self._fd is None and self.driver == "json-file":
+        if self._file is None and self.driver == "json-file":
             if self.log_config is not None:
                 s = logdrivers.json_file_settings(opts)
                 self.max_size, self.max_file, self.compress = \
                     s["max_size"], s["max_file"], s["compress"]
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                               0o640)
-            self._size = os.fstat(self._fd).st_size
+            self._file = RotatingFile(self.path, self.max_size, self.max_file, self.compress)
         elif not self._writers and self.container is not None:
             c = self.container
             self._writers = logdrivers.open_writers(self.log_config, c.dir, {
@@ -151,9 +137,9 @@ class ContainerLog:
     def close(self) -> None:
         for stream in ("stdout", "stderr"):
             self.flush(stream)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         writers, self._writers = self._writers, []
         for w in writers:
             w.close()
@@ -185,29 +171,14 @@ class ContainerLog:
 
     def _emit(self, stream: str, line: bytes) -> None:
         now = time.time_ns()
-        if self._fd is not None:
+        if self._file is not None:
             entry = {"log": line.decode("utf-8", "replace"), "stream": stream,
                      "time": rfc3339nano(now)}
-            data = (json.dumps(entry) + "\n").encode()
-            try:
-                if self.max_size and self._size and self._size + len(data) > self.max_size:
-                    self._rotate()
-                os.write(self._fd, data)
-                self._size += len(data)
-            except OSError:
-                pass  # a full disk must not stop the container's output
+            self._file.write((json.dumps(entry) + "\n").encode())
         for w in self._writers:
             w.write(stream, line, now)
         for q in self._line_subscribers:
             q.put_nowait(LogEntry(stream, line, now))
-
-    def _rotate(self) -> None:
-        os.close(self._fd)
-        self._fd = None
-        rotate(self.path, self.max_file, self.compress)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                           0o640)
-        self._size = 0
 
     # --- subscribing ---------------------------------------------------------
     def subscribe_raw(self) -> asyncio.Queue:
@@ -226,6 +197,43 @@ class ContainerLog:
 
     def unsubscribe_lines(self, q: asyncio.Queue) -> None:
         self._line_subscribers.discard(q)
+
+
+class RotatingFile:
+    """An append-only log file (json-file's, local's), rotated with
+    :func:`rotate` before a record would take it past ``max_size`` (0: never).
+    Write errors are dropped: a full disk must not stop the container's output."""
+
+    def __init__(self, path: str, max_size: int = 0, max_file: int = 1, compress: bool = False):
+        self.path = path
+        self.max_size = max_size
+        self.max_file = max_file
+        self.compress = compress
+        self._fd: int | None = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def write(self, data: bytes) -> None:
+        """Append one whole record (rotating first when it would not fit)."""
+        try:
+            if self.max_size and self._size and self._size + len(data) > self.max_size:
+                os.close(self._fd)
+                self._fd = None
+                rotate(self.path, self.max_file, self.compress)
+                self._fd = self._open()
+                self._size = 0
+            if self._fd is not None:
+                os.write(self._fd, data)
+                self._size += len(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def rotate(path: str, max_file: int, compress: bool) -> None:

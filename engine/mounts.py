@@ -183,9 +183,9 @@ def tmpfs_options(data: str) -> list[str]:
         key = o.split("=", 1)[0]
         opts = [x for x in opts if x.split("=", 1)[0] != key]
         if key == "size":
-            from pallet.engine.logs import parse_size
+            from pallet.units.size import ram_in_bytes
             try:
-                o = f"size={parse_size(o.split('=', 1)[1])}"
+                o = f"size={ram_in_bytes(o.split('=', 1)[1])}"
             except (ValueError, IndexError):
                 raise InvalidArgument(f"invalid tmpfs option: {o}") from None
         opts.append(o)

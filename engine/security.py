@@ -257,7 +257,7 @@ def apply(spec: dict, host: dict) -> None:
 def add_devices(spec: dict, devices) -> None:
     """``--device /dev/x[:/dev/y[:rwm]]`` (HostConfig.Devices): the node and its
     cgroup rule."""
-    import stat
+    from pallet.oci.spec import device_node
 
     linux = spec.setdefault("linux", {})
     rules = linux.setdefault("resources", {}).setdefault("devices", [])
@@ -270,19 +270,13 @@ def add_devices(spec: dict, devices) -> None:
         except OSError as e:
             raise InvalidArgument(f"error gathering device information while adding custom "
                                   f"device \"{src}\": {(e.strerror or str(e)).lower()}") from None
-        if stat.S_ISCHR(st.st_mode):
-            kind = "c"
-        elif stat.S_ISBLK(st.st_mode):
-            kind = "b"
-        else:
+        node = device_node(st, dst)
+        if node is None:
             raise InvalidArgument(f"error gathering device information while adding custom "
                                   f"device \"{src}\": not a device node")
-        linux.setdefault("devices", []).append({
-            "path": dst, "type": kind, "major": os.major(st.st_rdev),
-            "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode),
-            "uid": st.st_uid, "gid": st.st_gid})
-        rules.append({"allow": True, "type": kind, "major": os.major(st.st_rdev),
-                      "minor": os.minor(st.st_rdev), "access": perms})
+        linux.setdefault("devices", []).append(node)
+        rules.append({"allow": True, "type": node["type"], "major": node["major"],
+                      "minor": node["minor"], "access": perms})
 
 
 def check_devices(devices) -> None:

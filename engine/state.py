@@ -11,6 +11,7 @@ import time
 
 from pallet.core.errors import AlreadyExists, InvalidArgument, NotFound
 from pallet.core.files import write_json_atomic
+from pallet.units.duration import human_duration
 
 log = logging.getLogger("pallet.api_rest.state")
 
@@ -166,34 +167,6 @@ def _since(stamp, parse_time) -> float:
         return max(0.0, time.time() - parse_time(stamp) / 1e9)
     except (TypeError, ValueError):
         return 0.0
-
-
-def human_duration(seconds: float) -> str:
-    """go-units' HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // (24 * 7)} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // (24 * 30)} months"
-    return f"{int(hours / 24 / 365)} years"
 
 
 class ContainerStore:

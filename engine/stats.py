@@ -13,36 +13,9 @@ import asyncio
 import os
 
 from pallet.core import errors
+from pallet.linux.cgroupfs import read as _read, read_int as _int, read_keyed as _keyed
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
-def _int(path: str, default: int = 0) -> int:
-    try:
-        text = _read(path).strip()
-        return default if text == "max" else int(text)
-    except (OSError, ValueError):
-        return default
-
-
-def _keyed(path: str) -> dict[str, int]:
-    out = {}
-    try:
-        for line in _read(path).splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                try:
-                    out[parts[0]] = int(parts[1])
-                except ValueError:
-                    pass
-    except OSError:
-        pass
-    return out
 
 
 def system_cpu_usage() -> int:

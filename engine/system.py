@@ -9,6 +9,7 @@ import time
 import asyncio
 
 from pallet.core import errors
+from pallet.core.files import write_atomic
 from pallet.engine.events import bus_of
 from pallet.engine.security import security_options_info
 from pallet.engine.stats import mem_total
@@ -188,10 +189,7 @@ def _daemon_id(data_root: str) -> str:
     ident = str(uuid.uuid4())
     try:
         os.makedirs(data_root, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(ident)
-        os.replace(tmp, path)
+        write_atomic(path, ident, fsync=False)
     except OSError:
         pass
     return ident

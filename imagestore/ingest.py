@@ -18,6 +18,7 @@ from typing import Mapping
 import attrs
 
 from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
+from pallet.core.files import write_atomic
 
 from pallet.imagestore.db import now_ns, ns_to_datetime
 from pallet.distribution.digests import parse_digest
@@ -35,13 +36,6 @@ class IngestStatus:
     expected: str | None
     started_at: object
     updated_at: object
-
-
-def _write_small(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _read_small(path: str, default: str = "") -> str:
@@ -97,12 +91,12 @@ class ContentWriter:
                 fresh = True
         if fresh:
             os.makedirs(path, mode=0o700)
-            _write_small(os.path.join(path, "ref"), ref)
-            _write_small(os.path.join(path, "startedat"), str(now_ns()))
+            write_atomic(os.path.join(path, "ref"), ref, fsync=False)
+            write_atomic(os.path.join(path, "startedat"), str(now_ns()), fsync=False)
         if expected is not None:
-            _write_small(os.path.join(path, "expected"), expected)
+            write_atomic(os.path.join(path, "expected"), expected, fsync=False)
         if total is not None:
-            _write_small(os.path.join(path, "total"), str(total))
+            write_atomic(os.path.join(path, "total"), str(total), fsync=False)
         self._fd = os.open(os.path.join(path, "data"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             # another process resuming the same ref: refuse rather than interleave
@@ -144,7 +138,7 @@ class ContentWriter:
             self._hash.update(view[:n])
             self.offset += n
             view = view[n:]
-        _write_small(os.path.join(self._path, "updatedat"), str(now_ns()))
+        write_atomic(os.path.join(self._path, "updatedat"), str(now_ns()), fsync=False)
         return len(data)
 
     def write_at(self, data: bytes, offset: int) -> int:

@@ -103,3 +103,45 @@ def rootless_spec(uid: int | None = None, gid: int | None = None) -> dict:
         mounts.append(m)
     spec["mounts"] = mounts
     return spec
+
+
+def device_node(st: os.stat_result, path: str) -> dict | None:
+    """The ``linux.devices`` entry that makes the host node ``st`` (its
+    ``os.stat``) appear at ``path`` in the container; None when it is neither
+    a character nor a block device."""
+    import stat
+
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        return None
+    return {"path": path, "type": kind, "major": os.major(st.st_rdev),
+            "minor": os.minor(st.st_rdev), "fileMode": st.st_mode & 0o7777,
+            "uid": st.st_uid, "gid": st.st_gid}
+
+
+def join_namespace(spec: dict, kind: str, path: str) -> None:
+    """Have the container join the namespace at ``path`` (``/proc/PID/ns/net``,
+    a bind-mounted netns): the spec's entry of that type gets the path, or
+    one is added."""
+    namespaces = spec.setdefault("linux", {}).setdefault("namespaces", [])
+    for ns in namespaces:
+        if ns.get("type") == kind:
+            ns["path"] = path
+            return
+    namespaces.append({"type": kind, "path": path})
+
+
+def bind_file(spec: dict, destination: str, source: str) -> None:
+    """Bind the host's ``source`` at ``destination``: the mount already there
+    (the engine's /etc/hosts, say) takes the new source, else a private
+    recursive bind is added."""
+    mounts = spec.setdefault("mounts", [])
+    for m in mounts:
+        if m.get("destination") == destination:
+            m["source"] = source
+            return
+    mounts.append({"destination": destination, "type": "bind", "source": source,
+                   "options": ["rbind", "rprivate"]})

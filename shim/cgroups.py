@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 from pallet.core import errors
+from pallet.linux.cgroupfs import read as _read, read_int, read_keyed as _keyed
 
 from pallet.proto import shim_task as m
 
@@ -82,38 +83,8 @@ def paths_of(pid: int) -> dict[str, str]:
     return out
 
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def _int(path: str) -> int:
-    try:
-        text = _read(path).strip()
-    except OSError:
-        return 0
-    if text == "max":
-        return 0
-    try:
-        return max(int(text), 0)
-    except ValueError:
-        return 0
-
-
-def _keyed(path: str) -> dict[str, int]:
-    out = {}
-    try:
-        text = _read(path)
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                out[parts[0]] = int(parts[1])
-            except ValueError:
-                pass
-    return out
+    return max(read_int(path), 0)
 
 
 def _device_name(major: int, minor: int) -> str:

@@ -143,13 +143,6 @@ def _redirect_stdio(bundle: str) -> None:
         os.close(log_fd)
 
 
-def _write_file_atomic(path: str, text: str) -> None:
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
 def _logger(id: str, debug: bool):
     """A log function writing one line to stderr (the bundle's ``log`` FIFO, or /dev/null)."""
     import time
@@ -179,6 +172,7 @@ class Daemon:
 
     def prepare(self) -> None:
         from pallet.shim import events, runtimes, server, service
+        from pallet.core.files import write_atomic
         from pallet.linux import syscalls as sysutil
         from pallet.shim.loop import Loop
 
@@ -214,8 +208,9 @@ class Daemon:
         self.server = server.Server(loop, self.listener, self.service.services(), log)
         self.server.start()
         try:
-            _write_file_atomic(os.path.join(self.bundle, "address"), f"unix://{self.sock_path}")
-            _write_file_atomic(os.path.join(self.bundle, "shim.pid"), str(os.getpid()))
+            write_atomic(os.path.join(self.bundle, "address"), f"unix://{self.sock_path}",
+                         fsync=False)
+            write_atomic(os.path.join(self.bundle, "shim.pid"), str(os.getpid()), fsync=False)
         except OSError:
             pass  # a bundle we cannot write to is reported by Create
 

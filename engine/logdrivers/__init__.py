@@ -67,15 +67,12 @@ def _fail(text: str) -> errors.PalletError:
 
 def go_size(text: str) -> int:
     """go-units' RAMInBytes, with its error text."""
-    from pallet.engine.logs import parse_size
+    from pallet.units.size import ram_in_bytes
 
     try:
-        n = parse_size(text)
+        return ram_in_bytes(text)
     except ValueError:
         raise ValueError(f"invalid size: '{text}'") from None
-    if text.strip().startswith("-"):
-        raise ValueError(f"invalid size: '{text}'")
-    return n
 
 
 def go_bool(text: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import struct
 
-from pallet.engine.logs import LogEntry, rotate
+from pallet.engine.logs import LogEntry, RotatingFile
 
 _SOURCE, _TIME, _LINE, _PARTIAL = 0x0A, 0x10, 0x1A, 0x20
 
@@ -97,36 +97,11 @@ class LocalWriter:
     """Appends records to ``path``, rotating as dockerd's local driver does."""
 
     def __init__(self, path: str, *, max_size: int, max_file: int, compress: bool):
-        self.path = path
-        self.max_size = max_size
-        self.max_file = max_file
-        self.compress = compress
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
-
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._file = RotatingFile(path, max_size, max_file, compress)
 
     def write(self, stream: str, line: bytes, time_ns: int) -> None:
-        if self._fd is None:
-            return
-        data = encode(stream, line, time_ns)
-        try:
-            if self.max_size and self._size and self._size + len(data) > self.max_size:
-                self._rotate()
-            os.write(self._fd, data)
-            self._size += len(data)
-        except OSError:
-            pass  # a full disk must not stop the container's output
-
-    def _rotate(self) -> None:
-        os.close(self._fd)
-        rotate(self.path, self.max_file, self.compress)
-        self._fd = self._open()
-        self._size = 0
+        self._file.write(encode(stream, line, time_ns))
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._file.close()

@@ -12,10 +12,10 @@ slowing the runtime down.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 
 from pallet.containerd.client import decode_event
+from pallet.containerd_services.exchange import Fanout
 
 from pallet.plugins.api_cri.config import NAMESPACE
 
@@ -28,32 +28,14 @@ class EventBus:
     """The subscribers of GetContainerEvents."""
 
     def __init__(self):
-        self._subs: list[queue.Queue] = []
-        self._lock = threading.Lock()
+        self._fanout = Fanout(BACKLOG)
 
     def publish(self, event) -> None:
-        with self._lock:
-            subs = list(self._subs)
-        for q in subs:
-            try:
-                q.put_nowait(event)
-            except queue.Full:
-                pass
+        self._fanout.publish(event)
 
     def subscribe(self, is_active, poll: float = 0.5):
         """Yield events until ``is_active()`` turns false."""
-        q: queue.Queue = queue.Queue(BACKLOG)
-        with self._lock:
-            self._subs.append(q)
-        try:
-            while is_active():
-                try:
-                    yield q.get(timeout=poll)
-                except queue.Empty:
-                    continue
-        finally:
-            with self._lock:
-                self._subs.remove(q)
+        return self._fanout.subscribe(is_active, poll=poll)
 
 
 class TaskWatcher:

@@ -16,6 +16,7 @@ import os
 import threading
 
 from pallet.core import errors
+from pallet.core.files import write_atomic
 from pallet.cni import conf as cniconf
 from pallet.cni.invoke import Environment
 from pallet.cni.network import CNI
@@ -202,7 +203,4 @@ class PodNetwork:
             cniconf.parse(text, self.cfg.cni_conf_template)
             os.makedirs(self.cfg.cni_conf_dir, exist_ok=True)
             path = os.path.join(self.cfg.cni_conf_dir, "10-containerd-net.conflist")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.rename(tmp, path)
+            write_atomic(path, text, fsync=False)

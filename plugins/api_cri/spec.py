@@ -19,10 +19,10 @@ builds it (``pkg/cri/server/container_create_linux.go`` and
 from __future__ import annotations
 
 import os
-import stat
 
 from pallet.core.errors import InvalidArgument, NotFound
 from pallet.engine import spec as dockerspec
+from pallet.oci.spec import device_node
 from pallet.proto.cri.runtime.v1 import api_pb2 as cri
 
 from pallet.plugins.api_cri import security
@@ -167,20 +167,14 @@ def devices(config: cri.ContainerConfig) -> tuple[list[dict], list[dict]]:
             except OSError as e:
                 raise NotFound(f"failed to add device {d.host_path!r}: "
                                f"{(e.strerror or str(e)).lower()}") from None
-            if stat.S_ISCHR(st.st_mode):
-                kind = "c"
-            elif stat.S_ISBLK(st.st_mode):
-                kind = "b"
-            elif os.path.isdir(host):
-                continue
-            else:
+            node = device_node(st, target)
+            if node is None:
+                if os.path.isdir(host):
+                    continue
                 raise InvalidArgument(f"failed to add device {d.host_path!r}: not a device node")
-            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            nodes.append({"path": target, "type": kind, "major": major, "minor": minor,
-                          "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
-                          "gid": st.st_gid})
-            rules.append({"allow": True, "type": kind, "major": major, "minor": minor,
-                          "access": d.permissions or "rwm"})
+            nodes.append(node)
+            rules.append({"allow": True, "type": node["type"], "major": node["major"],
+                          "minor": node["minor"], "access": d.permissions or "rwm"})
     return nodes, rules
 
 

@@ -22,7 +22,7 @@ import attrs
 from google.protobuf import any_pb2
 
 from pallet.core import errors
-from pallet.linux.files import read_json, write_json_atomic
+from pallet.core.files import read_json, write_json_atomic
 from pallet.proto.containerd.services.containers.v1 import containers_pb2
 from pallet.proto.cri.runtime.v1 import api_pb2 as cri
 

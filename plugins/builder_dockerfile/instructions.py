@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import attrs
 
 from pallet.core.errors import InvalidArgument
+from pallet.units.duration import parse_go_duration
 
 from pallet.plugins.builder_dockerfile.dockerfile import Heredoc, Node, Parsed, parse_heredoc
 
@@ -283,39 +284,13 @@ class Stage:
 
 # --- durations (HEALTHCHECK) -----------------------------------------------------------------
 
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-          "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> int:
-    """Go's ``time.ParseDuration`` (``1m30s``, ``500ms``), in nanoseconds."""
-    s = text
-    sign = 1
-    if s[:1] in "+-" and s:
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise InvalidArgument(f'time: invalid duration "{text}"')
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _DURATION.match(s, pos)
-        if m is None or m.group(1) in ("", "."):
-            if re.match(r"[0-9.]+$", s[pos:]):
-                raise InvalidArgument(f'time: missing unit in duration "{text}"')
-            raise InvalidArgument(f'time: invalid duration "{text}"')
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    return sign * int(round(total))
-
-
 def _interval(flag: str, value: str) -> int:
     if not value:
         return 0
-    d = parse_duration(value)
+    try:
+        d = parse_go_duration(value)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
     if d == 0:
         return 0
     if d < 1_000_000:

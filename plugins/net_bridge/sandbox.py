@@ -25,6 +25,7 @@ import socket
 from pallet.core.errors import Conflict, InvalidArgument, NotFound, PalletError
 from pallet.plugins.net_bridge import etcfiles
 from pallet.linux import netlink as links, netns
+from pallet.oci.spec import bind_file, join_namespace
 from pallet.plugins.net_bridge.networks import new_id
 from pallet.core.files import remove, write_json
 
@@ -517,9 +518,9 @@ class SandboxMixin:
         sb = rec["sandbox"]
         files = rec["paths"]
         linux = spec.setdefault("linux", {})
-        namespaces = linux.setdefault("namespaces", [])
         if sb["mode"] == "host":
-            linux["namespaces"] = [ns for ns in namespaces if ns.get("type") != "network"]
+            linux["namespaces"] = [ns for ns in linux.get("namespaces", [])
+                                   if ns.get("type") != "network"]
         else:
             path = sb["path"] if sb["mode"] == "netns" else \
                 self.records[sb["target"]]["sandbox"]["path"]
@@ -527,24 +528,10 @@ class SandboxMixin:
                 target = self.records[sb["target"]]
                 files = target["paths"]
                 spec["hostname"] = target["hostname"]
-            for ns in namespaces:
-                if ns.get("type") == "network":
-                    ns["path"] = path
-                    break
-            else:
-                namespaces.append({"type": "network", "path": path})
-        mounts = spec.setdefault("mounts", [])
+            join_namespace(spec, "network", path)
         for dest, key in ETC_MOUNTS:
-            src = files.get(key)
-            if not src:
-                continue
-            for m in mounts:
-                if m.get("destination") == dest:
-                    m["source"] = src
-                    break
-            else:
-                mounts.append({"destination": dest, "type": "bind", "source": src,
-                               "options": ["rbind", "rprivate"]})
+            if files.get(key):
+                bind_file(spec, dest, files[key])
 
     # --- what docker reports ----------------------------------------------------------------
     def settings(self, cid: str) -> dict:

@@ -25,7 +25,8 @@ from pallet.cni.network import CNI
 from pallet.cni.result import Result
 from pallet.core.errors import Conflict, ConfigError, InvalidArgument, NotFound
 from pallet.linux import netns
-from pallet.linux.files import read_json, remove, write_json
+from pallet.oci.spec import bind_file, join_namespace
+from pallet.core.files import read_json, remove, write_json
 
 from pallet.plugins.net_cni import etcfiles
 from pallet.plugins.net_cni.networks import Networks, network_id, subnets_of
@@ -309,9 +310,9 @@ class CNINetwork:
             sb = rec["sandbox"]
             files = rec["paths"]
             linux = spec.setdefault("linux", {})
-            namespaces = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
             if sb["mode"] == "host":
-                namespaces = [ns for ns in namespaces if ns.get("type") != "uts"]
+                linux["namespaces"] = [ns for ns in linux.get("namespaces", [])
+                                       if ns.get("type") not in ("network", "uts")]
             else:
                 if sb["mode"] == "container":
                     target = self.records[sb["target"]]
@@ -319,15 +320,10 @@ class CNINetwork:
                     spec["hostname"] = target["hostname"]
                 else:
                     path = sb["path"]
-                namespaces.append({"type": "network", "path": path})
-            linux["namespaces"] = namespaces
-            mounts = spec.setdefault("mounts", [])
+                join_namespace(spec, "network", path)
             for dest, key in ETC_MOUNTS:
-                src = files.get(key)
-                if src:
-                    mounts[:] = [m for m in mounts if m.get("destination") != dest]
-                    mounts.append({"destination": dest, "type": "bind", "source": src,
-                                   "options": ["rbind", "rprivate"]})
+                if files.get(key):
+                    bind_file(spec, dest, files[key])
 
     # --- inspect -----------------------------------------------------------------------------------
     def settings(self, id: str) -> dict:

@@ -16,7 +16,7 @@ import subprocess
 
 from pallet.cni import conf as cniconf
 from pallet.core.errors import Conflict, InvalidArgument, NotFound
-from pallet.linux.files import read_json, remove, write_json
+from pallet.core.files import read_json, remove, write_json
 
 #: the names docker keeps for itself
 RESERVED = ("host", "none", "bridge", "default")

@@ -23,6 +23,8 @@ import errno
 import os
 import time
 
+from pallet.linux.cgroupfs import read_keyed as _flat
+
 #: runc's subsystems in the order its fs driver sets them
 SUBSYSTEMS = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb",
               "net_cls", "net_prio", "perf_event", "freezer", "rdma", "name=systemd", "misc")
@@ -489,20 +491,6 @@ def _ints(path: str) -> list[int]:
 def _int(path: str) -> int:
     v = _ints(path)
     return v[0] if v else 0
-
-
-def _flat(path: str) -> dict[str, int]:
-    out = {}
-    try:
-        for line in _read(path).splitlines():
-            key, _, value = line.partition(" ")
-            try:
-                out[key] = int(value)
-            except ValueError:
-                pass
-    except OSError:
-        pass
-    return out
 
 
 def _nonzero(d: dict) -> dict:

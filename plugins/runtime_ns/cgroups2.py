@@ -22,6 +22,8 @@ from pallet.plugins.runtime_ns.cgroups import (  # noqa: F401 (re-exported)
     normalize,
     remove_container,
     remove_dirs)
+from pallet.linux.cgroupfs import read_keyed as _flat
+from pallet.plugins.runtime_ns.cgroups import _read
 from pallet.plugins.runtime_ns.cgroups import write as _cg_write
 
 _root: str | None = None
@@ -69,11 +71,6 @@ def paths_for(cgroups_path: str) -> dict[str, str]:
 
 def _write(path: str, value) -> None:
     _cg_write(os.path.dirname(path), os.path.basename(path), value)
-
-
-def _read(path: str) -> str:
-    with open(path, "rb") as f:
-        return f.read().decode().strip()
 
 
 def create(cgroups_path: str, resources: dict | None, devices=None):
@@ -372,20 +369,6 @@ def is_frozen(paths: dict[str, str]) -> bool:
         return _read(os.path.join(paths[""], "cgroup.freeze")) == "1"
     except (KeyError, OSError):
         return False
-
-
-def _flat(path: str) -> dict[str, int]:
-    out = {}
-    try:
-        for line in _read(path).splitlines():
-            key, _, value = line.partition(" ")
-            try:
-                out[key] = int(value)
-            except ValueError:
-                pass
-    except OSError:
-        pass
-    return out
 
 
 def _int(path: str) -> int:

@@ -562,6 +562,8 @@ def _environment(proc: dict) -> dict:
 
 
 def _go_quote(text: str) -> str:
+    # Its own few lines rather than engine.build_gofmt's quote: this runs in
+    # the container's init after pivot_root, where no module can be imported.
     out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
     return f'"{out}"'
 

@@ -8,6 +8,7 @@ import pytest
 from pallet.core.errors import InvalidArgument
 from pallet.plugins.builder_dockerfile import dockerfile as D
 from pallet.engine import build_gofmt as gofmt
+from pallet.units.duration import duration_string, parse_go_duration
 from pallet.plugins.builder_dockerfile import instructions as I
 from pallet.plugins.builder_dockerfile.shell import Lex
 
@@ -263,10 +264,10 @@ def test_go_formatting():
         '["/bin/sh" "-c" "echo \\"hi\\"\\n"]'
     assert gofmt.quote_list(None) == "[]"
     assert gofmt.list_v(["/a", "/b"]) == "[/a /b]"
-    assert [gofmt.duration(d) for d in (0, 5_000_000_000, 90_000_000_000, 500_000_000, 1500,
-                                        3_661_000_000_000)] == \
+    assert [duration_string(d) for d in (0, 5_000_000_000, 90_000_000_000, 500_000_000, 1500,
+                                         3_661_000_000_000)] == \
         ["0s", "5s", "1m30s", "500ms", "1.5µs", "1h1m1s"]
     assert gofmt.quote_rune(0) == "'\\x00'" and gofmt.quote_rune(65) == "'A'"
-    assert I.parse_duration("1m30.5s") == 90_500_000_000
-    with pytest.raises(InvalidArgument):
-        I.parse_duration("10")
+    assert parse_go_duration("1m30.5s") == 90_500_000_000
+    with pytest.raises(InvalidArgument, match='missing unit in duration "10"'):
+        I._interval("--interval", "10")

@@ -1,4 +1,4 @@
-"""Pure logic of the pallet CLI: units, tabwriter, templates, flags, references."""
+"""Pure logic of the pallet CLI: tabwriter, templates, flags, references."""
 
 import pytest
 
@@ -6,39 +6,8 @@ from pallet.client import docker_flags as F
 from pallet.client import docker_ref
 from pallet.client.cmd_containers import ContainerRow, displayable_ports, get_timestamp
 from pallet.client.cmd_images import image_rows
-from pallet.client.docker_format import (HeaderContext, go_quote, go_str, human_duration,
-                                         human_size, render_rows, tabwrite)
+from pallet.client.docker_format import HeaderContext, go_quote, go_str, render_rows, tabwrite
 from pallet.client.docker_template import Template, TemplateError
-
-MIN, HOUR, DAY = 60, 3600, 86400
-WEEK, MONTH, YEAR = 7 * DAY, 30 * DAY, 365 * DAY
-
-
-@pytest.mark.parametrize("secs,text", [
-    (0.45, "Less than a second"), (1, "1 second"), (45, "45 seconds"), (59, "59 seconds"),
-    (60, "About a minute"), (3 * MIN, "3 minutes"), (35 * MIN + 40, "35 minutes"),
-    (59 * MIN, "59 minutes"), (HOUR, "About an hour"), (HOUR + 29 * MIN, "About an hour"),
-    (HOUR + 31 * MIN, "2 hours"), (3 * HOUR + 31 * MIN, "4 hours"), (DAY, "24 hours"),
-    (DAY + 12 * HOUR, "36 hours"), (2 * DAY, "2 days"), (13 * DAY + 5 * HOUR, "13 days"),
-    (2 * WEEK, "2 weeks"), (MONTH, "4 weeks"), (MONTH + 2 * WEEK, "6 weeks"),
-    (2 * MONTH, "2 months"), (13 * MONTH, "13 months"), (24 * MONTH, "24 months"),
-    (24 * MONTH + 2 * WEEK, "2 years"), (3 * YEAR + 2 * MONTH, "3 years"),
-])
-def test_human_duration(secs, text):
-    assert human_duration(secs) == text
-
-
-@pytest.mark.parametrize("size,text", [
-    (0, "0B"), (999, "999B"), (1000, "1kB"), (1984234, "1.98MB"), (999999, "1e+03kB"),
-    (5 * 10 ** 9, "5GB"),
-])
-def test_human_size(size, text):
-    assert human_size(size) == text
-
-
-def test_human_size_precision_4():
-    assert human_size(1984234, 4) == "1.984MB"
-
 
 def test_tabwrite_like_go():
     assert tabwrite("A\tBB\tC\nxxxxxxxxxxxxxxx\ty\tz\n") == (

@@ -153,11 +153,6 @@ def test_display_plain_and_terminal():
                               io.StringIO(), terminal=False)
 
 
-def test_ctr_go_duration():
-    from pallet.client.ctr import _go_duration
-    assert _go_duration(0.13757) == "137.57ms"
-    assert _go_duration(2.5) == "2.5s"
-    assert _go_duration(0.0000421) == "42.1µs"
 
 
 def test_stream_job_outlives_its_client():

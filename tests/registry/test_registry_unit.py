@@ -100,9 +100,6 @@ def test_registry_auth_header_forms():
 
 
 def test_progress_bar_matches_docker():
-    assert progress.human_size(1087923) == "1.088MB"
-    assert progress.human_size(999) == "999B"
-    assert progress.human_size(2140160) == "2.14MB"
     bar = progress.progress_bar(1048576, 2140160)
     assert bar == "[========================>                          ]  1.049MB/2.14MB"
     assert progress.progress_bar(5, 5).startswith("[" + "=" * 50 + ">]")

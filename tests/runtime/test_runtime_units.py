@@ -9,7 +9,7 @@ from pallet.plugins.init_tini.spec import ANNOTATION, add_init
 from pallet.plugins.runtime_ns import cgroups, linux
 from pallet.commands.runc import Fatal, parse_signal
 from pallet.commands.runc_flags import (BOOL, INT, STRING, Flag, UsageError, parse_duration,
-                                        parse_flags, parse_int, ram_in_bytes, reorder)
+                                        parse_flags, parse_int, reorder)
 from pallet.plugins.runtime_ns.mounts import parse_options, secure_join
 from pallet.plugins.runtime_ns.state import valid_id
 
@@ -89,10 +89,6 @@ def test_go_values():
         [10, 16, 8, 1000, -5, None, None, None]
     assert parse_duration("1h2m0.5s") == 3720.5 and parse_duration("500ms") == 0.5
     assert parse_duration("1") is None
-    assert ram_in_bytes("64k") == 65536 and ram_in_bytes("1.5 GiB") == 3 << 29
-    for bad in ("x", "-1", "1."):
-        with pytest.raises(ValueError, match="invalid size"):
-            ram_in_bytes(bad)
 
 
 def test_cgroup_paths():
@@ -328,3 +324,48 @@ def test_seccomp_compiles_for_aarch64_and_x86_64():
         # the first architecture tested is the native one asked for
         code, jt, jf, k = struct.unpack_from("=HBBI", prog, 8)
         assert k == audit
+
+
+def test_device_node_from_stat():
+    """The one builder of ``linux.devices`` entries (docker's --device, CRI's devices)."""
+    from pallet.oci.spec import device_node
+
+    st = os.stat("/dev/null")
+    assert device_node(st, "/dev/x") == {
+        "path": "/dev/x", "type": "c", "major": 1, "minor": 3,
+        "fileMode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
+    assert device_node(os.stat("/"), "/x") is None
+
+
+def test_join_namespace_and_bind_file():
+    """What the network plugins (net_bridge, net_cni) do to a container's spec."""
+    from pallet.oci.spec import bind_file, join_namespace
+
+    spec = {"linux": {"namespaces": [{"type": "network"}, {"type": "uts"}]},
+            "mounts": [{"destination": "/etc/hosts", "type": "bind", "source": "/a",
+                        "options": ["rbind", "rprivate"]}]}
+    join_namespace(spec, "network", "/run/netns/x")
+    join_namespace(spec, "ipc", "/proc/1/ns/ipc")
+    assert spec["linux"]["namespaces"] == [{"type": "network", "path": "/run/netns/x"},
+                                           {"type": "uts"},
+                                           {"type": "ipc", "path": "/proc/1/ns/ipc"}]
+    bind_file(spec, "/etc/hosts", "/b")
+    bind_file(spec, "/etc/hostname", "/c")
+    assert spec["mounts"] == [
+        {"destination": "/etc/hosts", "type": "bind", "source": "/b", "options": ["rbind", "rprivate"]},
+        {"destination": "/etc/hostname", "type": "bind", "source": "/c",
+         "options": ["rbind", "rprivate"]}]
+
+
+def test_cgroupfs_readers(tmp_path):
+    """The one reader of cgroup files (runtime_ns, the shim's metrics, docker stats)."""
+    from pallet.linux import cgroupfs
+
+    (tmp_path / "memory.stat").write_text("cache 10\nrss 20\nbad x\nthree 1 2\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "pids.current").write_text("7\n")
+    assert cgroupfs.read_keyed(str(tmp_path / "memory.stat")) == {"cache": 10, "rss": 20}
+    assert cgroupfs.read_keyed(str(tmp_path / "missing")) == {}
+    assert cgroupfs.read_int(str(tmp_path / "memory.max"), -1) == -1
+    assert cgroupfs.read_int(str(tmp_path / "pids.current")) == 7
+    assert cgroupfs.read_int(str(tmp_path / "missing")) == 0

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from pallet.core import errors
 from pallet.engine import stats as statsmod
-from pallet.plugins.api_rest.server import json_body, json_response, qbool, qfilters, qint
+from pallet.plugins.api_rest.server import (api_version, json_body, json_response, qbool, qfilters,
+                                           qint)
 
 
 def _svc(request):
@@ -17,7 +18,11 @@ def _svc(request):
 
 
 async def create(request: web.Request):
+    from pallet.engine.createconfig import cgroup_version
+    from pallet.plugins.api_rest.versions import create_body
+
     body = await json_body(request)
+    create_body(body, api_version(request), cgroup_v1=cgroup_version() == 1)
     name = request.query.get("name") or None
     result = await _svc(request).create(body, name)
     return json_response(result, status=201)

@@ -36,7 +36,10 @@ def _each(palletd, dockerd):
 def test_healthy_and_unhealthy_like_dockerd(palletd, dockerd):
     got = {}
     for name, e in _each(palletd, dockerd):
-        ok = out(e.docker("run", "-d", *HC, "--health-cmd", "echo ok; echo err >&2",
+        # stdout and stderr are two streams whose order is not kept (in
+        # dockerd either): the probe's pause puts them in one order
+        ok = out(e.docker("run", "-d", *HC, "--health-cmd",
+                          "echo ok; sleep 0.1; echo err >&2",
                           "busybox", "sleep", "300"))
         bad = out(e.docker("run", "-d", *HC, "--health-cmd", "echo no; exit 3",
                            "--health-retries", "2", "busybox", "sleep", "300"))

@@ -161,3 +161,27 @@ def test_builtin_init_under_runc_is_a_clear_error(busybox_tar):
         assert engine.docker("run", "--rm", "busybox", "echo", "ok").stdout == b"ok\n"
     finally:
         engine.stop()
+
+
+def _build_and_run(engine: Pallet, tmp_path) -> str:
+    """docker build (the classic builder: RUN steps are containers of this
+    engine's runtime, their layers from pallet-containerd's diff service),
+    then a run of the image; what the run printed."""
+    (tmp_path / "f").write_text("hello\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nCOPY f /f\nRUN cat /f > /g && rm /bin/true\n")
+    tag = "built-" + os.urandom(3).hex()
+    r = subprocess.run([DOCKER_CLI, "build", "-q", "-t", tag, str(tmp_path)],
+                       env=dict(engine.env, DOCKER_BUILDKIT="0"), capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        return engine.docker("run", "--rm", tag, "sh", "-c",
+                             "cat /g; test -e /bin/true || echo gone").stdout.decode()
+    finally:
+        engine.docker("rmi", "-f", tag, check=False)
+
+
+def test_build_on_runc(oci, tmp_path):
+    """The builder drives the configured runtime like any container."""
+    assert _build_and_run(oci, tmp_path) == "hello\ngone\n"

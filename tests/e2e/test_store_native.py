@@ -158,3 +158,25 @@ def test_pull_from_a_registry_and_gc(engine, busybox_tar):
     finally:
         reg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_build_on_native_copies(engine, tmp_path):
+    """docker build on the copy-based store: the RUN step's layer (a file
+    added, one deleted) comes from the diff service over native snapshots."""
+    import subprocess
+
+    from engines import DOCKER_CLI
+
+    (tmp_path / "f").write_text("hello\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nCOPY f /f\nRUN cat /f > /g && rm /bin/true\n")
+    r = subprocess.run([DOCKER_CLI, "build", "-q", "-t", "native-built", str(tmp_path)],
+                       env=dict(engine.env, DOCKER_BUILDKIT="0"), capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        assert docker(engine, "run", "--rm", "native-built", "sh", "-c",
+                      "cat /g; test -e /bin/true || echo gone") == "hello\ngone\n"
+    finally:
+        docker(engine, "rmi", "-f", "native-built", check=False)
+

@@ -14,7 +14,7 @@ pallet-runc is measured as users get it: installed *non-editably* with its
 bytecode (an editable install's import hook alone costs milliseconds, and
 PYTHONDONTWRITEBYTECODE, set on the developers' machines, is dropped for
 the children).  Unless ``--pallet-runc`` names one, a throw-away venv under
-/tmp gets ``pip install --no-deps`` of this checkout for the run.
+/tmp gets ``pip install`` of this checkout for the run.
 """
 from __future__ import annotations
 
@@ -61,7 +61,9 @@ def fresh_install(top: str) -> str:
     """A venv with this checkout installed non-editably; its pallet-runc."""
     venv = os.path.join(top, "venv")
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "--no-deps", ROOT],
+    # with its dependencies: the first run loads the whole kernel (pluggy,
+    # attrs) to fill the kernel cache that later runs start from
+    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", ROOT],
                    check=True, env=child_env(), cwd=top)
     return os.path.join(venv, "bin", "pallet-runc")
 

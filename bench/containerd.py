@@ -227,7 +227,8 @@ async def pallet_figures(pc: "PalletContainerd", ns: str, count: int, runs: int)
             mounts = await c.snapshot_prepare(cid, top)
             spec = sleep_spec(ns, cid)
             t = time.perf_counter()
-            await c.container_create(cid, spec=spec, image=image, snapshot_key=cid)
+            await c.container_create(cid, spec=spec, image=image, snapshot_key=cid,
+                                     runtime="io.containerd.pallet.v2")  # pallet-shim
             await c.task_create(cid, rootfs=mounts)
             await c.task_start(cid)
             if measure:

@@ -1,1 +1,0 @@
-"""An example third-party pallet plugin (see plugin.py)."""

@@ -314,6 +314,33 @@ class Docker(Engine):
         wait_socket(self.sock, self.proc, self.log.name)
         return self
 
+    def stop(self) -> None:
+        """Stop dockerd, then delete the bridges of its networks (dockerd keeps
+        them when it stops) and what is enslaved to them; only those."""
+        links = []
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                r = self.docker("network", "ls", "--no-trunc", "--format",
+                                "{{.ID}} {{.Name}} {{.Driver}}", check=False)
+                for line in r.stdout.decode().splitlines():
+                    nid, name, driver = (line.split() + ["", "", ""])[:3]
+                    if driver == "bridge" and name not in ("bridge", "host", "none"):
+                        links.append("docker_gwbridge" if name == "docker_gwbridge"
+                                     else f"br-{nid[:12]}")
+        except Exception:  # noqa: BLE001 - clean-up must not fail a test's teardown
+            links = []
+        super().stop()
+        for link in links:
+            try:
+                out = subprocess.run(["ip", "-o", "link", "show", "master", link],
+                                     capture_output=True, text=True).stdout
+                for row in out.splitlines():
+                    port = row.split(":")[1].strip().split("@")[0]
+                    subprocess.run(["ip", "link", "del", port], capture_output=True)
+                subprocess.run(["ip", "link", "del", link], capture_output=True)
+            except Exception:  # noqa: BLE001
+                pass
+
     def _stop_children(self) -> None:
         for pid in pids_mentioning(self.root):
             try:

@@ -94,8 +94,10 @@ def test_events_streams_metrics_and_more(cri, client):
     want = [(cid, pb.CONTAINER_CREATED_EVENT), (cid, pb.CONTAINER_STARTED_EVENT),
             (cid, pb.CONTAINER_STOPPED_EVENT), (cid, pb.CONTAINER_DELETED_EVENT)]
     while time.monotonic() < deadline:
+        # events reach the reader thread through the stream, after the calls return
         got = [(e.container_id, e.container_event_type) for e in events if e.container_id == cid]
-        if got == want:
+        pod_events = {e.container_event_type for e in events if e.container_id == pod}
+        if got == want and pb.CONTAINER_DELETED_EVENT in pod_events:
             break
         time.sleep(0.05)
     assert got == want
@@ -103,7 +105,6 @@ def test_events_streams_metrics_and_more(cri, client):
                e.container_event_type == pb.CONTAINER_STOPPED_EVENT][0]
     assert stopped.containers_statuses[0].state == pb.CONTAINER_EXITED
     assert stopped.pod_sandbox_status.id == pod
-    pod_events = {e.container_event_type for e in events if e.container_id == pod}
     assert pb.CONTAINER_DELETED_EVENT in pod_events
     stream.cancel()
 

@@ -335,6 +335,13 @@ class Sandboxes:
             log.warning("pod %s lost its network namespace", sb.id)
             sb.state = NOTREADY
             self.records.save(sb)
+        elif not sb.stopped and sb.netns and not sb.network_ready and sb.state == READY:
+            # recorded while its network was being set up, which did not finish
+            # (release_orphans deletes what the plugins had done)
+            log.warning("pod %s: its start was interrupted before its network was ready",
+                        sb.id)
+            sb.state = NOTREADY
+            self.records.save(sb)
 
     def release_orphans(self) -> None:
         """CNI DEL and unpinning for pods whose records are gone (removed, or

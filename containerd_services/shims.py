@@ -205,7 +205,7 @@ def delete(namespace: str, id: str, bundle: str, address: str, paths,
     env = dict(os.environ, TTRPC_ADDRESS=address + ".ttrpc", GRPC_ADDRESS=address,
                NAMESPACE=namespace)
     if not binary:
-        env.update(launch._shim_env(namespace, id, address, paths))
+        env.update(launch._shim_env(namespace, id, address, paths, bundle))
     try:
         proc = subprocess.run(argv, cwd=bundle if os.path.isdir(bundle) else "/", env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)

@@ -68,11 +68,20 @@ def running_shims(d) -> set[int]:
         cmd = _read(f"/proc/{entry}/cmdline")
         if cmd.startswith(b"pallet-shim zygote ") and d.state.encode() in cmd:
             out |= {p for p in _children(int(entry))
-                    if _read(f"/proc/{p}/comm").startswith(b"pallet-shim")}
+                    if _read(f"/proc/{p}/comm").startswith(b"pallet-shim") and _alive(p)}
         elif b"containerd-shim" in cmd.split(b"\0")[0] and d.address.encode() in cmd and \
                 _alive(int(entry)):
             out.add(int(entry))
     return out
+
+
+def shims_become(d, expected: set[int]) -> set[int]:
+    """The running shims once they are ``expected`` (a shim told to shut down ends
+    a moment after it answered), or as they are after a while."""
+    deadline = time.monotonic() + 10
+    while (found := running_shims(d)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def _state(d, cid: str) -> tuple[str, int]:
@@ -122,13 +131,9 @@ def test_five_containers_of_a_pod_one_shim(daemon):
     assert running_shims(d) == {shim, recorded_shims(d)[lone]}
     # removing the pod ends its shim, not the other pod's
     d.crictl("rmp", "-f", pod)
-    deadline = time.monotonic() + 10
-    while _alive(shim) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(shim)
-    assert running_shims(d) == {recorded_shims(d)[lone]}
+    assert shims_become(d, {recorded_shims(d)[lone]}) == {recorded_shims(d)[lone]}
     d.crictl("rmp", "-f", other)
-    assert running_shims(d) == set()
+    assert shims_become(d, set()) == set()
 
 
 def test_kill9_restores_every_task_of_a_shared_shim(daemon):
@@ -156,7 +161,7 @@ def test_kill9_restores_every_task_of_a_shared_shim(daemon):
     d.crictl("rm", quitter)
     assert _alive(shim) and _state(d, late) == ("CONTAINER_RUNNING", 0)
     d.crictl("rmp", "-f", pod)
-    assert running_shims(d) == set()
+    assert shims_become(d, set()) == set()
 
 
 def test_dead_shared_shim_stops_every_container_of_the_pod(daemon):
@@ -168,7 +173,7 @@ def test_dead_shared_shim_stops_every_container_of_the_pod(daemon):
     for cid in cids:
         assert d.wait_state(cid, "CONTAINER_EXITED")["status"]["exitCode"] == 137
     d.crictl("rmp", "-f", pod)
-    assert running_shims(d) == set()
+    assert shims_become(d, set()) == set()
 
 
 def test_runc_shim_groups_a_pod_and_keeps_exit_codes_over_kill9(daemon):
@@ -191,7 +196,7 @@ def test_runc_shim_groups_a_pod_and_keeps_exit_codes_over_kill9(daemon):
     d.crictl("rm", quitter)
     assert _state(d, runner) == ("CONTAINER_RUNNING", 0)
     d.crictl("rmp", "-f", pod)
-    assert running_shims(d) == set()
+    assert shims_become(d, set()) == set()
 
 
 @needs_containerd
@@ -218,10 +223,7 @@ def test_containerd_too_runs_a_pod_in_one_shim(busybox_tar, tmp_path):
         assert len(running_shims(d)) == 1
         assert _state(d, cids[0]) == ("CONTAINER_RUNNING", 0)
         d.crictl("rmp", "-f", pod)
-        deadline = time.monotonic() + 10
-        while running_shims(d) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert running_shims(d) == set()
+        assert shims_become(d, set()) == set()
     finally:
         d.stop()
 
@@ -238,4 +240,33 @@ def test_restart_info_lists_the_same_shim_for_all(daemon):
         sorted((c, "CONTAINER_RUNNING") for c in cids)
     assert len(set(recorded_shims(d).values())) == 1
     d.crictl("rmp", "-f", pod)
-    assert running_shims(d) == set()
+    assert shims_become(d, set()) == set()
+
+
+def test_pause_task_and_containers_share_the_pod_shim(busybox_tar, tmp_path):
+    """With a ``sandbox_image``, the pod's own task (containerd's pause container,
+    container-type ``sandbox``) is served by the same shim as its containers."""
+    from cri_helpers import PAUSE, pause_archive
+
+    pause = str(tmp_path / "pause.tar")
+    pause_archive(pause)
+    d = CriDaemon(f'sandbox_image = "{PAUSE}"\nrestrict_oom_score_adj = true\n')
+    try:
+        d.start()
+        d.import_image(busybox_tar)
+        d.import_image(pause)
+        pod = d.run_pod("paused")
+        cids = [d.run_container(pod, "paused", f"c{i}", ["sleep", "1000"]) for i in range(3)]
+        shims = recorded_shims(d)
+        assert set(shims) == {pod, *cids}
+        assert len(set(shims.values())) == 1 and running_shims(d) == set(shims.values())
+        with open(os.path.join(d.state, "io.containerd.runtime.v2.task", "k8s.io", pod,
+                               "config.json")) as f:
+            annotations = json.load(f)["annotations"]
+        assert (annotations[SANDBOX_ID], annotations[CONTAINER_TYPE]) == (pod, "sandbox")
+        d.crictl("stopp", pod)
+        assert all(_state(d, c)[0] == "CONTAINER_EXITED" for c in cids)
+        d.crictl("rmp", pod)
+        assert shims_become(d, set()) == set()
+    finally:
+        d.stop()

@@ -10,9 +10,7 @@ import json
 import os
 import time
 
-import pytest
-
-from cri_helpers import CriDaemon, needs_containerd, needs_crictl, needs_root
+from cri_helpers import needs_containerd, needs_crictl, needs_root
 
 pytestmark = needs_root + [needs_crictl]
 
@@ -89,19 +87,8 @@ def _state(d, cid: str) -> tuple[str, int]:
     return st["state"], st["exitCode"]
 
 
-@pytest.fixture(scope="module")
-def daemon(busybox_tar):
-    d = CriDaemon()
-    try:
-        d.start()
-        d.import_image(busybox_tar)
-        yield d
-    finally:
-        d.stop()
-
-
-def test_five_containers_of_a_pod_one_shim(daemon):
-    d = daemon
+def test_five_containers_of_a_pod_one_shim(cri):
+    d = cri
     pod = d.run_pod("five")
     cids = [d.run_container(pod, "five", f"c{i}", ["sleep", "1000"]) for i in range(5)]
     shims = recorded_shims(d)
@@ -136,8 +123,8 @@ def test_five_containers_of_a_pod_one_shim(daemon):
     assert shims_become(d, set()) == set()
 
 
-def test_kill9_restores_every_task_of_a_shared_shim(daemon):
-    d = daemon
+def test_kill9_restores_every_task_of_a_shared_shim(cri):
+    d = cri
     pod = d.run_pod("shared")
     runner = d.run_container(pod, "shared", "runner", ["sleep", "1000"])
     quitter = d.run_container(pod, "shared", "quitter", ["sh", "-c", "sleep 2; exit 7"])
@@ -164,8 +151,8 @@ def test_kill9_restores_every_task_of_a_shared_shim(daemon):
     assert shims_become(d, set()) == set()
 
 
-def test_dead_shared_shim_stops_every_container_of_the_pod(daemon):
-    d = daemon
+def test_dead_shared_shim_stops_every_container_of_the_pod(cri):
+    d = cri
     pod = d.run_pod("doomed")
     cids = [d.run_container(pod, "doomed", f"c{i}", ["sleep", "1000"]) for i in range(3)]
     (shim,) = set(recorded_shims(d).values())
@@ -176,11 +163,11 @@ def test_dead_shared_shim_stops_every_container_of_the_pod(daemon):
     assert shims_become(d, set()) == set()
 
 
-def test_runc_shim_groups_a_pod_and_keeps_exit_codes_over_kill9(daemon):
+def test_runc_shim_groups_a_pod_and_keeps_exit_codes_over_kill9(cri):
     """The ``runc`` handler: Debian's containerd-shim-runc-v2 serves the pod's
     containers in one shim too; after a kill -9 of pallet-containerd a container
     that exited meanwhile reports its own exit code (not 137)."""
-    d = daemon
+    d = cri
     pod = d.crictl("runp", "--runtime", "runc", d.write("runc.pod.json",
                                                         d.pod_config("runc"))).stdout.strip()
     runner = d.run_container(pod, "runc", "runner", ["sleep", "1000"])
@@ -200,37 +187,31 @@ def test_runc_shim_groups_a_pod_and_keeps_exit_codes_over_kill9(daemon):
 
 
 @needs_containerd
-def test_containerd_too_runs_a_pod_in_one_shim(busybox_tar, tmp_path):
-    """Differential: Debian's containerd 1.6 CRI plugin, runc shim: one shim for the
-    pod (its pause container and its containers), the same annotations."""
-    from cri_helpers import ContainerdCri, pause_archive
-
-    d = ContainerdCri()
-    try:
-        d.start()
-        d.import_image(busybox_tar)
-        pause = str(tmp_path / "pause.tar")
-        pause_archive(pause)
-        d.import_image(pause)
-        pod = d.run_pod("five")
-        cids = [d.run_container(pod, "five", f"c{i}", ["sleep", "1000"]) for i in range(3)]
-        assert len(running_shims(d)) == 1
+def test_one_shim_per_pod_as_containerd(both):
+    """Differential: Debian's containerd 1.6 (CRI plugin, runc shim) and pallet-containerd
+    on the same pod of three containers: one shim for the pod (with containerd's pause
+    container in it), the same annotations, one container removed leaves the shim."""
+    seen = {}
+    for kind, d in both.items():
+        pod = d.run_pod("trio")
+        cids = [d.run_container(pod, "trio", f"c{i}", ["sleep", "1000"]) for i in range(3)]
+        shims = running_shims(d)
         spec = d.inspect(cids[0])["info"]["runtimeSpec"]
-        assert (spec["annotations"][SANDBOX_ID], spec["annotations"][CONTAINER_TYPE]) == \
-            (pod, "container")
+        annotations = (spec["annotations"][SANDBOX_ID], spec["annotations"][CONTAINER_TYPE])
         d.crictl("stop", "-t", "0", cids[1])
         d.crictl("rm", cids[1])
-        assert len(running_shims(d)) == 1
-        assert _state(d, cids[0]) == ("CONTAINER_RUNNING", 0)
+        after_rm = running_shims(d) == shims
+        states = [_state(d, c) for c in (cids[0], cids[2])]
         d.crictl("rmp", "-f", pod)
-        assert shims_become(d, set()) == set()
-    finally:
-        d.stop()
+        seen[kind] = (len(shims), annotations == (pod, "container"), after_rm, states,
+                      shims_become(d, set()))
+    assert seen["pallet"] == seen["containerd"] == \
+        (1, True, True, [("CONTAINER_RUNNING", 0)] * 2, set())
 
 
-def test_restart_info_lists_the_same_shim_for_all(daemon):
+def test_restart_info_lists_the_same_shim_for_all(cri):
     """pallet-containerd's task list after a restart: every task of the shared shim."""
-    d = daemon
+    d = cri
     pod = d.run_pod("listed")
     cids = [d.run_container(pod, "listed", f"c{i}", ["sleep", "1000"]) for i in range(3)]
     d.kill9()
@@ -243,30 +224,20 @@ def test_restart_info_lists_the_same_shim_for_all(daemon):
     assert shims_become(d, set()) == set()
 
 
-def test_pause_task_and_containers_share_the_pod_shim(busybox_tar, tmp_path):
+def test_pause_task_and_containers_share_the_pod_shim(paused):
     """With a ``sandbox_image``, the pod's own task (containerd's pause container,
     container-type ``sandbox``) is served by the same shim as its containers."""
-    from cri_helpers import PAUSE, pause_archive
-
-    pause = str(tmp_path / "pause.tar")
-    pause_archive(pause)
-    d = CriDaemon(f'sandbox_image = "{PAUSE}"\nrestrict_oom_score_adj = true\n')
-    try:
-        d.start()
-        d.import_image(busybox_tar)
-        d.import_image(pause)
-        pod = d.run_pod("paused")
-        cids = [d.run_container(pod, "paused", f"c{i}", ["sleep", "1000"]) for i in range(3)]
-        shims = recorded_shims(d)
-        assert set(shims) == {pod, *cids}
-        assert len(set(shims.values())) == 1 and running_shims(d) == set(shims.values())
-        with open(os.path.join(d.state, "io.containerd.runtime.v2.task", "k8s.io", pod,
-                               "config.json")) as f:
-            annotations = json.load(f)["annotations"]
-        assert (annotations[SANDBOX_ID], annotations[CONTAINER_TYPE]) == (pod, "sandbox")
-        d.crictl("stopp", pod)
-        assert all(_state(d, c)[0] == "CONTAINER_EXITED" for c in cids)
-        d.crictl("rmp", pod)
-        assert shims_become(d, set()) == set()
-    finally:
-        d.stop()
+    d = paused
+    pod = d.run_pod("paused")
+    cids = [d.run_container(pod, "paused", f"c{i}", ["sleep", "1000"]) for i in range(3)]
+    shims = recorded_shims(d)
+    assert set(shims) == {pod, *cids}
+    assert len(set(shims.values())) == 1 and running_shims(d) == set(shims.values())
+    with open(os.path.join(d.state, "io.containerd.runtime.v2.task", "k8s.io", pod,
+                           "config.json")) as f:
+        annotations = json.load(f)["annotations"]
+    assert (annotations[SANDBOX_ID], annotations[CONTAINER_TYPE]) == (pod, "sandbox")
+    d.crictl("stopp", pod)
+    assert all(_state(d, c)[0] == "CONTAINER_EXITED" for c in cids)
+    d.crictl("rmp", pod)
+    assert shims_become(d, set()) == set()

@@ -232,7 +232,8 @@ class TaskManager:
             return
         log.warning("shim of task %s/%s died (%s): cleaning up", task.namespace, task.id,
                     reason)
-        self._siblings_died(task)
+        if not self._shim_alive(task):  # (a live shim may just have lost this one task)
+            self._siblings_died(task)
         status, exited = 128 + SIGKILL, time.time_ns()
         try:
             pid, status, exited = shims.delete(task.namespace, task.id, task.bundle,

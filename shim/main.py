@@ -25,7 +25,7 @@ pallet-containerd passes its own paths through the environment
 runtime root are derived from the bundle path, which containerd lays out as
 ``{state}/io.containerd.runtime.v2.task/{ns}/{id}`` (docs/ARCHITECTURE.md).
 
-Imports stay lazy: this process exists once per container.
+Imports stay lazy: this process exists once per container (or pod).
 """
 from __future__ import annotations
 

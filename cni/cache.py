@@ -47,12 +47,15 @@ class ResultCache:
     def save(self, network: str, container_id: str, ifname: str, netns: str, config: bytes,
              args, capability_args: dict, result: dict | None) -> None:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        # not fsynced, as libcni does not: the entry must outlive the caller's
+        # restart, which the page cache does; after a power cut the namespaces
+        # and veths it describes are gone too
         write_json_atomic(self.path(network, container_id, ifname), {
             "kind": KIND, "containerId": container_id, "ifName": ifname,
             "networkName": network, "netns": netns,
             "config": base64.b64encode(config).decode(),
             "cniArgs": [list(a) for a in args], "capabilityArgs": capability_args,
-            "result": result})
+            "result": result}, fsync=False)
 
     def load(self, network: str, container_id: str, ifname: str) -> CachedAttachment | None:
         return self._read(self.path(network, container_id, ifname))

@@ -99,6 +99,7 @@ class CRI:
                 pass
             self.io.stop()
         self.workers.shutdown(wait=False, cancel_futures=True)
+        self.network.close()
 
     def _on_exit(self, cid: str, exec_id: str, code: int, at: int) -> None:
         if not exec_id:

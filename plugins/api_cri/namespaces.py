@@ -23,6 +23,9 @@ from pallet.linux.syscalls import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUTS, MS_
                                    mount, unshare)
 
 FLAGS = {"net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
+#: directories made shared mount points by this process (once each, not per pod)
+_prepared: set[tuple[str, int, int]] = set()
+_prepared_lock = threading.Lock()
 #: sysctls that live in the IPC namespace (runc's list, from ipc_namespaces(7))
 IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
@@ -68,7 +71,7 @@ def pin(directory: str, prefix: str, kinds, *, hostname: str = "",
     check_sysctls(sysctls, kinds)
     if not kinds:
         return {}
-    netns.prepare_dir(directory)
+    _prepare_dir(directory)
     paths = {k: os.path.join(directory, f"{prefix}-{k}") for k in kinds}
     for path in paths.values():
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -95,6 +98,19 @@ def pin(directory: str, prefix: str, kinds, *, hostname: str = "",
     return paths
 
 
+def _prepare_dir(directory: str) -> None:
+    """netns.prepare_dir once per directory (it reads the whole mount table,
+    which grows with every pod)."""
+    os.makedirs(directory, mode=0o711, exist_ok=True)
+    st = os.stat(directory)
+    key = (os.path.realpath(directory), st.st_dev, st.st_ino)
+    with _prepared_lock:
+        if key in _prepared:
+            return
+        netns.prepare_dir(directory)
+        _prepared.add(key)
+
+
 def unpin(paths: dict) -> None:
     """Unmount and delete pinned namespace files (missing ones are fine)."""
     for path in paths.values():
@@ -104,6 +120,17 @@ def unpin(paths: dict) -> None:
             pass
 
 
+_nsfs_dev: list[int] = []
+
+
 def alive(path: str) -> bool:
-    """Whether ``path`` still pins a namespace."""
-    return netns.is_namespace(path)
+    """Whether ``path`` still pins a namespace: a bind mount of a namespace
+    file is on nsfs (one device for every namespace), the file left behind
+    by an unmount is on its directory's filesystem.  A stat, where reading
+    the mount table would cost more with every pod."""
+    if not _nsfs_dev:
+        _nsfs_dev.append(os.stat("/proc/self/ns/net").st_dev)
+    try:
+        return os.stat(path).st_dev == _nsfs_dev[0]
+    except OSError:
+        return False

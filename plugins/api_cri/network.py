@@ -1,8 +1,9 @@
 """Pods' networks through CNI (pallet.cni), as containerd's CRI plugin sets
-them up: the loopback plugin first (its own ``cni-loopback`` list), then
-the first ``max_conf_num`` lists of the configuration directory, each on
-``eth0`` (``eth1``... for further lists), with kubelet's ``K8S_POD_*``
-arguments and the ``portMappings`` and ``bandwidth`` capabilities.
+them up: the loopback plugin (its own ``cni-loopback`` list) and the first
+``max_conf_num`` lists of the configuration directory, each on ``eth0``
+(``eth1``... for further lists), with kubelet's ``K8S_POD_*`` arguments and
+the ``portMappings`` and ``bandwidth`` capabilities.  The attachments are
+added at the same time (go-cni's way), each list's plugins in order.
 
 The result of every ADD is cached by the CNI library, so DEL frees
 addresses and port mappings after a restart, even of a pod whose record
@@ -10,6 +11,7 @@ is gone (:meth:`PodNetwork.release_orphans`).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -82,6 +84,12 @@ class PodNetwork:
         self.cni = CNI(cfg.cni_bin_dirs, cfg.cni_cache)
         self.pod_cidr = ""
         self._lock = threading.Lock()
+        #: runs a pod's attachments side by side (threads that wait on plugins)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
+                                                           thread_name_prefix="cni")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def networks(self) -> list[cniconf.NetworkConfigList]:
         """The lists of the configuration directory in use (NotFound: none)."""
@@ -116,11 +124,31 @@ class PodNetwork:
         if bw:
             caps["bandwidth"] = bw
         results = {}
+        # the attachments are independent (lo and eth0... of one namespace), so
+        # their plugins run at the same time, as containerd's go-cni runs them
+        loopback = self._pool.submit(self.cni.add, LOOPBACK,
+                                     Environment(sandbox_id, netns, "lo", args))
+        others = [self._pool.submit(self.cni.add, net,
+                                    Environment(sandbox_id, netns, f"eth{i}", args), caps)
+                  for i, net in enumerate(nets[1:], 1)]
         try:
-            self.cni.add(LOOPBACK, Environment(sandbox_id, netns, "lo", args))
-            for i, net in enumerate(nets):
-                env = Environment(sandbox_id, netns, f"eth{i}", args)
-                results[net.name] = self.cni.add(net, env, caps)
+            first_error = None
+            if nets:
+                try:
+                    results[nets[0].name] = self.cni.add(
+                        nets[0], Environment(sandbox_id, netns, "eth0", args), caps)
+                except Exception as e:  # noqa: BLE001 — raised once the others are done
+                    first_error = e
+            for net, future in [(LOOPBACK, loopback), *zip(nets[1:], others)]:
+                try:
+                    result = future.result()
+                except Exception as e:  # noqa: BLE001
+                    first_error = first_error or e
+                    continue
+                if net is not LOOPBACK:
+                    results[net.name] = result
+            if first_error is not None:
+                raise first_error
         except Exception:
             try:
                 self.teardown(sandbox_id, netns, config)

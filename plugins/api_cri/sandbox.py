@@ -92,6 +92,10 @@ class Sandboxes:
         try:
             self._make(sb, runtime)
         except BaseException:
+            try:
+                self.records.delete(sb)   # made while the network was set up
+            except errors.PalletError as e:
+                log.warning("delete record of sandbox %s: %s", sb.id, e)
             self._undo(sb)
             self.records.release(name)
             raise
@@ -106,7 +110,7 @@ class Sandboxes:
         host_net = opts.network == NODE
         os.makedirs(sb.root, mode=0o711, exist_ok=True)
         os.makedirs(sb.state_dir, mode=0o711, exist_ok=True)
-        hostname = self._write_files(sb, host_net)
+        hostname = self.hostname(sb)
         kinds = ([] if host_net else ["net", "uts"]) + ([] if opts.ipc == NODE else ["ipc"])
         sysctls = dict(config.linux.sysctls)
         if not host_net:
@@ -119,24 +123,44 @@ class Sandboxes:
                          "uts": pinned.get("uts", "")}
         sb.namespaces = {k: v for k, v in sb.namespaces.items() if v}
         sb.netns = pinned.get("net", "")
-        if opts.pid == POD and not sb.image:
-            sb.pid = self.cri.holders.start(sb.id)
-            sb.namespaces["pid"] = f"/proc/{sb.pid}/ns/pid"
-            sb.pid_inode = os.stat(sb.namespaces["pid"]).st_ino
+        # the CNI plugins (most of a pod's start) run while the pod's files,
+        # holder and record are made; the pod's task, if any, starts after them
+        network = None
         if not host_net:
-            ip, more, results = self.cri.network.setup(sb.id, sb.netns, config)
-            sb.network_ready = True
-            sb.ip, sb.additional_ips = ip, more
-            self._save_results(sb, results)
-        spec = specmod.pod_spec(sb, hostname)
+            network = self.cri.workers.submit(self.cri.network.setup, sb.id, sb.netns, config)
+        try:
+            self._write_files(sb, host_net)
+            if opts.pid == POD and not sb.image:
+                sb.pid = self.cri.holders.start(sb.id)
+                sb.namespaces["pid"] = f"/proc/{sb.pid}/ns/pid"
+                sb.pid_inode = os.stat(sb.namespaces["pid"]).st_ino
+            if not sb.image:
+                self.records.create(SANDBOX, sb, specmod.pod_spec(sb, hostname),
+                                    runtime=runtime, labels=dict(config.labels))
+        except BaseException:
+            if network is not None:
+                try:
+                    self._network_done(sb, network)   # so that the undo deletes it
+                except Exception:  # noqa: BLE001 — the first error is the one to report
+                    pass
+            raise
+        if network is not None:
+            self._network_done(sb, network)
         if sb.image:
-            self.cri.containers.start_pod_task(sb, runtime, spec, hostname)
+            self.cri.containers.start_pod_task(sb, runtime, specmod.pod_spec(sb, hostname),
+                                               hostname)
         else:
-            self.records.create(SANDBOX, sb, spec, runtime=runtime, labels=dict(config.labels))
+            self.records.save(sb)   # with the pod's addresses
+
+    def _network_done(self, sb: Sandbox, network) -> None:
+        ip, more, results = network.result()
+        sb.network_ready = True
+        sb.ip, sb.additional_ips = ip, more
+        self._save_results(sb, results)
 
     def _write_files(self, sb: Sandbox, host_net: bool) -> str:
         config = sb.config
-        hostname = config.hostname or socket.gethostname()
+        hostname = self.hostname(sb)
         with open(os.path.join(sb.root, "hostname"), "w") as f:
             f.write(hostname + "\n")
         os.chmod(os.path.join(sb.root, "hostname"), 0o644)
@@ -309,6 +333,13 @@ class Sandboxes:
         self.records.sandboxes[sb.id] = sb
         if not sb.stopped and sb.netns and not nsmod.alive(sb.netns):
             log.warning("pod %s lost its network namespace", sb.id)
+            sb.state = NOTREADY
+            self.records.save(sb)
+        elif not sb.stopped and sb.netns and not sb.network_ready and sb.state == READY:
+            # recorded while its network was being set up, which did not finish
+            # (release_orphans deletes what the plugins had done)
+            log.warning("pod %s: its start was interrupted before its network was ready",
+                        sb.id)
             sb.state = NOTREADY
             self.records.save(sb)
 

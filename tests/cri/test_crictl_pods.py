@@ -97,6 +97,40 @@ def test_shared_pid_namespace_without_image_and_removal(cri):
     assert not cri.crictl("ps", "-a", "-q", "-p", pod, check=False).stdout.strip()
 
 
+def test_failed_network_leaves_nothing_behind(cri):
+    """The pod's network fails (a conflist naming a plugin that is nowhere)
+    while its loopback, added at the same time, and its record, made
+    meanwhile, succeed: RunPodSandbox fails and leaves no record, cached
+    attachment, pinned namespace or pod directory, and the name is free again."""
+    cri_root = os.path.join(cri.root, "io.containerd.grpc.v1.cri")
+    dirs = [os.path.join(cri_root, "cni", "results"), os.path.join(cri_root, "sandboxes"),
+            os.path.join(cri.state, "io.containerd.grpc.v1.cri", "ns")]
+
+    def state():
+        records = subprocess.run(
+            [os.path.join(os.path.dirname(cri.command()[0]), "pallet-ctr"), "-a", cri.address,
+             "-n", "k8s.io", "containers", "ls", "-q"], capture_output=True, text=True)
+        assert records.returncode == 0, records.stderr
+        return ([sorted(os.listdir(d)) if os.path.isdir(d) else [] for d in dirs],
+                sorted(records.stdout.split()))
+
+    before = state()
+    broken = os.path.join(cri.net.conf_dir, "00-broken.conflist")
+    with open(broken, "w") as f:
+        json.dump({"cniVersion": "1.0.0", "name": "broken",
+                   "plugins": [{"type": "pallet-no-such-plugin"}]}, f)
+    try:
+        r = cri.crictl("runp", cri.write("netfail.pod.json", cri.pod_config("netfail")),
+                       check=False)
+    finally:
+        os.unlink(broken)
+    assert r.returncode != 0 and "pallet-no-such-plugin" in r.stderr
+    assert state() == before
+    pod = cri.run_pod("netfail")          # the name was released
+    cri.crictl("rmp", "-f", pod)
+    assert state() == before
+
+
 def test_port_mapping_to_the_pod(cri):
     host_port = free_port()
     pod = cri.run_pod("web", port_mappings=[{"container_port": 8080, "host_port": host_port}])

@@ -28,7 +28,8 @@ from pallet.core import errors
 
 #: modules a runtime's create and exec import lazily; loaded up front in the
 #: zygote so that the shims' helpers do not import them for every call
-_PRELOAD = ("process", "linux", "mounts", "cgroups", "state", "seccomp", "hooks", "specgen")
+_PRELOAD = ("process", "spawn", "linux", "mounts", "cgroups", "cgroups2", "devices", "state",
+            "seccomp", "hooks", "validate", "errtext", "_oci_schema", "_syscalls")
 
 #: the plugin whose runtime drives a runc-compatible binary (``[plugins.<it>] binary``)
 BINARY_PLUGIN = "runtime_oci"

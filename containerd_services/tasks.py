@@ -68,6 +68,7 @@ class Task:
         self.pid = 0
         self.lock = threading.Lock()
         self.closing = False          # we shut the shim down ourselves
+        self.creating = False         # Create not answered yet: its caller handles a loss
         self.dead = False             # the shim died; the task is stopped for good
         self.dead_reason = ""
         self.exit_status = 0
@@ -208,7 +209,7 @@ class TaskManager:
         return True
 
     def _connection_lost(self, task: Task) -> None:
-        if task.closing or task.dead or self._closed:
+        if task.closing or task.creating or task.dead or self._closed:
             return
         threading.Thread(target=self._check_shim, args=(task,), daemon=True,
                          name=f"shim-{task.id[:12]}").start()
@@ -305,14 +306,24 @@ class TaskManager:
                                                     container.snapshot_key)]
             bundle = self._write_bundle(ns, req.container_id, spec)
             shims.record(bundle, runtime, binary)
-            address = shims.start(ns, req.container_id, bundle, self.address, self.paths,
-                                  binary, options.SerializeToString() if options else b"",
-                                  debug=self.shim_debug)
-            task = Task(ns, req.container_id, bundle, address)
-            r = self._client(task).call(SHIM_SERVICE, "Create", shim_pb2.CreateTaskRequest(
+            create = shim_pb2.CreateTaskRequest(
                 id=req.container_id, bundle=bundle, rootfs=rootfs, terminal=req.terminal,
-                stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, options=options),
-                shim_pb2.CreateTaskResponse, timeout=CALL_TIMEOUT)
+                stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, options=options)
+            for attempt in (1, 2):
+                address = shims.start(ns, req.container_id, bundle, self.address, self.paths,
+                                      binary, options.SerializeToString() if options else b"",
+                                      debug=self.shim_debug)
+                task = Task(ns, req.container_id, bundle, address)
+                task.creating = True
+                try:
+                    r = self._client(task).call(SHIM_SERVICE, "Create", create,
+                                                shim_pb2.CreateTaskResponse, timeout=CALL_TIMEOUT)
+                    break
+                except errors.Unavailable:
+                    # a pod's shim may end (its last task deleted) between the start
+                    # verb handing out its address and this call: start it anew, once
+                    if attempt == 2 or not self._shim_gone(task):
+                        raise
             task.pid = r.pid
             self._learn_shim_pid(task)
         except BaseException:
@@ -326,6 +337,9 @@ class TaskManager:
         with self._lock:
             self._creating.discard(key)
             self._tasks[key] = task
+        task.creating = False
+        if task.client is not None and task.client.closed:
+            self._connection_lost(task)   # lost while Create was being answered
         self.exchange.publish(ns, "/tasks/create", ev.TaskCreate(
             container_id=task.id, bundle=bundle, rootfs=rootfs, pid=task.pid,
             io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,

@@ -241,3 +241,41 @@ def test_pause_task_and_containers_share_the_pod_shim(paused):
     assert all(_state(d, c)[0] == "CONTAINER_EXITED" for c in cids)
     d.crictl("rmp", pod)
     assert shims_become(d, set()) == set()
+
+
+def test_create_retries_when_the_pod_shim_ends_meanwhile(cri):
+    """The pod's shim is handed out to a new container and then ends before that
+    container's Create reaches it (its last task went away meanwhile):
+    pallet-containerd starts the pod a new shim and the container runs there."""
+    import signal
+    import threading
+
+    d = cri
+    pod = d.run_pod("handover")
+    first = d.run_container(pod, "handover", "first", ["sleep", "1000"])
+    (shim,) = set(recorded_shims(d).values())
+    os.kill(shim, signal.SIGSTOP)       # it still accepts connections, answers nothing
+    made: dict = {}
+    creator = threading.Thread(target=lambda: made.setdefault("id", d.run_container(
+        pod, "handover", "second", ["sleep", "1000"])))
+    try:
+        creator.start()
+        # the start verb reused the stopped shim: the new bundle names its address
+        deadline = time.monotonic() + 30
+        handed = []
+        while not handed and time.monotonic() < deadline:
+            handed = [p for p in glob.glob(os.path.join(
+                d.state, "io.containerd.runtime.v2.task", "k8s.io", "*", "address"))
+                if os.path.basename(os.path.dirname(p)) != first]
+            time.sleep(0.02)
+        assert handed, "the second container's bundle never named the pod's shim"
+    finally:
+        os.kill(shim, signal.SIGKILL)
+        creator.join(60)
+    second = made["id"]
+    assert _state(d, second) == ("CONTAINER_RUNNING", 0)
+    assert d.wait_state(first, "CONTAINER_EXITED")["status"]["exitCode"] == 137
+    (new_shim,) = set(recorded_shims(d).values())
+    assert new_shim != shim and running_shims(d) == {new_shim}
+    d.crictl("rmp", "-f", pod)
+    assert shims_become(d, set()) == set()

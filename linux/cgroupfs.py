@@ -62,23 +62,58 @@ def warm_migration() -> None:
     """
     import _thread  # not threading: that module costs more than the thread
     try:
-        _thread.start_new_thread(_move_to_own_cgroup, ())
-    except RuntimeError:
-        pass
-
-
-def _move_to_own_cgroup() -> None:
-    try:
+        # looked up each time: a long-lived caller may have been moved since
         path = _own_procs_file()
         if path is None:
             return
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")  # 0: the writer, whole (cgroup.procs moves thread groups)
-        finally:
-            os.close(fd)
+    except (OSError, ValueError):
+        return
+    global _at_fork
+    if not _at_fork:
+        os.register_at_fork(after_in_child=_close_in_flight)
+        _at_fork = True
+    _in_flight.add(fd)
+    writing = _thread.allocate_lock()
+    writing.acquire()
+    try:
+        _thread.start_new_thread(_move, (fd, writing))
+    except RuntimeError:
+        _in_flight.discard(fd)
+        os.close(fd)
+        return
+    # until the thread is at its write: a new thread waits for the GIL, up to
+    # the switch interval (5 ms) behind a busy caller, and the kernel's wait
+    # is to start now
+    writing.acquire()
+
+
+#: descriptors warm_migration's threads are writing through
+_in_flight: set[int] = set()
+_at_fork = False
+
+
+def _move(fd: int, writing) -> None:
+    try:
+        writing.release()
+        os.write(fd, b"0")  # 0: the writer, whole (cgroup.procs moves thread groups)
     except BaseException:  # a thread's traceback would land on the caller's stderr
         pass
+    finally:
+        # forgotten first: once closed, the number may be reused by the caller
+        _in_flight.discard(fd)
+        os.close(fd)
+
+
+def _close_in_flight() -> None:
+    """In a child forked meanwhile (a container's process): the parent's
+    descriptors, which no thread of the child will close."""
+    for fd in list(_in_flight):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _in_flight.clear()
 
 
 def _own_procs_file() -> str | None:
@@ -89,21 +124,12 @@ def _own_procs_file() -> str | None:
         for line in f.read().decode(errors="replace").splitlines():
             hid, names, path = line.split(":", 2)
             own["" if hid == "0" and not names else names] = path
-    with open("/proc/self/mountinfo", "rb") as f:
-        lines = f.read().decode(errors="replace").splitlines()
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        rf = right.split()
-        if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2"):
-            continue
-        fields = left.split()
-        root, point = fields[3], fields[4]
-        if rf[0] == "cgroup2":
+    for kind, options, root, point in cgroup_mounts():
+        if kind == "cgroup2":
             mine = own.get("")
         else:
-            opts = set(rf[2].split(","))
-            mine = next((p for names, p in own.items() if names and set(names.split(",")) <= opts),
-                        None)
+            mine = next((p for names, p in own.items()
+                         if names and set(names.split(",")) <= set(options)), None)
         if mine is None or "\\" in point:  # an escaped mount point: skip rather than decode
             continue
         if root != "/":
@@ -112,3 +138,27 @@ def _own_procs_file() -> str | None:
             mine = mine[len(root):]
         return point.rstrip("/") + mine.rstrip("/") + "/cgroup.procs"
     return None
+
+
+_mounts: list | None = None
+
+
+def cgroup_mounts() -> list[tuple[str, tuple[str, ...], str, str]]:
+    """(type, super options, root, mount point) of each cgroup and cgroup2
+    mount, in mountinfo's order; read once per process: the kernel takes half a
+    millisecond to write mountinfo out, and hierarchies are not mounted and
+    moved under a running runtime."""
+    global _mounts
+    if _mounts is None:
+        found = []
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in lines:
+            left, _, right = line.partition(" - ")
+            rf = right.split()
+            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2"):
+                continue
+            fields = left.split()
+            found.append((rf[0], tuple(rf[2].split(",")), fields[3], fields[4]))
+        _mounts = found
+    return _mounts

@@ -121,6 +121,12 @@ class NsRuntime:
 
     def _cgroup_driver(self):
         """(module, version) of the cgroup driver for a new container."""
+        if self.cgroup_v2_root is None and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            # the root of a cgroup2 mount always has that file: /sys/fs/cgroup
+            # is no such mount, so v1 (hybrid included), without loading the
+            # v2 driver to read mountinfo for it
+            from pallet.plugins.runtime_ns import cgroups
+            return cgroups, 1
         from pallet.plugins.runtime_ns import cgroups2
         root = self.cgroup_v2_root or cgroups2.unified_root()
         if root:

@@ -39,6 +39,8 @@ PALLET_SHIM = "pallet-shim"
 #: runtime names served by pallet-shim unless the configuration says otherwise
 DEFAULT_TABLE = {"io.containerd.pallet.v2": PALLET_SHIM, "io.containerd.pallet.v1": PALLET_SHIM}
 RECORD = "shim.json"
+#: how often the reader of a shim's log FIFO with nothing to read checks its bundle is there
+LOG_RECHECK_MS = 10_000
 
 
 def binary_name(runtime: str) -> str:
@@ -184,7 +186,12 @@ def _open_log(bundle: str, id: str) -> None:
         poller.register(fd, select.POLLIN)
         with os.fdopen(fd, "rb") as f:
             while True:
-                poller.poll()
+                # a task that joined its group's running shim has a log nobody
+                # writes to: stop reading once its bundle is gone
+                if not poller.poll(LOG_RECHECK_MS):
+                    if not os.path.exists(path):
+                        return
+                    continue
                 line = f.readline()
                 if not line:
                     return
@@ -205,7 +212,7 @@ def delete(namespace: str, id: str, bundle: str, address: str, paths,
     env = dict(os.environ, TTRPC_ADDRESS=address + ".ttrpc", GRPC_ADDRESS=address,
                NAMESPACE=namespace)
     if not binary:
-        env.update(launch._shim_env(namespace, id, address, paths))
+        env.update(launch._shim_env(namespace, id, address, paths, bundle))
     try:
         proc = subprocess.run(argv, cwd=bundle if os.path.isdir(bundle) else "/", env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)

@@ -1,12 +1,21 @@
-"""Tasks: one shim per container, spoken to over ttrpc (containerd's shim v2).
+"""Tasks: one shim per container, or per group of containers, spoken to over
+ttrpc (containerd's shim v2).
 
 Create writes the bundle (``config.json`` from the container's spec, an
 empty ``rootfs/``), starts the container's shim (:mod:`.shims`: pallet-shim
 through the zygote, or the binary its runtime name resolves to) and
-forwards the call; every later call goes to that shim.  The shim's address
-is kept in the bundle (``address``), so a restarted pallet-containerd finds
+forwards the call; every later call goes to that shim.  The containers of
+one Kubernetes pod share a shim, as with containerd: their specs carry the
+pod's id (``io.kubernetes.cri.sandbox-id``), and the shim's ``start`` verb
+(or pallet's zygote) answers with the address of the pod's running shim,
+which then serves several tasks.  Each task keeps its own connection to it
+(as containerd's do); a Delete ends the shim only when it was its last task
+(the shim ignores the Shutdown otherwise), and a shim that dies takes every
+task it served with it.  The shim's address and pid are kept in every
+bundle (``address``, ``shim.pid``), so a restarted pallet-containerd finds
 every running shim again by scanning the bundles (:meth:`TaskManager.restore`),
-and learns from it the exit status of a task that ended meanwhile.
+every task of a shared one, and learns from it the exit status of a task
+that ended meanwhile.
 
 Task events (``/tasks/exit``, ``/tasks/oom``...) come from the shims, which
 forward them to ``<address>.ttrpc`` as containerd's shims do, in the order
@@ -65,6 +74,7 @@ class Task:
         self.exited_at_ns = 0
         self.cleaned = threading.Event()   # set once a dead shim has been cleaned up
         self.exit_published = False
+        self.shim_pid = 0             # the shim's pid, when its bundle does not say
 
     def dead_error(self) -> errors.PalletError:
         return errors.FailedPrecondition(f"task {self.id}: shim exited unexpectedly "
@@ -156,7 +166,25 @@ class TaskManager:
             with open(os.path.join(task.bundle, "shim.pid")) as f:
                 return int(f.read().strip())
         except (OSError, ValueError):
-            return 0
+            return task.shim_pid
+
+    def _learn_shim_pid(self, task: Task) -> None:
+        """Ask the shim its pid when the bundle does not hold it: a shim that
+        took the task into its group (containerd's runc shim) writes only the
+        ``address`` there, and the pid tells later whether the shim is alive."""
+        if self._shim_pid(task):
+            return
+        try:
+            r = self._client(task).call(SHIM_SERVICE, "Connect", shim_pb2.ConnectRequest(
+                id=task.id), shim_pb2.ConnectResponse, timeout=5)
+        except errors.PalletError as e:
+            log.debug("pid of the shim of %s/%s: %s", task.namespace, task.id, e)
+            return
+        task.shim_pid = r.shim_pid
+        try:
+            write_atomic(os.path.join(task.bundle, "shim.pid"), str(r.shim_pid).encode())
+        except OSError as e:
+            log.debug("record the pid of the shim of %s/%s: %s", task.namespace, task.id, e)
 
     def _shim_alive(self, task: Task) -> bool:
         pid = self._shim_pid(task)
@@ -204,6 +232,8 @@ class TaskManager:
             return
         log.warning("shim of task %s/%s died (%s): cleaning up", task.namespace, task.id,
                     reason)
+        if not self._shim_alive(task):  # (a live shim may just have lost this one task)
+            self._siblings_died(task)
         status, exited = 128 + SIGKILL, time.time_ns()
         try:
             pid, status, exited = shims.delete(task.namespace, task.id, task.bundle,
@@ -214,6 +244,16 @@ class TaskManager:
         task.exit_status, task.exited_at_ns = status, exited or time.time_ns()
         task.cleaned.set()
         self._publish_exit(task)
+
+    def _siblings_died(self, task: Task) -> None:
+        """The other tasks of a dead shared shim die with it (each connection
+        notices on its own too; this covers one that is not connected)."""
+        with self._lock:
+            siblings = [t for t in self._tasks.values()
+                        if t is not task and t.address == task.address and not t.dead]
+        for t in siblings:
+            threading.Thread(target=self._check_shim, args=(t,), daemon=True,
+                             name=f"shim-{t.id[:12]}").start()
 
     def _publish_exit(self, task: Task, status: int | None = None, exited_at=None) -> None:
         if task.exit_published:
@@ -274,6 +314,7 @@ class TaskManager:
                 stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, options=options),
                 shim_pb2.CreateTaskResponse, timeout=CALL_TIMEOUT)
             task.pid = r.pid
+            self._learn_shim_pid(task)
         except BaseException:
             if task is not None:
                 self._shutdown_shim(task)
@@ -483,6 +524,8 @@ class TaskManager:
         except OSError:
             address = ""
         task = Task(ns, id, bundle, address)
+        if address and not self._shim_pid(task):
+            self._learn_shim_pid(task)
         if address and self._shim_alive(task):
             try:
                 st = self._client(task).call(SHIM_SERVICE, "State", shim_pb2.StateRequest(id=id),

@@ -145,3 +145,28 @@ def bind_file(spec: dict, destination: str, source: str) -> None:
             return
     mounts.append({"destination": destination, "type": "bind", "source": source,
                    "options": ["rbind", "rprivate"]})
+
+
+#: the /etc files a network role writes per container, by its key in the
+#: role's paths table
+ETC_FILES = (("/etc/resolv.conf", "resolv"), ("/etc/hostname", "hostname"),
+             ("/etc/hosts", "hosts"))
+
+
+def join_sandbox(spec: dict, netns: str | None, files: dict,
+                 hostname: str | None = None) -> None:
+    """Point the spec at a network sandbox: join the network namespace at
+    ``netns`` (None: the host's, so the spec's own network namespace is
+    dropped), take the sandbox owner's ``hostname`` when given (``--network
+    container:``) and bind the /etc files of ``files`` (key -> host path)."""
+    if netns is None:
+        linux = spec.setdefault("linux", {})
+        linux["namespaces"] = [ns for ns in linux.get("namespaces", [])
+                               if ns.get("type") != "network"]
+    else:
+        join_namespace(spec, "network", netns)
+    if hostname is not None:
+        spec["hostname"] = hostname
+    for dest, key in ETC_FILES:
+        if files.get(key):
+            bind_file(spec, dest, files[key])

@@ -1,7 +1,8 @@
 """Starting shims from pallet-containerd.
 
 ``start_shim(namespace, id, bundle, containerd_address, paths)`` returns the
-``unix://`` address of a detached, running shim for the task.
+``unix://`` address of a detached, running shim for the task: a new one, or
+the running shim of the task's group (a Kubernetes pod's: ``main.shim_group``).
 
 pallet-containerd is a multi-threaded grpc process, which must not fork
 without exec.  Two ways:
@@ -44,13 +45,21 @@ def shim_command() -> list[str]:
     return [sys.executable, "-m", _SHIM_MODULE]
 
 
-def _shim_env(namespace: str, id: str, containerd_address: str, paths) -> dict:
+def shim_socket(namespace: str, id: str, bundle: str, paths) -> str:
+    """Where the shim of task ``id`` listens: the socket of its shim group
+    (``main.shim_group``: the pod's for a container of a Kubernetes pod)."""
+    from pallet.shim.main import shim_group
+
+    return paths.shim_socket(namespace, shim_group(bundle, id))
+
+
+def _shim_env(namespace: str, id: str, containerd_address: str, paths, bundle: str) -> dict:
     env = dict(os.environ)
     env.update({
         "TTRPC_ADDRESS": containerd_address + ".ttrpc",
         "GRPC_ADDRESS": containerd_address,
         "NAMESPACE": namespace,
-        "PALLET_SHIM_SOCKET": paths.shim_socket(namespace, id),
+        "PALLET_SHIM_SOCKET": shim_socket(namespace, id, bundle, paths),
         "PALLET_RUNTIME_ROOT": os.path.join(paths.runtime_root, namespace),
     })
     env.update(_roots_env(paths))
@@ -78,7 +87,7 @@ def exec_start_shim(namespace: str, id: str, bundle: str, containerd_address: st
     argv.append("start")
     try:
         proc = subprocess.run(argv, cwd=bundle, env=_shim_env(namespace, id, containerd_address,
-                                                               paths),
+                                                               paths, bundle),
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise errors.Unavailable(f"start shim for task {id}: no answer after {timeout:g}s") from None
@@ -211,10 +220,12 @@ def stop_zygote(paths=None) -> None:
 
 def start_shim(namespace: str, id: str, bundle: str, containerd_address: str, paths, *,
                debug: bool = False, timeout: float = 30.0, use_zygote: bool = True) -> str:
-    """Start a detached shim for task ``namespace/id`` in ``bundle``; return its address."""
+    """Start a detached shim for task ``namespace/id`` in ``bundle``; return its address
+    (that of the running shim of the task's group, if there is one)."""
     if use_zygote and os.environ.get("PALLET_SHIM_ZYGOTE", "1") != "0":
         req = {"namespace": namespace, "id": id, "bundle": bundle,
-               "address": containerd_address, "socket": paths.shim_socket(namespace, id),
+               "address": containerd_address,
+               "socket": shim_socket(namespace, id, bundle, paths),
                "runtime_root": os.path.join(paths.runtime_root, namespace),
                "ttrpc_address": containerd_address + ".ttrpc", "debug": debug}
         for _attempt in range(2):

@@ -1,6 +1,6 @@
 """The shim's one thread: a poll loop over file descriptors, timers and SIGCHLD.
 
-A shim lives as long as its container, once per container, so it runs a
+A shim lives as long as its containers, once per container (or pod), so it runs a
 single thread (every thread costs stack and allocator pages): its ttrpc
 connections, the exits of its children, the OOM eventfd, the terminal
 copies and the answers of the runtime helpers it forks all arrive here as

@@ -1,4 +1,5 @@
-"""``pallet-shim`` (also installed as ``containerd-shim-pallet-v2``): one per container.
+"""``pallet-shim`` (also installed as ``containerd-shim-pallet-v2``): one per container,
+or one per group of containers (a Kubernetes pod), as containerd's runc shim.
 
 Follows containerd's shim v2 command line (containerd runs it with the bundle
 as working directory and ``TTRPC_ADDRESS`` in the environment)::
@@ -11,7 +12,11 @@ as working directory and ``TTRPC_ADDRESS`` in the environment)::
 ``start`` reads the task's runtime options on stdin (as containerd writes
 them), binds the shim's socket, forks the shim daemon into its own session
 (no new interpreter), waits until it is ready, prints ``unix://SOCKET`` on
-stdout and exits 0.  ``delete`` cleans up after a dead shim (kills the
+stdout and exits 0.  The socket is named for the task's shim group
+(:func:`shim_group`): when the spec in the bundle names a group whose shim
+serves already, ``start`` prints that shim's address instead, and the new
+task is created in it (containerd's runc v2 shim groups a pod's containers
+so, by the sandbox id containerd's CRI plugin puts on each of them).  ``delete`` cleans up after a dead shim (kills the
 container, removes the runtime's state, unmounts the rootfs) and prints a
 ``containerd.task.v2.DeleteResponse`` (protobuf) on stdout.
 
@@ -20,7 +25,7 @@ pallet-containerd passes its own paths through the environment
 runtime root are derived from the bundle path, which containerd lays out as
 ``{state}/io.containerd.runtime.v2.task/{ns}/{id}`` (docs/ARCHITECTURE.md).
 
-Imports stay lazy: this process exists once per container.
+Imports stay lazy: this process exists once per container (or pod).
 """
 from __future__ import annotations
 
@@ -81,6 +86,26 @@ def parse_args(argv: list[str]) -> Options:
 # --- locations ---------------------------------------------------------------------
 
 _TASK_DIR = "io.containerd.runtime.v2.task"
+#: spec annotations naming the shim group of a task, the first found wins (those
+#: containerd's runc v2 shim reads; CRI puts the pod's id on its every container)
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
+
+
+def shim_group(bundle: str, id: str) -> str:
+    """The shim group of task ``id``: the group its spec (``config.json`` in
+    ``bundle``) names, else the task's own id (a shim of its own)."""
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            annotations = json.load(f).get("annotations") or {}
+        for key in GROUP_ANNOTATIONS:
+            value = annotations.get(key)
+            if isinstance(value, str) and value:
+                return value
+    except (OSError, ValueError, AttributeError):
+        pass
+    return id
 
 
 def _state_of_bundle(bundle: str, namespace: str, id: str) -> str | None:
@@ -97,13 +122,14 @@ def socket_path(opts: Options, bundle: str) -> str:
     if explicit:
         return explicit
     state = _state_of_bundle(bundle, opts.namespace, opts.id)
+    group = shim_group(bundle, opts.id)
     import hashlib
 
     if state is not None:
-        # paths.shim_socket(ns, id) of docs/ARCHITECTURE.md, without importing attrs
-        digest = hashlib.sha256(f"{opts.namespace}/{opts.id}".encode()).hexdigest()[:24]
+        # paths.shim_socket(ns, group) of docs/ARCHITECTURE.md, without importing attrs
+        digest = hashlib.sha256(f"{opts.namespace}/{group}".encode()).hexdigest()[:24]
         return os.path.join(state, "s", digest)
-    digest = hashlib.sha256(f"{opts.address}/{opts.namespace}/{opts.id}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{opts.address}/{opts.namespace}/{group}".encode()).hexdigest()
     return os.path.join("/run/containerd/s", digest[:24])
 
 
@@ -169,6 +195,7 @@ class Daemon:
         self.sock_path = sock_path
         self.listener = listener
         self.runtime = runtime
+        self.marked: list[str] = []   # the bundles holding our address
 
     def prepare(self) -> None:
         from pallet.shim import events, runtimes, server, service
@@ -202,27 +229,38 @@ class Daemon:
         self.service = service.TaskService(
             loop, opts.id, opts.namespace, self.bundle, children=children,
             backend_for=backend_for, sock_dir=os.path.dirname(self.sock_path),
-            publisher=publisher, on_exit=self.exit, log=log)
+            publisher=publisher, on_exit=self.exit, log=log, mark_bundle=self.mark)
         if self.listener is None:
             self.listener = bind_socket(self.sock_path)
         self.server = server.Server(loop, self.listener, self.service.services(), log)
         self.server.start()
+        self.mark(self.bundle)
+
+    def mark(self, bundle: str) -> None:
+        """Note in a task's bundle where its shim serves (``address``) and which
+        process it is (``shim.pid``): pallet-containerd finds both there after a
+        restart, for every task of a shared shim."""
+        from pallet.core.files import write_atomic
+
         try:
-            write_atomic(os.path.join(self.bundle, "address"), f"unix://{self.sock_path}",
+            write_atomic(os.path.join(bundle, "address"), f"unix://{self.sock_path}",
                          fsync=False)
-            write_atomic(os.path.join(self.bundle, "shim.pid"), str(os.getpid()), fsync=False)
+            write_atomic(os.path.join(bundle, "shim.pid"), str(os.getpid()), fsync=False)
         except OSError:
-            pass  # a bundle we cannot write to is reported by Create
+            return  # a bundle we cannot write to is reported by Create
+        if bundle not in self.marked:
+            self.marked.append(bundle)
 
     def serve(self) -> None:
         self.loop.run()
 
     def exit(self) -> None:
         """End the shim (after Shutdown's reply has been sent)."""
-        try:
-            os.unlink(os.path.join(self.bundle, "address"))
-        except OSError:
-            pass
+        for bundle in self.marked:
+            try:
+                os.unlink(os.path.join(bundle, "address"))
+            except OSError:
+                pass
         self.server.close(self.sock_path)
         os._exit(0)
 
@@ -282,17 +320,39 @@ def spawn_daemon(opts: Options, bundle: str, sock_path: str, *, timeout: float =
                  runtime=None, before_fork=None) -> tuple[str, int]:
     """Bind the socket, fork the daemon in its own session, wait until it is ready.
 
-    Returns the ``unix://`` address and the daemon's pid.  The caller must be
+    Returns the ``unix://`` address and the daemon's pid, or the address and
+    0 when the shim of the task's group serves already.  The caller must be
     single-threaded (a fresh ``pallet-shim start`` process, or the zygote).
     """
+    import fcntl
+
+    address = f"unix://{sock_path}"
+    os.makedirs(os.path.dirname(sock_path), mode=0o711, exist_ok=True)
+    # one starter at a time per socket directory: two tasks of one group started
+    # at once must not both bind (the second would replace the first's socket)
+    lock = os.open(os.path.dirname(sock_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(sock_path) and _already_serving(sock_path):
+            # the group's shim serves already: the task joins it (containerd's runc
+            # shim too writes the address it reuses in the new bundle)
+            from pallet.core.files import write_atomic
+
+            write_atomic(os.path.join(bundle, "address"), address, fsync=False)
+            return address, 0
+        return _fork_daemon(opts, bundle, sock_path, timeout, runtime, before_fork)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)  # the forked daemon holds a copy of the descriptor
+        os.close(lock)
+
+
+def _fork_daemon(opts: Options, bundle: str, sock_path: str, timeout: float, runtime,
+                 before_fork) -> tuple[str, int]:
     import select
 
     from pallet.core import errors
 
     address = f"unix://{sock_path}"
-    if os.path.exists(sock_path) and _already_serving(sock_path):
-        # a shim for this task serves already, as containerd's shims reuse it
-        return address, 0
     listener = bind_socket(sock_path)
     r, w = os.pipe()
     pid = os.fork()

@@ -1,7 +1,13 @@
-"""containerd's shim v2 task service (``containerd.task.v2.Task``) for one container.
+"""containerd's shim v2 task service (``containerd.task.v2.Task``).
 
-One pallet-shim serves one task: the container whose id is the shim's id,
-and the exec processes added to it.  Everything runs on the shim's loop;
+One pallet-shim serves one task (the container whose id is the shim's id)
+or, as containerd's runc shim does, every task of a group: the containers
+whose specs name the same shim group (``io.kubernetes.cri.sandbox-id``, the
+pod's id, on every container of a Kubernetes pod; see ``main.shim_group``).
+Each task has its own bundle, runtime, stdio, exec processes, cgroup and
+exit record; every call names the task it is about, and events carry its
+id.  The shim ends on Shutdown only once it serves no task any more: a
+Delete of one task leaves the others running.  Everything runs on the shim's loop;
 the runtime works in helpers (see :mod:`.runtimes`) and every process of
 the container ends up a child of the shim (a child subreaper), which reaps
 it and records its exit status.  The exit of the container's PID 1 is also
@@ -134,11 +140,32 @@ class Process:
             exec_id=self.exec_id)
 
 
+class Task:
+    """One container served by the shim: its bundle, runtime, processes and cgroup."""
+
+    def __init__(self, id: str, bundle: str):
+        self.id, self.bundle = id, bundle
+        self.backend = None
+        self.init: Process | None = None
+        self.execs: dict[str, Process] = {}
+        self.mounts: list[str] = []
+        self.cgroup_paths: dict[str, str] = {}
+        self.oom = None
+        self.oom_kills = 0                 # the cgroup's OOM kills when the task was created
+        self.oom_sent = False              # a /tasks/oom went out for this task
+
+
 class TaskService:
-    """The task API of one shim; ``services()`` gives what the ttrpc server registers."""
+    """The task API of one shim; ``services()`` gives what the ttrpc server registers.
+
+    ``id`` and ``bundle`` are those of the task the shim was started for
+    (a request with an empty id is about it); ``mark_bundle(bundle)`` is
+    called for the bundle of every task created, to note there where the
+    shim serves (its ``address`` and ``shim.pid`` files).
+    """
 
     def __init__(self, loop, id: str, namespace: str, bundle: str, *, children, backend_for,
-                 sock_dir: str, publisher=None, on_exit=None, log=None):
+                 sock_dir: str, publisher=None, on_exit=None, log=None, mark_bundle=None):
         self.loop = loop
         self.id = id
         self.namespace = namespace
@@ -148,23 +175,18 @@ class TaskService:
         self.sock_dir = sock_dir
         self.publisher = publisher
         self._on_exit = on_exit
+        self._mark_bundle = mark_bundle
         self.log = log or (lambda _text: None)
-        self.backend = None
-        self.init: Process | None = None
-        self.execs: dict[str, Process] = {}
+        self.tasks: dict[str, Task] = {}   # the tasks created and not deleted, by id
+        self.creating: set[str] = set()    # ids whose Create is in flight
         self.by_pid: dict[int, Process] = {}
         self.early: dict[int, int] = {}    # exits reaped before we knew the pid
-        self.mounts: list[str] = []
-        self.cgroup_paths: dict[str, str] = {}
-        self.oom = None
-        self.oom_kills = 0                 # the cgroup's OOM kills when the task was created
-        self.oom_sent = False              # a /tasks/oom went out for this task
-        self.busy = False                  # a Create is in flight
         self.exit_timer = None
         loop.on_child_exit = self._child_exited
 
     # -- wiring
     def services(self) -> dict:
+        """{service: {method: (request class, handler)}} for :class:`~.server.Server`."""
         methods = {
             "State": (m.StateRequest, self.State), "Create": (m.CreateTaskRequest, self.Create),
             "Start": (m.StartRequest, self.Start), "Delete": (m.DeleteRequest, self.Delete),
@@ -184,37 +206,47 @@ class TaskService:
         if self.publisher is not None:
             self.publisher.publish(topic, event)
 
+    def serving(self) -> bool:
+        """Whether any task is created (or being created) and not deleted."""
+        return bool(self.tasks or self.creating)
+
     # -- lookups
-    def _process(self, id: str, exec_id: str = "") -> Process:
-        init = self.init
-        if init is None or init.status == DELETED or (id and id != self.id):
+    def _task(self, id: str) -> Task:
+        t = self.tasks.get(id or self.id)
+        if t is None or t.init is None or t.init.status == DELETED:
             raise errors.NotFound(f"task {id or self.id}: not found")
+        return t
+
+    def _process(self, id: str, exec_id: str = "") -> tuple[Task, Process]:
+        t = self._task(id)
         if not exec_id:
-            return init
-        p = self.execs.get(exec_id)
+            return t, t.init
+        p = t.execs.get(exec_id)
         if p is None:
-            raise errors.NotFound(f"exec {exec_id} of task {id or self.id}: not found")
-        return p
+            raise errors.NotFound(f"exec {exec_id} of task {t.id}: not found")
+        return t, p
 
     # -- Create
     def Create(self, req):
-        if req.id != self.id:
-            raise errors.InvalidArgument(f"task {req.id}: this shim serves task {self.id}")
+        id = req.id or self.id
         if req.checkpoint or req.parent_checkpoint:
             raise errors.NotImplementedYet(
-                f"task {req.id}: restoring a checkpoint is not supported by pallet-shim")
-        if self.busy or (self.init is not None and self.init.status != DELETED):
-            raise errors.AlreadyExists(f"task {req.id}: already exists")
-        bundle = req.bundle or self.bundle
+                f"task {id}: restoring a checkpoint is not supported by pallet-shim")
+        if id in self.creating or id in self.tasks:
+            raise errors.AlreadyExists(f"task {id}: already exists")
+        bundle = req.bundle or (self.bundle if id == self.id else "")
+        if not bundle:
+            raise errors.InvalidArgument(f"task {id}: no bundle given")
+        t = Task(id, bundle)
         options = runtime_options(req.options)
         if not options:
             options = read_json(os.path.join(bundle, OPTIONS_FILE)) or {}
-        self.backend = self._backend_for(options)
+        t.backend = self._backend_for(options)
         try:
             write_json_atomic(os.path.join(bundle, OPTIONS_FILE), options)
         except OSError as e:
-            self.log(f"record runtime options: {e}")
-        proc = Process(self.id, "", (req.stdin, req.stdout, req.stderr), req.terminal)
+            self.log(f"record runtime options of {id}: {e}")
+        proc = Process(id, "", (req.stdin, req.stdout, req.stderr), req.terminal)
         mounts = mount_rootfs(req.rootfs, os.path.join(bundle, "rootfs"))
         try:
             proc.stdio = stdio_mod.open_stdio(self.loop, req.terminal, req.stdin, req.stdout,
@@ -222,62 +254,68 @@ class TaskService:
         except BaseException:
             unmount_all(mounts)
             raise
-        self.busy = True
-        d = self.backend.create(self.id, bundle, proc.stdio.fds(),
-                                getattr(proc.stdio, "socket_path", None),
-                                no_pivot=bool(options.get("no_pivot_root")))
+        self.creating.add(id)
+        if self.exit_timer is not None:  # a task again: no end for want of one
+            self.loop.cancel(self.exit_timer)
+            self.exit_timer = None
+        d = t.backend.create(id, bundle, proc.stdio.fds(),
+                             getattr(proc.stdio, "socket_path", None),
+                             no_pivot=bool(options.get("no_pivot_root")))
 
         def created(pid):
-            self.busy = False
+            self.creating.discard(id)
             proc.stdio.close_child()
             proc.pid = int(pid)
-            self.init = proc
-            self.mounts = mounts
-            self.execs = {}
+            t.init = proc
+            t.mounts = mounts
+            self.tasks[id] = t  # before its exit can be looked up
+            if self._mark_bundle is not None:
+                self._mark_bundle(bundle)
             self._register(proc)
-            self.cgroup_paths = cgroups.paths_of(proc.pid)
-            self.oom_kills, self.oom_sent = cgroups.oom_kills(self.cgroup_paths), False
-            self._watch_oom()
+            t.cgroup_paths = cgroups.paths_of(proc.pid)
+            t.oom_kills, t.oom_sent = cgroups.oom_kills(t.cgroup_paths), False
+            self._watch_oom(t)
             self._publish("/tasks/create", m.TaskCreate(
-                container_id=self.id, bundle=bundle, rootfs=list(req.rootfs), pid=proc.pid,
+                container_id=id, bundle=bundle, rootfs=list(req.rootfs), pid=proc.pid,
                 io=m.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
                             terminal=req.terminal)))
             return m.CreateTaskResponse(pid=proc.pid)
 
         def failed(dd):
             if dd.error is not None:
-                self.busy = False
+                self.creating.discard(id)
                 proc.stdio.close_child()
                 proc.stdio.close()
                 unmount_all(mounts)
+                self._schedule_exit()
         d.add_callback(failed)
         return d.then(created)
 
-    def _watch_oom(self) -> None:
-        mem = self.cgroup_paths.get("memory")
+    def _watch_oom(self, t: Task) -> None:
+        mem = t.cgroup_paths.get("memory")
         if not mem:
             return
         try:
-            self.oom = cgroups.OOMWatch(self.loop, mem, self._oom)
+            t.oom = cgroups.OOMWatch(self.loop, mem, lambda: self._oom(t))
         except OSError as e:
             self.log(f"watch oom of {mem}: {e}")
 
-    def _oom(self) -> None:
-        self.log(f"task {self.id}: out of memory")
-        self.oom_sent = True
-        self._publish("/tasks/oom", m.TaskOOM(container_id=self.id))
+    def _oom(self, t: Task) -> None:
+        self.log(f"task {t.id}: out of memory")
+        t.oom_sent = True
+        self._publish("/tasks/oom", m.TaskOOM(container_id=t.id))
 
-    def _oom_before_exit(self) -> None:
+    def _oom_before_exit(self, t: Task) -> None:
         """Send the OOM event of an OOM kill not reported yet, before the exit it
         caused (containerd's clients take OOMKilled from the order of the two)."""
-        if self.oom is not None:
-            self.oom.poll()
-        if not self.oom_sent and cgroups.oom_kills(self.cgroup_paths) > self.oom_kills:
-            self._oom()
+        if t.oom is not None:
+            t.oom.poll()
+        if not t.oom_sent and cgroups.oom_kills(t.cgroup_paths) > t.oom_kills:
+            self._oom(t)
 
     # -- Start, Exec
     def Start(self, req):
-        p = self._process(req.id, req.exec_id)
+        t, p = self._process(req.id, req.exec_id)
         if p.status != CREATED:
             raise errors.FailedPrecondition(
                 f"process {p.exec_id or p.id}: cannot start a {p.status} process")
@@ -289,7 +327,7 @@ class TaskService:
             def started(_):
                 if p.status == CREATED:
                     p.status = RUNNING
-                self._publish("/tasks/start", m.TaskStart(container_id=self.id, pid=p.pid))
+                self._publish("/tasks/start", m.TaskStart(container_id=t.id, pid=p.pid))
                 return m.StartResponse(pid=p.pid)
 
             def settle(_d):
@@ -297,23 +335,22 @@ class TaskService:
                 if p.held_exit is not None:
                     code, p.held_exit = p.held_exit, None
                     self._exited(p, code)
-            d = self.backend.start(self.id).then(started)
+            d = t.backend.start(t.id).then(started)
             d.add_callback(settle)
             return d
-        if self.init.status not in (RUNNING,):
-            raise errors.FailedPrecondition(f"task {self.id}: cannot exec in a {self.init.status} "
+        if t.init.status not in (RUNNING,):
+            raise errors.FailedPrecondition(f"task {t.id}: cannot exec in a {t.init.status} "
                                             "task")
         p.stdio = stdio_mod.open_stdio(self.loop, p.terminal, *p.paths, self.sock_dir, self.log)
         p.status = RUNNING  # no second Start while the helper works
-        d = self.backend.exec(self.id, p.spec, p.stdio.fds(),
-                              getattr(p.stdio, "socket_path", None))
+        d = t.backend.exec(t.id, p.spec, p.stdio.fds(), getattr(p.stdio, "socket_path", None))
 
         def execd(pid):
             p.stdio.close_child()
             p.pid = int(pid)
             # started before exited, even for a process that ended at once
             self._publish("/tasks/exec-started", m.TaskExecStarted(
-                container_id=self.id, exec_id=p.exec_id, pid=p.pid))
+                container_id=t.id, exec_id=p.exec_id, pid=p.pid))
             self._register(p)
             return m.StartResponse(pid=p.pid)
 
@@ -327,13 +364,13 @@ class TaskService:
         return d.then(execd)
 
     def Exec(self, req):
-        init = self._process(req.id)
+        t, init = self._process(req.id)
         if not req.exec_id:
             raise errors.InvalidArgument("exec id must not be empty: invalid argument")
-        if req.exec_id in self.execs:
+        if req.exec_id in t.execs:
             raise errors.AlreadyExists(f"id {req.exec_id}: already exists")
         if init.status not in (RUNNING, PAUSED, CREATED):
-            raise errors.FailedPrecondition(f"task {self.id}: cannot exec in a stopped task")
+            raise errors.FailedPrecondition(f"task {t.id}: cannot exec in a stopped task")
         spec = req.spec
         if spec is None or not spec.value:
             raise errors.InvalidArgument(f"exec {req.exec_id}: no process spec given")
@@ -345,16 +382,15 @@ class TaskService:
         if not isinstance(process, dict) or not process.get("args"):
             raise errors.InvalidArgument(f"exec {req.exec_id}: args must not be empty")
         process["terminal"] = bool(req.terminal)
-        self.execs[req.exec_id] = Process(self.id, req.exec_id, (req.stdin, req.stdout,
-                                                                   req.stderr),
-                                          req.terminal, process)
-        self._publish("/tasks/exec-added", m.TaskExecAdded(container_id=self.id,
+        t.execs[req.exec_id] = Process(t.id, req.exec_id, (req.stdin, req.stdout, req.stderr),
+                                       req.terminal, process)
+        self._publish("/tasks/exec-added", m.TaskExecAdded(container_id=t.id,
                                                              exec_id=req.exec_id))
         return Empty()
 
     # -- signals
     def Kill(self, req):
-        p = self._process(req.id, req.exec_id)
+        t, p = self._process(req.id, req.exec_id)
         if p.status in (STOPPED, DELETED) or p.exiting:
             raise errors.NotFound(f"process {p.exec_id or p.id}: process already finished")
         sig = int(req.signal) or signal.SIGTERM
@@ -371,14 +407,14 @@ class TaskService:
             if p.status in (STOPPED, DELETED) or p.exiting:
                 return errors.NotFound(f"process {p.id}: process already finished")
             return e
-        d = self.backend.kill(self.id, sig, bool(req.all))
+        d = t.backend.kill(t.id, sig, bool(req.all))
         out = Deferred()
         d.add_callback(lambda x: out.fail(refused(x.error)) if x.error is not None
                        else out.resolve(Empty()))
         return out
 
     def Wait(self, req):
-        p = self._process(req.id, req.exec_id)
+        _t, p = self._process(req.id, req.exec_id)
         if p.status in (STOPPED, DELETED):
             return m.WaitResponse(exit_status=p.exit_status, exited_at=timestamp(p.exited_at_ns))
         d = Deferred()
@@ -387,12 +423,12 @@ class TaskService:
 
     # -- Delete
     def Delete(self, req):
-        p = self._process(req.id, req.exec_id)
+        t, p = self._process(req.id, req.exec_id)
         if p.exec_id:
             if p.status == RUNNING:
                 raise errors.FailedPrecondition(f"exec {p.exec_id}: cannot delete a running "
                                                 "process")
-            self.execs.pop(p.exec_id, None)
+            t.execs.pop(p.exec_id, None)
             p.status = DELETED
             if p.stdio is not None:
                 p.stdio.close()
@@ -401,13 +437,13 @@ class TaskService:
         if p.status in (RUNNING, PAUSED):
             raise errors.FailedPrecondition(f"task {p.id}: cannot delete a running process")
         was_created = p.status == CREATED
-        d = self.backend.delete(self.id, force=was_created)
+        d = t.backend.delete(t.id, force=was_created)
         out = Deferred()
 
         def after_delete(dd):
             if dd.error is not None and not isinstance(dd.error, errors.NotFound):
                 # the runtime's state is gone or broken: still let the task go
-                self.log(f"delete {self.id}: {dd.error}")
+                self.log(f"delete {t.id}: {dd.error}")
             if was_created and p.status not in (STOPPED, DELETED):
                 # the forced delete killed the process waiting to start: wait for its exit
                 p.waiters.append(Deferred())
@@ -417,43 +453,53 @@ class TaskService:
                 finish()
 
         def finish():
-            unmount_all(self.mounts)
-            self.mounts = []
+            unmount_all(t.mounts)
+            t.mounts = []
             if p.stdio is not None:
                 p.stdio.close()
-            if self.oom is not None:
-                self.oom.close()
-                self.oom = None
-            for e in list(self.execs.values()):
+            if t.oom is not None:
+                t.oom.close()
+                t.oom = None
+            for e in list(t.execs.values()):
                 if e.stdio is not None:
                     e.stdio.close()
             p.status = DELETED
+            if self.tasks.get(t.id) is t:
+                del self.tasks[t.id]
             self._publish("/tasks/delete", m.TaskDelete(
-                container_id=self.id, id=self.id, pid=p.pid, exit_status=p.exit_status,
+                container_id=t.id, id=t.id, pid=p.pid, exit_status=p.exit_status,
                 exited_at=timestamp(p.exited_at_ns)))
-            self.exit_timer = self.loop.call_later(EXIT_AFTER_DELETE, self._exit_if_deleted)
+            self._schedule_exit()
             out.resolve(m.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
                                          exited_at=timestamp(p.exited_at_ns)))
         d.add_callback(after_delete)
         return out
 
-    def _exit_if_deleted(self) -> None:
-        if self.init is not None and self.init.status == DELETED and self._on_exit is not None:
-            self.log(f"task {self.id} deleted and no shutdown came: exiting")
+    def _schedule_exit(self) -> None:
+        """With no task left, end after a while even if no Shutdown comes."""
+        if self.serving() or self._on_exit is None or self.exit_timer is not None:
+            return
+        self.exit_timer = self.loop.call_later(EXIT_AFTER_DELETE, self._exit_if_idle)
+
+    def _exit_if_idle(self) -> None:
+        self.exit_timer = None
+        if not self.serving() and self._on_exit is not None:
+            self.log("no task left and no shutdown came: exiting")
             self._on_exit()
 
     # -- state
     def State(self, req):
-        return self._process(req.id, req.exec_id).state(self.bundle)
+        t, p = self._process(req.id, req.exec_id)
+        return p.state(t.bundle)
 
     def Pids(self, req):
-        init = self._process(req.id)
+        t, init = self._process(req.id)
         if init.status in (STOPPED, DELETED):
             return m.PidsResponse()
-        by_pid = {p.pid: p.exec_id for p in self.execs.values()
+        by_pid = {p.pid: p.exec_id for p in t.execs.values()
                   if p.pid and p.status == RUNNING}
-        pids = cgroups.pids(self.cgroup_paths, init.pid)
-        if not self.cgroup_paths:  # no cgroup to list: PID 1 and the exec processes we know
+        pids = cgroups.pids(t.cgroup_paths, init.pid)
+        if not t.cgroup_paths:  # no cgroup to list: PID 1 and the exec processes we know
             pids = sorted(set(pids) | set(by_pid))
         out = []
         for pid in pids:
@@ -465,45 +511,46 @@ class TaskService:
         return m.PidsResponse(processes=out)
 
     def Stats(self, req):
-        init = self._process(req.id)
-        if not self.cgroup_paths:
-            raise errors.FailedPrecondition(f"task {init.id}: no cgroup of its own to read "
+        t = self._task(req.id)
+        if not t.cgroup_paths:
+            raise errors.FailedPrecondition(f"task {t.id}: no cgroup of its own to read "
                                             "metrics from")
         return m.StatsResponse(stats=Any(type_url=m.METRICS_TYPE,
-                                         value=cgroups.metrics(self.cgroup_paths).encode()))
+                                         value=cgroups.metrics(t.cgroup_paths).encode()))
 
     def Connect(self, req):
-        init = self.init
+        t = self.tasks.get(req.id or self.id)
+        init = t.init if t is not None else None
         pid = init.pid if init is not None and init.status != DELETED else 0
         return m.ConnectResponse(shim_pid=os.getpid(), task_pid=pid, version=VERSION)
 
     # -- pause, resume, update, io
     def Pause(self, req):
-        p = self._process(req.id)
+        t, p = self._process(req.id)
         if p.status != RUNNING:
             raise errors.FailedPrecondition(f"task {p.id}: cannot pause a {p.status} task")
 
         def paused(_):
             if p.status == RUNNING:
                 p.status = PAUSED
-            self._publish("/tasks/paused", m.TaskPaused(container_id=self.id))
+            self._publish("/tasks/paused", m.TaskPaused(container_id=t.id))
             return Empty()
-        return self.backend.pause(self.id).then(paused)
+        return t.backend.pause(t.id).then(paused)
 
     def Resume(self, req):
-        p = self._process(req.id)
+        t, p = self._process(req.id)
         if p.status != PAUSED:
             raise errors.FailedPrecondition(f"task {p.id}: cannot resume a {p.status} task")
 
         def resumed(_):
             if p.status == PAUSED:
                 p.status = RUNNING
-            self._publish("/tasks/resumed", m.TaskResumed(container_id=self.id))
+            self._publish("/tasks/resumed", m.TaskResumed(container_id=t.id))
             return Empty()
-        return self.backend.resume(self.id).then(resumed)
+        return t.backend.resume(t.id).then(resumed)
 
     def Update(self, req):
-        p = self._process(req.id)
+        t, p = self._process(req.id)
         if p.status in (STOPPED, DELETED):
             raise errors.FailedPrecondition(f"task {p.id}: cannot update a stopped task")
         if req.resources is None or not req.resources.value:
@@ -514,19 +561,19 @@ class TaskService:
             raise errors.InvalidArgument(f"task {p.id}: resources are not json ({e})") from None
         if not isinstance(resources, dict):
             raise errors.InvalidArgument(f"task {p.id}: resources must be a json object")
-        if getattr(self.backend, "binary", None):
-            return self.backend.update(self.id, resources).then(lambda _: Empty())
-        cgroups.update(self.cgroup_paths, resources)
+        if getattr(t.backend, "binary", None):
+            return t.backend.update(t.id, resources).then(lambda _: Empty())
+        cgroups.update(t.cgroup_paths, resources)
         return Empty()
 
     def ResizePty(self, req):
-        p = self._process(req.id, req.exec_id)
+        _t, p = self._process(req.id, req.exec_id)
         if p.stdio is not None and p.stdio.terminal:
             p.stdio.resize(int(req.width), int(req.height))
         return Empty()
 
     def CloseIO(self, req):
-        p = self._process(req.id, req.exec_id)
+        _t, p = self._process(req.id, req.exec_id)
         if req.stdin and p.stdio is not None:
             p.stdio.close_stdin()
         return Empty()
@@ -535,9 +582,8 @@ class TaskService:
         raise errors.NotImplementedYet("checkpoint is not supported by pallet-shim")
 
     def Shutdown(self, req):
-        init = self.init
-        if init is not None and init.status != DELETED and not req.now:
-            return Empty()  # a live task keeps its shim, as containerd expects
+        if self.serving() and not req.now:
+            return Empty()  # a task is still served: the shim stays, as containerd expects
         if self._on_exit is None:
             return Empty()
         return AfterReply(Empty(), self._on_exit)
@@ -582,14 +628,16 @@ class TaskService:
         p.exited_at_ns = time.time_ns()
         p.status = STOPPED
         p.exiting = False
+        t = self.tasks.get(p.id)
         if not p.exec_id:
-            self._oom_before_exit()
-            try:
-                write_json_atomic(os.path.join(self.bundle, EXIT_FILE),
-                                  {"pid": p.pid, "exit_status": code,
-                                   "exited_at_ns": p.exited_at_ns})
-            except OSError as e:
-                self.log(f"record exit status of {p.id}: {e}")
+            if t is not None:
+                self._oom_before_exit(t)
+                try:
+                    write_json_atomic(os.path.join(t.bundle, EXIT_FILE),
+                                      {"pid": p.pid, "exit_status": code,
+                                       "exited_at_ns": p.exited_at_ns})
+                except OSError as e:
+                    self.log(f"record exit status of {p.id}: {e}")
             if p.stdio is not None:
                 p.stdio.close()
             self.log(f"task {p.id} (pid {p.pid}) exited with status {code}")
@@ -600,6 +648,5 @@ class TaskService:
         for d in waiters:
             d.resolve(response)
         self._publish("/tasks/exit", m.TaskExit(
-            container_id=self.id, id=p.exec_id or self.id, pid=p.pid, exit_status=code,
+            container_id=p.id, id=p.exec_id or p.id, pid=p.pid, exit_status=code,
             exited_at=timestamp(p.exited_at_ns)))
-

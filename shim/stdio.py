@@ -50,7 +50,27 @@ def _open(path: str, flags: int, mode: int = 0o600) -> int:
             f"open stdio {path}: {(e.strerror or str(e)).lower()}") from None
 
 
-class Pipes:
+class _Ending:
+    """The end of a process's stdio: ``done()`` is called once, when the output
+    is drained or, should a process left behind hold it open, after a moment."""
+
+    loop = None
+    done = None
+    deadline = None
+
+    def _arm_deadline(self) -> None:
+        if self.deadline is None:
+            self.deadline = self.loop.call_later(_DRAIN_TIMEOUT, self._finish)
+
+    def _finish(self) -> None:
+        self.loop.cancel(self.deadline)
+        self.deadline = None
+        done, self.done = self.done, None
+        if done is not None:
+            done()
+
+
+class Pipes(_Ending):
     """Without a terminal: pipes for the process's 1 and 2, as containerd's shim
     gives them (so no host path shows in ``/proc/self/fd``), spliced into the
     output FIFOs in the kernel (``splice(2)``, no copy through the shim); stdin
@@ -129,19 +149,12 @@ class Pipes:
         when a process left behind still holds them, after a moment."""
         self.done = done
         if any(c.open for c in self.copies):
-            self.deadline = self.loop.call_later(_DRAIN_TIMEOUT, self._finish)
+            self._arm_deadline()
         self._finish_if_drained()
 
     def _finish_if_drained(self) -> None:
         if self.done is not None and not any(c.open for c in self.copies):
             self._finish()
-
-    def _finish(self) -> None:
-        self.loop.cancel(self.deadline)
-        self.deadline = None
-        done, self.done = self.done, None
-        if done is not None:
-            done()
 
     def close(self) -> None:
         for c in self.copies:
@@ -200,7 +213,7 @@ class _Splice:
             os.close(self.r)
 
 
-class Console:
+class Console(_Ending):
     """A terminal: a console socket to receive the pty master, then the copies."""
 
     terminal = True
@@ -373,20 +386,9 @@ class Console:
             self._arm_deadline()
         self._finish_if_drained()
 
-    def _arm_deadline(self) -> None:
-        if self.deadline is None:
-            self.deadline = self.loop.call_later(_DRAIN_TIMEOUT, self._finish)
-
     def _finish_if_drained(self) -> None:
         if self.exited and self.master < 0 and not self.to_stdout:
             self._finish()
-
-    def _finish(self) -> None:
-        self.loop.cancel(self.deadline)
-        self.deadline = None
-        done, self.done = self.done, None
-        if done is not None:
-            done()
 
     def _close_fds(self) -> None:
         for fd in (self.stdin_fd, self.stdout_fd):

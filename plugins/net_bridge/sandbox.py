@@ -25,17 +25,13 @@ import socket
 from pallet.core.errors import Conflict, InvalidArgument, NotFound, PalletError
 from pallet.plugins.net_bridge import etcfiles
 from pallet.linux import netlink as links, netns
-from pallet.oci.spec import bind_file, join_namespace
+from pallet.oci.spec import join_sandbox
 from pallet.plugins.net_bridge.networks import new_id
 from pallet.core.files import remove, write_json
 
 log = logging.getLogger("pallet.net_bridge.sandbox")
 
 DNS_ADDRESS = etcfiles.EMBEDDED_DNS
-ETC_MOUNTS = (("/etc/resolv.conf", "resolv"), ("/etc/hostname", "hostname"),
-              ("/etc/hosts", "hosts"))
-
-
 def _dns_socket() -> socket.socket:
     """Inside a sandbox: the embedded server's UDP socket on 127.0.0.11:53."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -516,22 +512,13 @@ class SandboxMixin:
         if rec is None or not rec.get("sandbox"):
             return
         sb = rec["sandbox"]
-        files = rec["paths"]
-        linux = spec.setdefault("linux", {})
         if sb["mode"] == "host":
-            linux["namespaces"] = [ns for ns in linux.get("namespaces", [])
-                                   if ns.get("type") != "network"]
+            join_sandbox(spec, None, rec["paths"])
+        elif sb["mode"] == "container":
+            target = self.records[sb["target"]]
+            join_sandbox(spec, target["sandbox"]["path"], target["paths"], target["hostname"])
         else:
-            path = sb["path"] if sb["mode"] == "netns" else \
-                self.records[sb["target"]]["sandbox"]["path"]
-            if sb["mode"] == "container":
-                target = self.records[sb["target"]]
-                files = target["paths"]
-                spec["hostname"] = target["hostname"]
-            join_namespace(spec, "network", path)
-        for dest, key in ETC_MOUNTS:
-            if files.get(key):
-                bind_file(spec, dest, files[key])
+            join_sandbox(spec, sb["path"], rec["paths"])
 
     # --- what docker reports ----------------------------------------------------------------
     def settings(self, cid: str) -> dict:

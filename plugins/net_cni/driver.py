@@ -25,7 +25,7 @@ from pallet.cni.network import CNI
 from pallet.cni.result import Result
 from pallet.core.errors import Conflict, ConfigError, InvalidArgument, NotFound
 from pallet.linux import netns
-from pallet.oci.spec import bind_file, join_namespace
+from pallet.oci.spec import join_sandbox
 from pallet.core.files import read_json, remove, write_json
 
 from pallet.plugins.net_cni import etcfiles
@@ -35,8 +35,6 @@ log = logging.getLogger("pallet.net_cni")
 
 LOOPBACK = cniconf.parse('{"cniVersion": "0.3.1", "name": "cni-loopback", '
                          '"plugins": [{"type": "loopback"}]}')
-ETC_MOUNTS = (("/etc/resolv.conf", "resolv"), ("/etc/hostname", "hostname"),
-              ("/etc/hosts", "hosts"))
 _KEYS = {"conf_dir", "bin_dirs", "network", "resolv-conf", "cache_dir"}
 
 
@@ -308,22 +306,15 @@ class CNINetwork:
             if rec is None or not rec.get("sandbox"):
                 return
             sb = rec["sandbox"]
-            files = rec["paths"]
-            linux = spec.setdefault("linux", {})
             if sb["mode"] == "host":
-                linux["namespaces"] = [ns for ns in linux.get("namespaces", [])
-                                       if ns.get("type") not in ("network", "uts")]
+                join_sandbox(spec, None, rec["paths"])
+                linux = spec["linux"]
+                linux["namespaces"] = [ns for ns in linux["namespaces"] if ns.get("type") != "uts"]
+            elif sb["mode"] == "container":
+                target = self.records[sb["target"]]
+                join_sandbox(spec, target["sandbox"]["path"], target["paths"], target["hostname"])
             else:
-                if sb["mode"] == "container":
-                    target = self.records[sb["target"]]
-                    path, files = target["sandbox"]["path"], target["paths"]
-                    spec["hostname"] = target["hostname"]
-                else:
-                    path = sb["path"]
-                join_namespace(spec, "network", path)
-            for dest, key in ETC_MOUNTS:
-                if files.get(key):
-                    bind_file(spec, dest, files[key])
+                join_sandbox(spec, sb["path"], rec["paths"])
 
     # --- inspect -----------------------------------------------------------------------------------
     def settings(self, id: str) -> dict:

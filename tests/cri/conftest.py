@@ -24,6 +24,26 @@ def cri(busybox_tar):
 
 
 @pytest.fixture(scope="module")
+def paused(busybox_tar, tmp_path_factory):
+    """pallet-containerd with a ``sandbox_image`` (containerd's pause image), which
+    runs as each pod's own task."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from cri_helpers import PAUSE, pause_archive
+
+    pause = str(tmp_path_factory.mktemp("pause") / "pause.tar")
+    pause_archive(pause)
+    d = CriDaemon(f'sandbox_image = "{PAUSE}"\nrestrict_oom_score_adj = true\n')
+    try:
+        d.start()
+        d.import_image(busybox_tar)
+        d.import_image(pause)
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
 def both(busybox_tar, tmp_path_factory):
     """pallet-containerd and Debian's containerd 1.6 side by side, busybox (and
     the pause image containerd's CRI plugin needs) in both."""

@@ -5,25 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from cri_helpers import PAUSE, CriDaemon, needs_crictl, needs_root, pause_archive
+from cri_helpers import needs_crictl, needs_root
 
 pytestmark = needs_root + [needs_crictl]
-
-
-@pytest.fixture(scope="module")
-def paused(busybox_tar, tmp_path_factory):
-    pause = str(tmp_path_factory.mktemp("pause") / "pause.tar")
-    pause_archive(pause)
-    d = CriDaemon(f'sandbox_image = "{PAUSE}"\nrestrict_oom_score_adj = true\n')
-    try:
-        d.start()
-        d.import_image(busybox_tar)
-        d.import_image(pause)
-        yield d
-    finally:
-        d.stop()
 
 
 def test_pause_image_holds_the_pod(paused):

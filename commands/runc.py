@@ -260,11 +260,6 @@ class Cli:
     def _start_container(self, action: str, opts: dict, cid: str) -> int:
         """runc's startContainer: the pid file made absolute, into the bundle,
         then create (and for run: start, wait, delete)."""
-        from pallet.linux.cgroupfs import warm_migration
-        # the runtime does this too, but only once it is loaded: from here the
-        # kernel's wait before the container's move into its cgroups runs
-        # beside that loading
-        warm_migration()
         from pallet.commands import runc_console
         pid_file = os.path.abspath(opts["pid-file"]) if opts.get("pid-file") else None
         detach = action == "create" or bool(opts.get("detach"))
@@ -481,8 +476,6 @@ class Cli:
             raise Fatal(f"exec failed: {message(e)}", 255) from None
 
     def _exec(self, opts, args) -> int:
-        from pallet.linux.cgroupfs import warm_migration
-        warm_migration()  # (see _start_container)
         from pallet.commands import runc_console
         from pallet.commands.runc_exec import process_of, sub_cgroups
         pid_file = os.path.abspath(opts["pid-file"]) if opts.get("pid-file") else None

@@ -85,9 +85,7 @@ def load(roles) -> LightKernel:
     """A kernel that can provide ``roles``, from the cache when it is valid."""
     config_path = os.environ.get("PALLET_CONFIG") or CONFIG_PATH
     key = _key(config_path)
-    import zlib  # a C module: the file name must not depend on str hashing's seed
-    name = zlib.crc32(f"{sys.executable}\0{config_path}".encode())
-    path = os.path.join(CACHE_DIR, f"{name:08x}")
+    path = os.path.join(CACHE_DIR, f"{_fnv1a(f'{sys.executable}{chr(0)}{config_path}'):08x}")
     entry = _read(path)
     if entry is not None and entry.get("key") == key:
         return LightKernel(entry, roles)
@@ -96,6 +94,15 @@ def load(roles) -> LightKernel:
     entry = _entry(full, key)
     _write(path, entry)
     return LightKernel(entry, roles, full)
+
+
+def _fnv1a(text: str) -> int:
+    """A 32-bit FNV-1a hash: the file name must not depend on str hashing's
+    seed, and zlib's crc32 would be one more shared library to load."""
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
 
 
 def _key(config_path: str) -> tuple:

@@ -187,6 +187,8 @@ class Foreground:
     def wait(self, pid: int, log) -> int:
         """Copy, forward signals and reap until ``pid`` has exited and its output
         ended; its status."""
+        import gc
+        gc.enable()  # the process may run for days (pallet-runc's run turns it off)
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         forwarded = [s for s in _signal.valid_signals() if s not in _KEPT]
         for sig in forwarded + [_signal.SIGCHLD, _signal.SIGWINCH]:

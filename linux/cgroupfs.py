@@ -2,7 +2,10 @@
 does (pallet-runc's ``events --stats``, the shim's metrics, palletd's
 ``docker stats``): whole text, one number (``max`` and a missing file give
 the default), flat-keyed ``name value`` lines (``memory.stat``,
-``cpu.stat``).  Imports nothing: pallet-runc's start-up reads with it."""
+``cpu.stat``); and ``warm_migration``, which gets the kernel's wait before a
+process's first move between cgroups out of a runtime's way.  Imports nothing
+beyond ``os``: pallet-runc's start-up uses it."""
+import os
 
 
 def read(path: str) -> str:
@@ -37,3 +40,125 @@ def read_keyed(path: str) -> dict[str, int]:
             except ValueError:
                 pass
     return out
+
+
+# --- the first move of a process between cgroups ---------------------------------------
+
+def warm_migration() -> None:
+    """Start, in a thread of its own, the wait the kernel puts on a move between cgroups.
+
+    Writing ``cgroup.procs`` takes the global cgroup_threadgroup_rwsem for
+    writing, and after a quiet spell that begins with an RCU grace period
+    (percpu_down_write -> rcu_sync_enter -> synchronize_rcu): 8-20 ms here,
+    more than the rest of a container's set-up.  A move that comes within
+    about a grace period of the previous one skips it.  A runtime that is
+    about to put a new process in its cgroups calls this first: the thread
+    moves the calling process into the cgroup it is already in (the kernel
+    takes the lock, nothing changes) while the caller gets on with its own
+    work, so that the container process's move finds the wait paid.  It
+    holds cgroup_mutex meanwhile, as any move does.  Best effort: any failure
+    (no cgroupfs, a read-only one, no right to write) leaves things as they
+    were.
+    """
+    import _thread  # not threading: that module costs more than the thread
+    try:
+        # looked up each time: a long-lived caller may have been moved since
+        path = _own_procs_file()
+        if path is None:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return
+    global _at_fork
+    if not _at_fork:
+        os.register_at_fork(after_in_child=_close_in_flight)
+        _at_fork = True
+    _in_flight.add(fd)
+    writing = _thread.allocate_lock()
+    writing.acquire()
+    try:
+        _thread.start_new_thread(_move, (fd, writing))
+    except RuntimeError:
+        _in_flight.discard(fd)
+        os.close(fd)
+        return
+    # until the thread is at its write: a new thread waits for the GIL, up to
+    # the switch interval (5 ms) behind a busy caller, and the kernel's wait
+    # is to start now
+    writing.acquire()
+
+
+#: descriptors warm_migration's threads are writing through
+_in_flight: set[int] = set()
+_at_fork = False
+
+
+def _move(fd: int, writing) -> None:
+    try:
+        writing.release()
+        os.write(fd, b"0")  # 0: the writer, whole (cgroup.procs moves thread groups)
+    except BaseException:  # a thread's traceback would land on the caller's stderr
+        pass
+    finally:
+        # forgotten first: once closed, the number may be reused by the caller
+        _in_flight.discard(fd)
+        os.close(fd)
+
+
+def _close_in_flight() -> None:
+    """In a child forked meanwhile (a container's process): the parent's
+    descriptors, which no thread of the child will close."""
+    for fd in list(_in_flight):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _in_flight.clear()
+
+
+def _own_procs_file() -> str | None:
+    """``cgroup.procs`` of the caller's own cgroup in the first hierarchy mounted
+    with its root at or above it."""
+    own = {}
+    with open("/proc/self/cgroup", "rb") as f:
+        for line in f.read().decode(errors="replace").splitlines():
+            hid, names, path = line.split(":", 2)
+            own["" if hid == "0" and not names else names] = path
+    for kind, options, root, point in cgroup_mounts():
+        if kind == "cgroup2":
+            mine = own.get("")
+        else:
+            mine = next((p for names, p in own.items()
+                         if names and set(names.split(",")) <= set(options)), None)
+        if mine is None or "\\" in point:  # an escaped mount point: skip rather than decode
+            continue
+        if root != "/":
+            if mine != root and not mine.startswith(root + "/"):
+                continue
+            mine = mine[len(root):]
+        return point.rstrip("/") + mine.rstrip("/") + "/cgroup.procs"
+    return None
+
+
+_mounts: list | None = None
+
+
+def cgroup_mounts() -> list[tuple[str, tuple[str, ...], str, str]]:
+    """(type, super options, root, mount point) of each cgroup and cgroup2
+    mount, in mountinfo's order; read once per process: the kernel takes half a
+    millisecond to write mountinfo out, and hierarchies are not mounted and
+    moved under a running runtime."""
+    global _mounts
+    if _mounts is None:
+        found = []
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in lines:
+            left, _, right = line.partition(" - ")
+            rf = right.split()
+            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2"):
+                continue
+            fields = left.split()
+            found.append((rf[0], tuple(rf[2].split(",")), fields[3], fields[4]))
+        _mounts = found
+    return _mounts

@@ -23,7 +23,7 @@ import errno
 import os
 import time
 
-from pallet.linux.cgroupfs import read_keyed as _flat
+from pallet.linux.cgroupfs import cgroup_mounts, read_keyed as _flat
 
 #: runc's subsystems in the order its fs driver sets them
 SUBSYSTEMS = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb",
@@ -43,20 +43,13 @@ def _scan() -> dict[str, tuple[str, str]]:
     hierarchy when v1 hierarchies sit beside it (hybrid)."""
     found: dict[str, tuple[str, str]] = {}
     unified = None
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f.read().decode(errors="replace").splitlines():
-            left, _, right = line.partition(" - ")
-            rf = right.split()
-            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2"):
-                continue
-            fields = left.split()
-            point, root = fields[4], fields[3]
-            if rf[0] == "cgroup2":
-                unified = unified or (point, root)
-                continue
-            for opt in rf[2].split(","):
-                if opt in SUBSYSTEMS and opt not in found:
-                    found[opt] = (point, root)
+    for kind, options, root, point in cgroup_mounts():
+        if kind == "cgroup2":
+            unified = unified or (point, root)
+            continue
+        for opt in options:
+            if opt in SUBSYSTEMS and opt not in found:
+                found[opt] = (point, root)
     if found and unified:
         found[""] = unified
     return found

@@ -36,12 +36,12 @@ on ``sync_r`` (``{"ok": true}``); the intermediate sends ``{"type": "pid",
 EOF without "ready" means the process died, which the parent reports too.
 
 Nothing here may import lazily: after pivot_root the host's Python library
-is out of reach.  The modules below are imported by runtime.py before fork.
+is out of reach.  The modules below are imported by runtime.py before fork,
+and ``seccomp`` by spawn.py when there is a program to install.
 """
 from __future__ import annotations
 
 import _signal as signal  # the C module: signal.py would import enum
-import array
 import fcntl
 import os
 import resource
@@ -50,7 +50,7 @@ import stat
 import struct
 
 from pallet.oci import jsonlite as json
-from pallet.plugins.runtime_ns import cgroups, hooks, linux, seccomp
+from pallet.plugins.runtime_ns import cgroups, hooks, linux
 from pallet.plugins.runtime_ns.mounts import (
     MountError,
     RootfsBuilder,
@@ -265,6 +265,9 @@ def _hook_state(cfg: ChildConfig, status: str) -> bytes:
 
 
 def _install_seccomp(cfg: ChildConfig) -> None:
+    # loaded by spawn before fork when there is a program (an import here would
+    # find no library after pivot_root); most containers have none
+    from pallet.plugins.runtime_ns import seccomp
     try:
         seccomp.install(cfg.seccomp, cfg.seccomp_flags)
     except OSError as e:
@@ -450,7 +453,10 @@ def _mount_sources(cfg: ChildConfig) -> dict:
     (see spawn.send_mount_sources); source -> fd."""
     if cfg.mount_sock < 0:
         return {}
-    import socket  # before pivot_root: the host's library is still there
+    # before pivot_root: the host's library is still there (and array, which
+    # imports collections, costs pallet-runc 3 ms when loaded for every create)
+    import array
+    import socket
     _ask_parent(cfg, type="mountsources")
     fds = array.array("i")
     msg, anc, _flags, _addr = socket.socket(fileno=cfg.mount_sock).recvmsg(

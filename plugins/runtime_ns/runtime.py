@@ -29,6 +29,7 @@ import time
 from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                 PalletError)
 
+from pallet.linux.cgroupfs import warm_migration
 from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns.errtext import describe
 from pallet.plugins.runtime_ns.state import (
@@ -120,6 +121,12 @@ class NsRuntime:
 
     def _cgroup_driver(self):
         """(module, version) of the cgroup driver for a new container."""
+        if self.cgroup_v2_root is None and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            # the root of a cgroup2 mount always has that file: /sys/fs/cgroup
+            # is no such mount, so v1 (hybrid included), without loading the
+            # v2 driver to read mountinfo for it
+            from pallet.plugins.runtime_ns import cgroups
+            return cgroups, 1
         from pallet.plugins.runtime_ns import cgroups2
         root = self.cgroup_v2_root or cgroups2.unified_root()
         if root:
@@ -138,6 +145,9 @@ class NsRuntime:
         intermediate process).  The poststart hooks run at the end, as runc
         1.1 runs them (the spec would have them after start).
         """
+        # the container process will move into its cgroups: the kernel's wait
+        # for that runs meanwhile (see warm_migration)
+        warm_migration()
         # the container process runs this code after pivot_root, where nothing
         # can be imported any more: load all of it now (and only for create,
         # so that state/list/kill stay cheap for pallet-runc)
@@ -248,6 +258,7 @@ class NsRuntime:
         ``ignore_paused`` (the process then waits, frozen, for resume).
         Returns its host pid, a child of the caller.
         """
+        warm_migration()  # (see create)
         from pallet.plugins.runtime_ns import linux, spawn  # noqa: F401  (see create)
         from pallet.plugins.runtime_ns import process as _process  # noqa: F401
 

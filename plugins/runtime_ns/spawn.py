@@ -46,6 +46,9 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hook
     the set-up of a new container "error during container init: ".
     """
     from pallet.plugins.runtime_ns import process
+    if child.get("seccomp") is not None:
+        # the child installs it after pivot_root, where nothing can be imported
+        from pallet.plugins.runtime_ns import seccomp  # noqa: F401
     proc = spec.get("process") or {}
     opened: list[int] = []
     console = None

@@ -159,3 +159,44 @@ def test_devices_cgroup_v1(runtime, bundle, output, cgroup_top):
                               "head -c 3 /dev/zero | wc -c"])
     assert run_container(runtime, bundle.path, output) == 0
     assert output.read().split() == ["kmsg-read", "3"]
+
+
+def test_warm_migration_moves_nothing_and_leaks_no_descriptor():
+    """The kernel's wait before a move between cgroups is paid by a no-op
+    move of the caller (pallet.linux.cgroupfs.warm_migration): the caller
+    stays in every cgroup it was in, and a child forked while the move is
+    under way holds no descriptor of it (a container's process never sees
+    the host's cgroupfs)."""
+    import json
+    import subprocess
+    import sys
+    code = (
+        "import json, os, time\n"
+        "from pallet.linux import cgroupfs\n"
+        "before = open('/proc/self/cgroup').read()\n"
+        "cgroupfs.warm_migration()\n"
+        "started = bool(cgroupfs._in_flight)\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    links = []\n"
+        "    for fd in os.listdir('/proc/self/fd'):\n"
+        "        try:\n"
+        "            links.append(os.readlink('/proc/self/fd/' + fd))\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    os.write(w, json.dumps(links).encode())\n"
+        "    os._exit(0)\n"
+        "os.close(w)\n"
+        "child = json.loads(os.read(r, 65536))\n"
+        "os.waitpid(pid, 0)\n"
+        "while cgroupfs._in_flight:\n"  # the move ends within a grace period or so
+        "    time.sleep(0.01)\n"
+        "print(json.dumps([started, open('/proc/self/cgroup').read() == before, child]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    started, unmoved, child = json.loads(out.stdout)
+    assert unmoved
+    assert started, "no move was started (no writable cgroupfs?)"
+    assert not [link for link in child if link.endswith("cgroup.procs")], child

@@ -283,14 +283,16 @@ def test_jsonlite_matches_json():
 
 def test_runc_cli_imports_no_enum_re_or_json():
     """pallet-runc's start-up: the create path imports neither json, re nor enum
-    (nor the socket module, which imports enum)."""
+    (nor the socket module, which imports enum), nor threading, array (which
+    loads collections) or zlib."""
     import subprocess
     import sys
     # an editable install's import hook may have loaded some of them already:
     # make any new import of them fail instead
     code = ("import sys\n"
             "for m in ('json', 're', 'enum', 'signal', 'subprocess', 'socket', 'tempfile',\n"
-            "          'attrs', 'pluggy', 'stevedore', 'typing'): sys.modules[m] = None\n"
+            "          'attrs', 'pluggy', 'stevedore', 'typing', 'threading', 'array',\n"
+            "          'collections', 'zlib'): sys.modules[m] = None\n"
             "from pallet.commands import runc, runc_flags, runc_help, runc_console, runc_exec\n"
             "from pallet.commands import runc_update\n"
             "from pallet.commands import kernel_cache\n"

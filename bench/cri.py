@@ -110,14 +110,32 @@ class CniNetwork:
 
     def cleanup(self) -> None:
         subprocess.run(["ip", "link", "del", self.bridge], stderr=subprocess.DEVNULL)
-        # rules first (jumps into chains), then the chains the plugins made
-        for line in nat_rules():
-            if line.startswith("-A ") and line not in self.rules_before:
-                subprocess.run([IPTABLES, "-w", "-t", "nat", "-D", *shlex.split(line)[1:]],
-                               stderr=subprocess.DEVNULL)
-        new = nat_chains() - self.chains_before
+        # this network's rules (the plugins name it in their comments) and the
+        # chains they jump to; other runs' networks may be live beside it
+        ours = [line for line in nat_rules()
+                if line.startswith("-A ") and f'name: \\"{self.name}\\"' in line]
+        jumps = {line.split(" -j ")[1].split()[0] for line in ours if " -j " in line}
+        self._delete(ours)
+        mine = (jumps & nat_chains()) - self.chains_before
+        self._delete([line for line in nat_rules()
+                      if line.startswith("-A ") and line.split()[1] in mine])
+        self._drop(mine)
+        if any("name: \\\"plcni-" in line for line in nat_rules()):
+            return   # the shared plumbing (portmap's chains) serves another run still
+        self._delete([line for line in nat_rules()
+                      if line.startswith("-A ") and line not in self.rules_before])
+        self._drop(nat_chains() - self.chains_before)
+
+    @staticmethod
+    def _delete(rules: list[str]) -> None:
+        for line in rules:
+            subprocess.run([IPTABLES, "-w", "-t", "nat", "-D", *shlex.split(line)[1:]],
+                           stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def _drop(chains: set[str]) -> None:
         for flag in ("-F", "-X"):   # chains jump to each other: empty them all first
-            for chain in new:
+            for chain in chains:
                 subprocess.run([IPTABLES, "-w", "-t", "nat", flag, chain],
                                stderr=subprocess.DEVNULL)
 

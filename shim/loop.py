@@ -16,8 +16,11 @@ from __future__ import annotations
 import heapq
 import os
 import select
-import signal
 import time
+
+# the C functions: signal.signal() converts numbers and handlers to enums, Python
+# code that a shim would run (and copy the pages of) for nothing else
+from _signal import SIG_DFL, SIGCHLD, set_wakeup_fd, signal as set_handler
 
 EVENT_READ = select.EPOLLIN
 EVENT_WRITE = select.EPOLLOUT
@@ -158,8 +161,8 @@ class Loop:
     def watch_children(self) -> None:
         """Route SIGCHLD into the loop (call from the main thread)."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        set_handler(SIGCHLD, lambda *_: None)
+        set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         self.add_reader(self._wake_r, self._drain_wakeup)
 
     def _drain_wakeup(self) -> None:
@@ -185,10 +188,10 @@ class Loop:
     def unwatch_children_in_child(self) -> None:
         """In a forked child: let go of the parent's SIGCHLD routing."""
         try:
-            signal.set_wakeup_fd(-1)
+            set_wakeup_fd(-1)
         except ValueError:
             pass
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        set_handler(SIGCHLD, SIG_DFL)
 
     # -- running
     def stop(self) -> None:

@@ -317,12 +317,14 @@ def _already_serving(path: str) -> bool:
 
 
 def spawn_daemon(opts: Options, bundle: str, sock_path: str, *, timeout: float = 20.0,
-                 runtime=None, before_fork=None) -> tuple[str, int]:
+                 runtime=None, before_fork=None, fork=os.fork) -> tuple[str, int]:
     """Bind the socket, fork the daemon in its own session, wait until it is ready.
 
     Returns the ``unix://`` address and the daemon's pid, or the address and
     0 when the shim of the task's group serves already.  The caller must be
-    single-threaded (a fresh ``pallet-shim start`` process, or the zygote).
+    single-threaded (a fresh ``pallet-shim start`` process, or the zygote);
+    ``fork`` forks it (the zygote's skips Python's at-fork callbacks, see
+    :mod:`.heap`).
     """
     import fcntl
 
@@ -340,14 +342,14 @@ def spawn_daemon(opts: Options, bundle: str, sock_path: str, *, timeout: float =
 
             write_atomic(os.path.join(bundle, "address"), address, fsync=False)
             return address, 0
-        return _fork_daemon(opts, bundle, sock_path, timeout, runtime, before_fork)
+        return _fork_daemon(opts, bundle, sock_path, timeout, runtime, before_fork, fork)
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)  # the forked daemon holds a copy of the descriptor
         os.close(lock)
 
 
 def _fork_daemon(opts: Options, bundle: str, sock_path: str, timeout: float, runtime,
-                 before_fork) -> tuple[str, int]:
+                 before_fork, fork) -> tuple[str, int]:
     import select
 
     from pallet.core import errors
@@ -355,7 +357,7 @@ def _fork_daemon(opts: Options, bundle: str, sock_path: str, timeout: float, run
     address = f"unix://{sock_path}"
     listener = bind_socket(sock_path)
     r, w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         os.close(r)
         if before_fork is not None:

@@ -22,6 +22,7 @@ import os
 
 from pallet.core import errors
 
+from pallet.shim import heap
 from pallet.shim.loop import Deferred
 
 _ERRORS = {cls.__name__: cls for cls in (
@@ -145,7 +146,7 @@ class ForkedRuntime:
         d = Deferred()
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = os.fork()
+            pid = heap.fork()  # the shim is single-threaded
         except OSError as e:
             os.close(r)
             os.close(w)

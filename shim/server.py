@@ -66,11 +66,14 @@ class Server:
     def _accept(self) -> None:
         while True:
             try:
-                sock, _ = self.listener.accept()
+                # the C accept: socket.accept() converts the family and type to
+                # enums, Python code a shim would run (and copy) for nothing else
+                fd, _ = self.listener._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
+            sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             self.conns.add(_Conn(self, sock))
 

@@ -25,7 +25,7 @@ import json
 import os
 import signal
 
-from pallet.shim import main
+from pallet.shim import heap, main
 
 #: how long a zygote nobody has connected to waits before it ends
 IDLE_TIMEOUT = 30.0
@@ -70,6 +70,7 @@ class Zygote:
         import gc
 
         gc.collect()
+        heap.fill_pools()
         gc.freeze()
 
     # -- clients
@@ -128,7 +129,8 @@ class Zygote:
                     os.environ[env] = req[key]
         try:
             address, pid = main.spawn_daemon(opts, bundle, main.socket_path(opts, bundle),
-                                              runtime=self.runtime, before_fork=in_child)
+                                              runtime=self.runtime, before_fork=in_child,
+                                              fork=heap.fork)
         except Exception as e:  # noqa: BLE001 - answered, not raised
             return {"error": str(e) or type(e).__name__}
         if pid:

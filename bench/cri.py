@@ -363,6 +363,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_port = "{self.stream_port}"
   # the pause container's -998 needs CAP_SYS_RESOURCE, which test machines may lack
   restrict_oom_score_adj = true
+  # the pods' network namespaces under this run's state, not /var/run/netns, so that
+  # the clean-up of the run's directory takes them too
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -40,6 +40,7 @@ from google.protobuf import empty_pb2
 
 from pallet.core import errors
 from pallet.core.files import write_atomic
+from pallet.linux.cgroupfs import warm_migration
 from pallet.proto.containerd.events import task_pb2 as ev
 from pallet.proto.containerd.services.tasks.v1 import tasks_pb2
 from pallet.proto.containerd.task.v2 import shim_pb2
@@ -297,6 +298,11 @@ class TaskManager:
             if key in self._tasks or key in self._creating:
                 raise errors.AlreadyExists(f"task {req.container_id}: already exists")
             self._creating.add(key)
+        # the runtime will move the container's first process into its cgroups
+        # at the end of what follows: the kernel's wait for a move (see
+        # warm_migration) runs meanwhile, here rather than in the runtime,
+        # where the cgroups it makes right away would wait for it
+        warm_migration()
         bundle = None
         task = None
         try:

@@ -33,6 +33,7 @@ from pallet.engine.mounts import inspect_mounts
 from pallet.engine.restart import should_restart
 from pallet.engine.state import Container, ContainerStore
 from pallet.engine.task_events import TaskEvents
+from pallet.linux.cgroupfs import membership
 
 log = logging.getLogger("pallet.api_rest.containers")
 
@@ -358,15 +359,10 @@ def _cgroups_of(pid: int) -> dict[str, str]:
     """controller -> directory of a process's cgroups (v1, or ``unified`` for v2)."""
     out: dict[str, str] = {}
     try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
+        lines = membership(pid)
     except OSError:
         return out
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
+    for controllers, path in lines:
         if not controllers:
             out["unified"] = "/sys/fs/cgroup" + path
             continue

@@ -2,9 +2,11 @@
 does (pallet-runc's ``events --stats``, the shim's metrics, palletd's
 ``docker stats``): whole text, one number (``max`` and a missing file give
 the default), flat-keyed ``name value`` lines (``memory.stat``,
-``cpu.stat``); and ``warm_migration``, which gets the kernel's wait before a
-process's first move between cgroups out of a runtime's way.  Imports nothing
-beyond ``os``: pallet-runc's start-up uses it."""
+``cpu.stat``); where cgroups are: a process's (``membership``,
+``by_controller``, from ``/proc/<pid>/cgroup``) and the hierarchies' mounts
+(``cgroup_mounts``, ``mount_points``); and ``warm_migration``, which gets the
+kernel's wait before a process's first move between cgroups out of a
+runtime's way.  Imports nothing beyond ``os``: pallet-runc's start-up uses it."""
 import os
 
 
@@ -119,11 +121,7 @@ def _close_in_flight() -> None:
 def _own_procs_file() -> str | None:
     """``cgroup.procs`` of the caller's own cgroup in the first hierarchy mounted
     with its root at or above it."""
-    own = {}
-    with open("/proc/self/cgroup", "rb") as f:
-        for line in f.read().decode(errors="replace").splitlines():
-            hid, names, path = line.split(":", 2)
-            own["" if hid == "0" and not names else names] = path
+    own = dict(membership())
     for kind, options, root, point in cgroup_mounts():
         if kind == "cgroup2":
             mine = own.get("")
@@ -138,6 +136,34 @@ def _own_procs_file() -> str | None:
             mine = mine[len(root):]
         return point.rstrip("/") + mine.rstrip("/") + "/cgroup.procs"
     return None
+
+
+def membership(pid: int | str = "self") -> list[tuple[str, str]]:
+    """A process's cgroups, one (hierarchy, path) for each line of
+    ``/proc/<pid>/cgroup``: the hierarchy as its comma-separated controllers
+    and names (``cpu,cpuacct``, ``name=systemd``), "" for cgroup v2, and the
+    path as the process sees it.  OSError when there is no such process."""
+    with open(f"/proc/{pid}/cgroup", "rb") as f:
+        text = f.read().decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out.append((parts[1], parts[2]))
+    return out
+
+
+def by_controller(pid: int | str = "self") -> dict[str, str]:
+    """:func:`membership` by each controller or name of a hierarchy ("" for
+    cgroup v2): controller -> the process's cgroup path there."""
+    out: dict[str, str] = {}
+    for names, path in membership(pid):
+        if not names:
+            out[""] = path
+        for name in names.split(","):
+            if name:
+                out[name] = path
+    return out
 
 
 _mounts: list | None = None
@@ -162,3 +188,17 @@ def cgroup_mounts() -> list[tuple[str, tuple[str, ...], str, str]]:
             found.append((rf[0], tuple(rf[2].split(",")), fields[3], fields[4]))
         _mounts = found
     return _mounts
+
+
+def mount_points() -> dict[str, str]:
+    """Controller or name (any super option of a v1 mount) -> mount point of
+    the first cgroup v1 hierarchy mounted with it, and "" -> the first
+    cgroup2 mount, from :func:`cgroup_mounts`."""
+    out: dict[str, str] = {}
+    for kind, options, _root, point in cgroup_mounts():
+        if kind == "cgroup2":
+            out.setdefault("", point)
+            continue
+        for opt in options:
+            out.setdefault(opt, point)
+    return out

@@ -21,57 +21,24 @@ from __future__ import annotations
 import os
 
 from pallet.core import errors
-from pallet.linux.cgroupfs import read as _read, read_int, read_keyed as _keyed
+from pallet.linux.cgroupfs import (by_controller, mount_points, read as _read, read_int,
+                                   read_keyed as _keyed)
 
 from pallet.proto import shim_task as m
 
 _USER_HZ = 100  # cpuacct.stat counts in USER_HZ ticks (proc(5))
-_mounts: dict | None = None
 
 
 def hierarchies() -> dict[str, str]:
-    """controller -> mount point of its cgroup v1 hierarchy."""
-    global _mounts
-    if _mounts is None:
-        found: dict[str, str] = {}
-        try:
-            with open("/proc/self/mountinfo") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            lines = []
-        for line in lines:
-            left, _, right = line.partition(" - ")
-            rf = right.split()
-            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2"):
-                continue
-            point = left.split()[4]
-            if rf[0] == "cgroup2":
-                found.setdefault("unified", point)
-                continue
-            for opt in rf[2].split(","):
-                found.setdefault(opt, point)
-        _mounts = found
-    return _mounts
-
-
-def _proc_cgroups(pid) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f.read().splitlines():
-            _id, names, path = line.split(":", 2)
-            if not names:  # the cgroup v2 hierarchy
-                out["unified"] = path
-            for name in names.split(","):
-                if name:
-                    out[name] = path
-    return out
+    """controller -> mount point of its cgroup v1 hierarchy ("" for v2)."""
+    return mount_points()
 
 
 def paths_of(pid: int) -> dict[str, str]:
     """controller -> directory of the cgroup of ``pid``, where it is not the shim's own."""
     try:
-        theirs = _proc_cgroups(pid)
-        ours = _proc_cgroups("self")
+        theirs = by_controller(pid)
+        ours = by_controller()
     except (OSError, ValueError):
         return {}
     points = hierarchies()
@@ -251,7 +218,7 @@ def oom_kills(paths: dict[str, str]) -> int:
     """How many processes the OOM killer has killed in the memory cgroup so
     far (``oom_kill``: memory.oom_control on v1, memory.events on v2)."""
     for d, name in ((paths.get("memory"), "memory.oom_control"),
-                    (paths.get("unified"), "memory.events")):
+                    (paths.get(""), "memory.events")):
         if d:
             count = _keyed(os.path.join(d, name)).get("oom_kill")
             if count is not None:

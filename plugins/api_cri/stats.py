@@ -15,6 +15,7 @@ import threading
 import time
 
 from pallet.core import errors
+from pallet.linux.cgroupfs import membership, mount_points
 from pallet.linux import netns
 from pallet.proto.cri.runtime.v1 import api_pb2 as cri
 
@@ -50,19 +51,6 @@ def _keyed(path: str) -> dict[str, int]:
     return out
 
 
-def _mounts() -> dict[str, str]:
-    """cgroup v1 controller -> mount point."""
-    out: dict[str, str] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            rf = right.split()
-            if len(rf) >= 3 and rf[0] == "cgroup":
-                for opt in rf[2].split(","):
-                    out.setdefault(opt, left.split()[4])
-    return out
-
-
 class Sample:
     """What one reading of a cgroup gave."""
 
@@ -78,14 +66,16 @@ class Sample:
 class CgroupReader:
     def __init__(self):
         self.v2 = os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
-        self.mounts = {} if self.v2 else _mounts()
+        self.mounts = {} if self.v2 else mount_points()
 
     def dirs_of_pid(self, pid: int) -> dict[str, str]:
         """controller (or "" for v2) -> the cgroup directory of process ``pid``."""
-        out = {}
-        text = _read(f"/proc/{pid}/cgroup")
-        for line in text.splitlines():
-            _id, names, path = line.split(":", 2)
+        out: dict[str, str] = {}
+        try:
+            lines = membership(pid)
+        except OSError:
+            return out
+        for names, path in lines:
             if self.v2:
                 if names == "":
                     out[""] = os.path.join(CGROUP_ROOT, path.lstrip("/"))

@@ -23,7 +23,7 @@ import errno
 import os
 import time
 
-from pallet.linux.cgroupfs import cgroup_mounts, read_keyed as _flat
+from pallet.linux.cgroupfs import by_controller, cgroup_mounts, read_keyed as _flat
 
 #: runc's subsystems in the order its fs driver sets them
 SUBSYSTEMS = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb",
@@ -63,19 +63,6 @@ def mounts() -> dict[str, str]:
     return {k: v[0] for k, v in _mounts.items()}
 
 
-def _own_paths() -> dict[str, str]:
-    out = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            hid, names, path = line.rstrip("\n").split(":", 2)
-            if hid == "0" and not names:
-                out[""] = path
-            for name in names.split(","):
-                if name:
-                    out[name] = path
-    return out
-
-
 def normalize(cgroups_path: str) -> str:
     """``cgroupsPath`` cleaned as runc's CleanPath does (a relative path stays
     relative).  The systemd form ``slice:prefix:name`` is a plain name here, as
@@ -99,7 +86,7 @@ def paths_for(cgroups_path: str) -> dict[str, str]:
             rel = path
         else:
             if own is None:
-                own = _own_paths()
+                own = by_controller()
             mine = own.get(name, "/")
             mine = "/" + os.path.relpath(mine, root) if root != "/" else mine
             rel = os.path.join(mine, path)

@@ -22,7 +22,7 @@ from pallet.plugins.runtime_ns.cgroups import (  # noqa: F401 (re-exported)
     normalize,
     remove_container,
     remove_dirs)
-from pallet.linux.cgroupfs import read_keyed as _flat
+from pallet.linux.cgroupfs import membership, read_keyed as _flat
 from pallet.plugins.runtime_ns.cgroups import _read
 from pallet.plugins.runtime_ns.cgroups import write as _cg_write
 
@@ -53,12 +53,7 @@ def set_root(root: str) -> None:
 
 
 def _own_path() -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            hid, controllers, path = line.rstrip("\n").split(":", 2)
-            if hid == "0" and controllers == "":
-                return path
-    return "/"
+    return dict(membership()).get("", "/")
 
 
 def paths_for(cgroups_path: str) -> dict[str, str]:

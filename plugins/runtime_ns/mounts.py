@@ -30,6 +30,7 @@ import os
 import stat
 
 from pallet.plugins.runtime_ns import linux
+from pallet.linux.cgroupfs import membership
 from pallet.linux.syscalls import MOUNT_FLAGS, PROPAGATION, parse_options  # noqa: F401
 
 from pallet.plugins.runtime_ns.linux import (  # noqa: F401
@@ -478,13 +479,8 @@ _KNOWN_V1 = ("memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer",
 
 def _own_cgroups() -> dict[str, str]:
     """hierarchy key (sorted controllers, ``name=x``, or "" for v2) -> own path."""
-    out = {}
     try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _id, controllers, path = line.rstrip("\n").split(":", 2)
-                key = ",".join(sorted(controllers.split(","))) if controllers else ""
-                out[key] = path
+        return {",".join(sorted(names.split(","))) if names else "": path
+                for names, path in membership()}
     except OSError:
-        pass
-    return out
+        return {}

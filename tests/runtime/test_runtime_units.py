@@ -371,3 +371,29 @@ def test_cgroupfs_readers(tmp_path):
     assert cgroupfs.read_int(str(tmp_path / "memory.max"), -1) == -1
     assert cgroupfs.read_int(str(tmp_path / "pids.current")) == 7
     assert cgroupfs.read_int(str(tmp_path / "missing")) == 0
+
+
+def test_cgroupfs_membership_and_mounts():
+    """The one reader of /proc/<pid>/cgroup and of the cgroup mounts, checked
+    against the kernel's own files for this process."""
+    from pallet.linux import cgroupfs
+
+    with open("/proc/self/cgroup") as f:
+        lines = [line.split(":", 2) for line in f.read().splitlines()]
+    assert cgroupfs.membership() == [(names, path) for _id, names, path in lines]
+    assert cgroupfs.membership(os.getpid()) == cgroupfs.membership()
+    mine = cgroupfs.by_controller()
+    for _id, names, path in lines:
+        for name in names.split(",") if names else [""]:
+            assert mine[name] == path
+    with pytest.raises(OSError):
+        cgroupfs.membership(2 ** 22 + 1)   # above pid_max: no such process
+    points = cgroupfs.mount_points()
+    for kind, options, _root, point in cgroupfs.cgroup_mounts():
+        assert os.path.ismount(point)
+        if kind == "cgroup":
+            assert all(points[opt] for opt in options)
+    if any(kind == "cgroup2" for kind, *_ in cgroupfs.cgroup_mounts()):
+        assert os.path.exists(os.path.join(points[""], "cgroup.procs"))
+    if "memory" in mine and "memory" in points:
+        assert os.path.isdir(points["memory"] + mine["memory"]) or mine["memory"] == "/"

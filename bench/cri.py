@@ -18,6 +18,10 @@ Three figures, each with its target (pallet / containerd):
   processes all pods share (the daemon, pallet-shim's zygote) grew by since
   before the burst, divided by the pods; the containers' own processes are
   counted on neither side.  The components are printed; target <= 0.5x.
+  pallet-containerd has the kernel merge its shims' identical pages (KSM,
+  ``[containerd] shim-memory-merge``, on by default): both runtimes are
+  read once ksmd has gone twice over the mergeable memory, and the host's
+  KSM switch is put back as it was at the end.
 
 Pods are configured as kubelet configures them (a PID namespace per
 container); each runs busybox's ``sleep``.  The classes here are also the
@@ -46,7 +50,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
-from engines import (cgroup_parents, free_subnet, pids_mentioning, pss_kib,  # noqa: E402
+from engines import (HostKsm, cgroup_parents, free_subnet, ksm_value,  # noqa: E402
+                     pids_mentioning, pss_kib, settle_merging,
                      remove_new_cgroup_parents, stop_process, umount_below, wait_socket)
 
 CRICTL = os.path.join(ROOT, "..", "shared", "tools", "crictl")
@@ -653,6 +658,7 @@ def main() -> int:
         return 1
     work = tempfile.mkdtemp(prefix="plcri-bench-", dir="/tmp")
     daemons = {"pallet": CriDaemon(), "containerd": ContainerdCri()}
+    host_ksm = HostKsm()
     try:
         pause = os.path.join(work, "pause.tar")
         pause_archive(pause)
@@ -669,7 +675,9 @@ def main() -> int:
             seconds, pods = burst(d, args.pods, args.parallel)
             figures["burst_s"][kind] = seconds
             time.sleep(2)   # let the processes settle before their memory is read
+            merged = settle_merging()
             mem[kind] = memory(d, pods, before)
+            mem[kind]["ksm"] = {"run": ksm_value("run"), "waited_s": round(merged, 1)}
             figures["pss_kib_per_pod"][kind] = mem[kind]["per_pod"]
             d.crictl("rmp", "-f", "-a", check=False, timeout=300)
         ratios = {k: figures[k]["pallet"] / figures[k]["containerd"] for k in figures}
@@ -687,6 +695,10 @@ def main() -> int:
                 print(f"{label:48} pallet {f['pallet']:9.1f}  containerd {f['containerd']:9.1f}"
                       f"  ratio {ratios[k]:.2f} (target <= 0.5)")
             for kind, m in mem.items():
+                ksm = m["ksm"]
+                print(f"  {kind:10} read with the kernel's same-page merging "
+                      + (f"running, after {ksm['waited_s']:.1f} s of it" if ksm["run"] == "1"
+                         else "stopped"))
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in m["parts"].items())
                 counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items())
                 print(f"  {kind:10} per pod: {parts} KiB; processes: {counts}; "
@@ -698,6 +710,7 @@ def main() -> int:
     finally:
         for d in daemons.values():
             d.stop()
+        host_ksm.restore()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -386,3 +386,47 @@ def pids_named(prefix: str) -> list[int]:
             except OSError:
                 pass
     return out
+
+
+# --- the kernel's same-page merging (pallet-containerd starts it for its shims) ---------------
+
+KSM = "/sys/kernel/mm/ksm"
+
+
+def ksm_value(name: str) -> str:
+    """A KSM sysfs value ("" without KSM)."""
+    try:
+        with open(os.path.join(KSM, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def settle_merging(scans: int = 2, timeout: float = 150.0) -> float:
+    """Wait until ksmd, if it runs, has gone ``scans`` times over all the
+    mergeable memory (a page merges when two scans found it unchanged);
+    returns the seconds waited.  Memory is a steady-state figure: the pods of
+    a node run for hours, ksmd goes over them every few seconds."""
+    if ksm_value("run") != "1":
+        return 0.0
+    start = time.monotonic()
+    first = int(ksm_value("full_scans") or 0)
+    while int(ksm_value("full_scans") or 0) < first + scans + 1:  # +1: the scan under way
+        if time.monotonic() - start > timeout:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+class HostKsm:
+    """``/sys/kernel/mm/ksm/run`` as it was when made, put back by
+    :meth:`restore` (pallet-containerd starts ksmd with its default
+    ``shim-memory-merge``)."""
+
+    def __init__(self):
+        self.run = ksm_value("run")
+
+    def restore(self) -> None:
+        if self.run in ("0", "1") and ksm_value("run") != self.run:
+            with open(os.path.join(KSM, "run"), "w") as f:
+                f.write(self.run)

@@ -8,8 +8,9 @@ events, which also drive the container event hooks of pallet's plugins
 (:mod:`.container_hooks`).
 
 Configuration: the ``[containerd]`` section (``shim-debug``: shims log at
-debug level; ``[containerd.runtimes]``: runtime name -> shim, see
-:mod:`.shims`).
+debug level; ``shim-memory-merge``: the kernel's same-page merging of the
+shims' memory, see :mod:`pallet.shim.heap`; ``[containerd.runtimes]``:
+runtime name -> shim, see :mod:`.shims`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from pallet.containerd_services.containers import ContainerStore
 from pallet.containerd_services.content import ContentNamespaces
 from pallet.containerd_services.exchange import Exchange
 from pallet.containerd_services.tasks import TaskManager
+from pallet.shim import heap
 
 log = logging.getLogger("pallet.containerd")
 
@@ -80,6 +82,7 @@ class Backend:
         self.version, self.revision = pallet_version()
         settings = kernel.config.section("containerd")
         table = shims.ShimTable(settings.get("runtimes"))  # refused here when malformed
+        heap.merge_setting(kernel.config)   # (applied by the shims' zygote) refused here too
         self._store = None
         self._store_lock = threading.Lock()
         self.exchange = Exchange()

@@ -18,6 +18,8 @@ choose another).  Layout::
 
     [containerd]             # pallet-containerd's service layer
     shim-debug = false       # shims log at debug level
+    shim-memory-merge = "on" # the kernel merges the shims' copied pages (KSM): "on"
+                             # starts ksmd if stopped, "mark" leaves it to the host, "off"
     [containerd.runtimes]    # before containerd's rule (io.containerd.X.vN runs
                              # containerd-shim-X-vN): name -> "pallet-shim", a binary or a path
     "io.containerd.runc.v2" = "pallet-shim"   # (io.containerd.pallet.v1/v2 always are)

@@ -17,6 +17,24 @@ Two sources of such writes are not the shim's own work and are avoided here:
   of its own.  :func:`fill_pools` fills them in the zygote before it
   freezes its objects: the shims' new objects then go to fresh pools, a
   few pages for many objects.
+
+What remains is the shim's own running: every object it touches gets its
+reference count written, so the pages of the code, functions, constants
+and types it runs become copies, some 2.5 MiB per shim, although most of
+them end up holding what the zygote's pages hold (a count goes up during a
+call and back down after it), and what every other shim's copies hold.
+The kernel's same-page merging (KSM, :mod:`pallet.linux.ksm`) shares such
+pages again: the zygote marks its private writable memory mergeable, a
+flag of the mappings that every forked shim inherits and that ``execve``
+drops, so the containers' processes are never merged with anything (KSM
+lets processes whose pages merge learn about each other's contents: here
+only pallet's own shims and their zygote share; runtime_ns's builtin init,
+which stays the forked process, takes the mark off).  ``ksmd`` merges only
+while ``/sys/kernel/mm/ksm/run`` is 1.
+pallet-containerd's ``[containerd] shim-memory-merge`` chooses
+(:func:`merge_setting`): "on" (the default) marks and starts ``ksmd`` when
+it is stopped, "mark" only marks (the host's KSM setting decides), "off"
+does neither.
 """
 from __future__ import annotations
 
@@ -97,3 +115,18 @@ def fork() -> int:
         raise OSError(err, os.strerror(err))
     return pid
 
+
+#: the values of ``[containerd] shim-memory-merge``, the default first
+MERGE_SETTINGS = ("on", "mark", "off")
+
+
+def merge_setting(config) -> str:
+    """``[containerd] shim-memory-merge`` of ``config`` (a
+    :class:`pallet.core.config.Config`), checked."""
+    from pallet.core import errors
+
+    value = config.section("containerd").get("shim-memory-merge", MERGE_SETTINGS[0])
+    if value not in MERGE_SETTINGS:
+        raise errors.ConfigError(f"configuration: [containerd] shim-memory-merge must be one "
+                                 f"of {', '.join(map(repr, MERGE_SETTINGS))}, not {value!r}")
+    return value

@@ -8,7 +8,8 @@ a line (``{"namespace", "id", "bundle", "address", "socket", "runtime_root",
 "pid"}`` or ``{"error"}``).  Each shim is a fork of the zygote and shares its
 pages copy-on-write: no interpreter start, no import, no kernel load per
 container (``gc.freeze()`` keeps the collector from touching, hence
-copying, the inherited objects).
+copying, the inherited objects; the kernel merges again the pages the
+shims copy nonetheless, see :mod:`.heap`).
 
 The zygote is a child subreaper and the shims are its children: it reaps
 them when they exit, and it reaps a container whose shim was killed (the
@@ -67,11 +68,18 @@ class Zygote:
         signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.idle_timer = self.loop.call_later(IDLE_TIMEOUT, self._maybe_exit)
+        merge = _merge_setting()
         import gc
 
         gc.collect()
         heap.fill_pools()
         gc.freeze()
+        if merge != "off":   # after the pools it marks are all there
+            from pallet.linux import ksm
+
+            ksm.mark_mergeable()
+            if merge == "on":
+                ksm.start()
 
     # -- clients
     def _accept(self) -> None:
@@ -155,6 +163,17 @@ class Zygote:
         except OSError:
             pass
         return 0
+
+
+def _merge_setting() -> str:
+    """pallet-containerd's ``shim-memory-merge`` (checked when it started)."""
+    from pallet.core import errors
+    from pallet.core.config import Config
+
+    try:
+        return heap.merge_setting(Config.load())
+    except errors.PalletError:
+        return "mark"  # the file changed since: leave the host's KSM alone
 
 
 def _adopted_children() -> bool:

@@ -20,6 +20,18 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "root: needs root (namespaces, mounts, cgroups)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def host_ksm_put_back():
+    """pallet-containerd starts the kernel's same-page merging for its shims
+    (``[containerd] shim-memory-merge``): the run leaves the host's switch
+    as it found it."""
+    from engines import HostKsm
+
+    ksm = HostKsm()
+    yield
+    ksm.restore()
+
+
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory) -> str:
     """The built-in busybox image as a docker-save tarball (built once per run)."""

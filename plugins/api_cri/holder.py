@@ -28,6 +28,7 @@ in Python (``sys.executable -S``), which costs a few MiB.
 """
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import signal
@@ -35,6 +36,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 from pallet.core import errors
 from pallet.linux.syscalls import CLONE_NEWPID, unshare
@@ -76,6 +78,10 @@ class Holders:
         self._children: dict[int, subprocess.Popen] = {}
         self._argv: list[str] | None = None
         self._lock = threading.Lock()
+        try:
+            self._command()   # written now, before pods (and their CNI plugins) run
+        except OSError:
+            pass              # (tried again at the first pod, which reports why)
 
     def _command(self) -> list[str]:
         if self._argv is None:
@@ -107,9 +113,20 @@ class Holders:
         def run():
             try:
                 unshare(CLONE_NEWPID, "unshare pid namespace")
-                box["proc"] = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd="/")
+                for attempt in range(100):
+                    try:
+                        box["proc"] = subprocess.Popen(
+                            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+                            cwd="/")
+                        break
+                    except OSError as e:
+                        # the binary was just written, and a process another thread
+                        # forked meanwhile (a CNI plugin) holds the written file
+                        # open until it execs: a moment
+                        if e.errno != errno.ETXTBSY or attempt == 99:
+                            raise
+                        time.sleep(0.01)
             except BaseException as e:  # noqa: BLE001 — handed back to the caller
                 box["error"] = e
         t = threading.Thread(target=run, name="pod-holder")

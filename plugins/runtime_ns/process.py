@@ -49,6 +49,7 @@ import select
 import stat
 import struct
 
+from pallet.linux import ksm
 from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns import cgroups, hooks, linux
 from pallet.plugins.runtime_ns.mounts import (
@@ -253,6 +254,9 @@ def _init(cfg: ChildConfig) -> None:
             os._exit(1)
     _close_fds(cfg.preserve_fds)
     if cfg.init is not None:
+        # the init stays this process: no execve drops the mark of memory
+        # the kernel may merge that it may have inherited (from pallet-shim)
+        ksm.unmark_all()
         # signals stay blocked: the init takes them over with sigtimedwait
         cfg.init.run(list(args[1:]), env)
         os._exit(1)  # run() does not return

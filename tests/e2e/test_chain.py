@@ -102,6 +102,31 @@ def test_init_reaps_orphans(pallet_engine):
     assert not any(line.startswith("Z") for line in with_init.splitlines()), with_init
 
 
+def test_shims_memory_mergeable_containers_never(pallet_engine):
+    """pallet-containerd's default ``shim-memory-merge``: the shims (forks of
+    the zygote) carry the kernel's mergeable mark on their memory; no process
+    of a container does, the builtin init of --init (a fork that never
+    execs) included."""
+    from pallet.linux import ksm
+
+    e = pallet_engine
+    plain = e.docker("run", "-d", "busybox", "sleep", "120").stdout.decode().strip()
+    inited = e.docker("run", "-d", "--init", "busybox", "sleep", "120").stdout.decode().strip()
+    try:
+        for cid in (plain, inited):
+            pid = json.loads(e.docker("inspect", cid).stdout)[0]["State"]["Pid"]
+            # (the builtin init, a fork of the shim, bears its name too)
+            [shim] = [p for p in shim_pids([cid]) if p != pid]
+            assert "[heap]" in ksm.marked_mappings(shim)
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(p) for p in f.read().split()]
+            assert len(children) == (1 if cid == inited else 0)   # the init's sleep
+            for p in [pid, *children]:
+                assert ksm.marked_mappings(p) == [], p
+    finally:
+        e.docker("rm", "-f", plain, inited)
+
+
 def test_kill_containerd_keeps_containers(pallet_engine):
     e = pallet_engine
     cid = e.docker("run", "-d", "busybox", "sleep", "120").stdout.decode().strip()

@@ -37,7 +37,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
-from engines import (Docker, cgroup_parents, pids_mentioning, pss_kib,  # noqa: E402
+from engines import (Docker, HostKsm, cgroup_parents, pids_mentioning, pss_kib,  # noqa: E402
+                     settle_merging,
                      remove_new_cgroup_parents, umount_below)
 
 
@@ -159,6 +160,7 @@ def docker_figures(d: Docker, count: int, runs: int) -> dict:
     ids = [d.docker("run", "-d", "--network", "none", "busybox", "sleep", "3600")
            .stdout.decode().strip() for _ in range(count)]
     time.sleep(1.5)
+    settle_merging()   # as for pallet's
     shims = [p for p in pids_mentioning(d.root) if _comm(p).startswith("containerd-shim")]
     pss = [pss_kib(p) for p in shims]
     d.docker("rm", "-f", *ids, check=False)
@@ -178,6 +180,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="pl-bw-", dir="/tmp")
     pc = d = None
     cgroups_before = cgroup_parents()
+    host_ksm = HostKsm()   # pallet-containerd starts ksmd (shim-memory-merge)
     try:
         tar = busybox_tar(work)
         pc = PalletContainerd().start()
@@ -194,6 +197,7 @@ def main() -> int:
         if d is not None:
             d.stop()
         remove_new_cgroup_parents(cgroups_before)  # the namespace's /bench
+        host_ksm.restore()
         shutil.rmtree(work, ignore_errors=True)
     figures = {"count": args.count, "pallet": pallet, "docker": docker}
     if docker:
@@ -244,6 +248,7 @@ async def pallet_figures(pc: "PalletContainerd", ns: str, count: int, runs: int)
         for _ in range(count):
             await one(False)
         await asyncio.sleep(1.5)
+        await asyncio.to_thread(settle_merging)   # the kernel merges the shims' pages (KSM)
         shims = [p for p in pc.shim_pids() if _comm(p).startswith("pallet-shim")]
         pss = [pss_kib(p) for p in shims]
         await _remove_all(c, ids)

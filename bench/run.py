@@ -16,7 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engines import Docker, Pallet, interleaved, pids_mentioning, pss_kib  # noqa: E402
+from engines import (Docker, HostKsm, Pallet, interleaved, pids_mentioning,  # noqa: E402
+                     pss_kib, settle_merging)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_TAR = os.path.join(ROOT, "build", "busybox.tar")
@@ -36,6 +37,7 @@ def bench_shim_pss(engine, runs, count=5):
     ids = [engine.docker("run", "-d", "--network", "none", "busybox", "sleep", "600")
            .stdout.decode().strip() for _ in range(count)]
     time.sleep(1.0)
+    settle_merging()   # pallet's shims' memory is merged by the kernel (KSM) meanwhile
     try:
         # a pallet-shim names itself after its container ("pallet-shim <id>");
         # containerd-shim-runc-v2 has the id among its flags
@@ -63,6 +65,7 @@ def bench_daemon_pss(engine, runs):
     ids = [engine.docker("run", "-d", "--network", "none", "busybox", "sleep", "600")
            .stdout.decode().strip() for _ in range(5)]
     time.sleep(1.0)
+    settle_merging()
     try:
         total = 0
         for pid in pids_mentioning(engine.root):
@@ -104,6 +107,7 @@ def main() -> int:
     if Docker.available():
         engines.append(Docker())
     results: dict[str, dict[str, float]] = {}
+    host_ksm = HostKsm()   # pallet-containerd starts ksmd (shim-memory-merge)
     try:
         for e in engines:
             e.start()
@@ -119,6 +123,7 @@ def main() -> int:
     finally:
         for e in engines:
             e.stop()
+        host_ksm.restore()
     width = max(len(t) for t in results) if results else 10
     print(f"{'benchmark':<{width}}  {'pallet':>10}  {'docker':>10}  {'ratio':>7}")
     for title, row in results.items():

@@ -5,13 +5,14 @@ its own.
 
     .venv/bin/python bench/cri.py [--runs 20] [--pods 30] [--parallel 4] [--json]
 
-Three figures, each with its target (pallet / containerd):
+Three figures (pallet / containerd), two with the target the CRI issue sets:
 
 * latency from RunPodSandbox to a container running in it (RunPodSandbox,
   CreateContainer, StartContainer through a gRPC client generated from the
   CRI proto), median of ``--runs`` (at least 15), the runtimes taking turns;
   target <= 0.5x;
-* ``--pods`` pods started ``--parallel`` at a time, wall time; target <= 0.5x;
+* ``--pods`` pods started ``--parallel`` at a time, wall time (no target:
+  it shows how the runtimes share the machine's CPUs under load);
 * memory per running pod, with the ``--pods`` pods of the burst running:
   the PSS of the processes the runtime adds per pod (shims, pallet's
   namespace holders, containerd's pause containers), plus what the
@@ -681,7 +682,8 @@ def main() -> int:
             figures["pss_kib_per_pod"][kind] = mem[kind]["per_pod"]
             d.crictl("rmp", "-f", "-a", check=False, timeout=300)
         ratios = {k: figures[k]["pallet"] / figures[k]["containerd"] for k in figures}
-        out = {"figures": figures, "ratios": ratios, "targets": {k: 0.5 for k in figures},
+        targets = {"latency_ms": 0.5, "pss_kib_per_pod": 0.5}
+        out = {"figures": figures, "ratios": ratios, "targets": targets,
                "memory": mem, "runs": max(args.runs, 15), "pods": args.pods,
                "parallel": args.parallel}
         if args.json:
@@ -693,7 +695,8 @@ def main() -> int:
             for k, label in names.items():
                 f = figures[k]
                 print(f"{label:48} pallet {f['pallet']:9.1f}  containerd {f['containerd']:9.1f}"
-                      f"  ratio {ratios[k]:.2f} (target <= 0.5)")
+                      f"  ratio {ratios[k]:.2f}"
+                      + (f" (target <= {targets[k]})" if k in targets else " (no target)"))
             for kind, m in mem.items():
                 ksm = m["ksm"]
                 print(f"  {kind:10} read with the kernel's same-page merging "

@@ -143,7 +143,9 @@ class TaskManager:
         if os.path.exists(os.path.join(bundle, "address")):
             raise errors.AlreadyExists(f"task {id}: already exists")
         os.makedirs(os.path.join(bundle, "rootfs"), exist_ok=True)
-        write_atomic(os.path.join(bundle, "config.json"), spec)
+        # no fsync: the bundle lives in the state directory (a tmpfs, /run, by
+        # default), which a reboot empties anyway; containerd does not sync it either
+        write_atomic(os.path.join(bundle, "config.json"), spec, fsync=False)
         return bundle
 
     def _cleanup_bundle(self, bundle: str) -> None:

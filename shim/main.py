@@ -415,7 +415,8 @@ def _start_options(bundle: str) -> None:
     except ValueError:
         return
     if options:
-        service.write_json_atomic(os.path.join(bundle, service.OPTIONS_FILE), options)
+        service.write_json_atomic(os.path.join(bundle, service.OPTIONS_FILE), options,
+                                  fsync=False)   # a state file: not synced, as containerd's
 
 
 def cmd_start(opts: Options) -> int:

@@ -243,7 +243,7 @@ class TaskService:
             options = read_json(os.path.join(bundle, OPTIONS_FILE)) or {}
         t.backend = self._backend_for(options)
         try:
-            write_json_atomic(os.path.join(bundle, OPTIONS_FILE), options)
+            write_json_atomic(os.path.join(bundle, OPTIONS_FILE), options, fsync=False)
         except OSError as e:
             self.log(f"record runtime options of {id}: {e}")
         proc = Process(id, "", (req.stdin, req.stdout, req.stderr), req.terminal)

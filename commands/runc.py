@@ -661,8 +661,9 @@ def run() -> None:
     if threading is not None and any(not t.daemon and t is not threading.main_thread()
                                      for t in threading.enumerate()):
         sys.exit(status)
-    import atexit
-    atexit._run_exitfuncs()
+    atexit = sys.modules.get("atexit")   # (nothing registered anything if nobody loaded it)
+    if atexit is not None:
+        atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

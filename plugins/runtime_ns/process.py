@@ -49,7 +49,6 @@ import select
 import stat
 import struct
 
-from pallet.linux import ksm
 from pallet.oci import jsonlite as json
 from pallet.plugins.runtime_ns import cgroups, hooks, linux
 from pallet.plugins.runtime_ns.mounts import (
@@ -255,7 +254,9 @@ def _init(cfg: ChildConfig) -> None:
     _close_fds(cfg.preserve_fds)
     if cfg.init is not None:
         # the init stays this process: no execve drops the mark of memory
-        # the kernel may merge that it may have inherited (from pallet-shim)
+        # the kernel may merge that it may have inherited (from pallet-shim);
+        # (loaded by create with the init, before pivot_root)
+        from pallet.linux import ksm
         ksm.unmark_all()
         # signals stay blocked: the init takes them over with sigtimedwait
         cfg.init.run(list(args[1:]), env)

@@ -158,6 +158,8 @@ class NsRuntime:
         spec = read_spec(bundle)
         rootfs = _rootfs_of(spec, bundle)
         init = self._init_for(spec)
+        if init is not None:
+            from pallet.linux import ksm  # noqa: F401  (the init's process uses it: see process)
         program, flags = _seccomp_of(spec)
         lnx = spec.get("linux") or {}
         res = lnx.get("resources") or {}

@@ -37,7 +37,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
-from engines import (Docker, HostKsm, cgroup_parents, pids_mentioning, pss_kib,  # noqa: E402
+from engines import (Docker, cgroup_parents, pids_mentioning, pss_kib,  # noqa: E402
                      settle_merging,
                      remove_new_cgroup_parents, umount_below)
 
@@ -180,7 +180,6 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="pl-bw-", dir="/tmp")
     pc = d = None
     cgroups_before = cgroup_parents()
-    host_ksm = HostKsm()   # pallet-containerd starts ksmd (shim-memory-merge)
     try:
         tar = busybox_tar(work)
         pc = PalletContainerd().start()
@@ -197,7 +196,6 @@ def main() -> int:
         if d is not None:
             d.stop()
         remove_new_cgroup_parents(cgroups_before)  # the namespace's /bench
-        host_ksm.restore()
         shutil.rmtree(work, ignore_errors=True)
     figures = {"count": args.count, "pallet": pallet, "docker": docker}
     if docker:

@@ -22,7 +22,7 @@ Three figures (pallet / containerd), two with the target the CRI issue sets:
   pallet-containerd has the kernel merge its shims' identical pages (KSM,
   ``[containerd] shim-memory-merge``, on by default): both runtimes are
   read once ksmd has gone twice over the mergeable memory, and the host's
-  KSM switch is put back as it was at the end.
+  KSM switch is put back as it was at the end (bench/engines.py).
 
 Pods are configured as kubelet configures them (a PID namespace per
 container); each runs busybox's ``sleep``.  The classes here are also the
@@ -51,7 +51,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
-from engines import (HostKsm, cgroup_parents, free_subnet, ksm_value,  # noqa: E402
+from engines import (cgroup_parents, free_subnet, ksm_value,  # noqa: E402
                      pids_mentioning, pss_kib, settle_merging,
                      remove_new_cgroup_parents, stop_process, umount_below, wait_socket)
 
@@ -659,7 +659,6 @@ def main() -> int:
         return 1
     work = tempfile.mkdtemp(prefix="plcri-bench-", dir="/tmp")
     daemons = {"pallet": CriDaemon(), "containerd": ContainerdCri()}
-    host_ksm = HostKsm()
     try:
         pause = os.path.join(work, "pause.tar")
         pause_archive(pause)
@@ -713,7 +712,6 @@ def main() -> int:
     finally:
         for d in daemons.values():
             d.stop()
-        host_ksm.restore()
         shutil.rmtree(work, ignore_errors=True)
 
 

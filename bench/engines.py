@@ -5,6 +5,7 @@ same docker CLI through their own unix sockets, and stopped by their pids.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -430,3 +431,7 @@ class HostKsm:
         if self.run in ("0", "1") and ksm_value("run") != self.run:
             with open(os.path.join(KSM, "run"), "w") as f:
                 f.write(self.run)
+
+
+#: every bench puts the host's KSM switch back as it found it when it ends
+atexit.register(HostKsm().restore)

@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engines import (Docker, HostKsm, Pallet, interleaved, pids_mentioning,  # noqa: E402
+from engines import (Docker, Pallet, interleaved, pids_mentioning,  # noqa: E402
                      pss_kib, settle_merging)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,6 @@ def main() -> int:
     if Docker.available():
         engines.append(Docker())
     results: dict[str, dict[str, float]] = {}
-    host_ksm = HostKsm()   # pallet-containerd starts ksmd (shim-memory-merge)
     try:
         for e in engines:
             e.start()
@@ -123,7 +122,6 @@ def main() -> int:
     finally:
         for e in engines:
             e.stop()
-        host_ksm.restore()
     width = max(len(t) for t in results) if results else 10
     print(f"{'benchmark':<{width}}  {'pallet':>10}  {'docker':>10}  {'ratio':>7}")
     for title, row in results.items():

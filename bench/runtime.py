@@ -32,6 +32,8 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE_BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "tests", "shim"))
+sys.path.insert(0, HERE_BENCH)
+import engines  # noqa: E402,F401  (at exit, the host's KSM switch as it was: the zygote starts ksmd)
 
 
 def child_env() -> dict:

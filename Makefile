@@ -1,12 +1,7 @@
 # pallet — set-up, demo, tests and benchmarks.
 # `make demo` and `make test` install everything they need themselves.
 
-# The venv's interpreter: the system's own python3 where it can make one (on
-# Debian an optimized build, which is what the system's users run; it starts
-# and runs noticeably faster than a default source build such as pyenv's),
-# else the first python3 on PATH.
-PYTHON   ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && \
-                    echo /usr/bin/python3 || echo python3)
+PYTHON   ?= python3
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
 BUILD    := build

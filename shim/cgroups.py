@@ -29,11 +29,6 @@ from pallet.proto import shim_task as m
 _USER_HZ = 100  # cpuacct.stat counts in USER_HZ ticks (proc(5))
 
 
-def hierarchies() -> dict[str, str]:
-    """controller -> mount point of its cgroup v1 hierarchy ("" for v2)."""
-    return mount_points()
-
-
 def paths_of(pid: int) -> dict[str, str]:
     """controller -> directory of the cgroup of ``pid``, where it is not the shim's own."""
     try:
@@ -41,7 +36,7 @@ def paths_of(pid: int) -> dict[str, str]:
         ours = by_controller()
     except (OSError, ValueError):
         return {}
-    points = hierarchies()
+    points = mount_points()   # controller -> its hierarchy's mount point ("" for v2)
     out = {}
     for name, path in theirs.items():
         if ours.get(name) == path or name not in points:

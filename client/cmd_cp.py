@@ -13,7 +13,11 @@ import base64
 import json
 import os
 import sys
-import tarfile
+
+if sys.version_info >= (3, 11, 4):
+    import tarfile
+else:  # the extraction filters (PEP 706) came with 3.11.4; Debian 12's python3 is 3.11.2
+    from backports import tarfile
 
 from pallet.client.docker import StatusError
 from pallet.client.docker_api import DaemonError, quote_path

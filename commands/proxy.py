@@ -106,9 +106,9 @@ def die_with_parent() -> None:
     want = os.environ.get("PALLET_PROXY_PPID")
     if not want:
         return
-    import ctypes
+    from pallet.linux import ccall
     import signal
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = ccall.libc
     libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
     if str(os.getppid()) != want:
         sys.exit(0)

@@ -16,27 +16,26 @@ CVE-2019-14271 are the docker cp escapes this guards against).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import secrets
 import shutil
 
 from pallet.core import errors
-
+from pallet.linux import ccall
 from pallet.linux.syscalls import (MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount,
                                    umount2)
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ccall.libc
 
 SYS_OPENAT2 = 437          # the same number on every architecture (new syscall table)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+class _OpenHow(ccall.Structure):
+    _fields_ = [("flags", ccall.c_uint64), ("mode", ccall.c_uint64),
+                ("resolve", ccall.c_uint64)]
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -137,10 +136,10 @@ def openat2(dirfd: int, path: str, flags: int, resolve_flags: int = RESOLVE_IN_R
             mode: int = 0) -> int:
     how = _OpenHow(flags=flags | os.O_CLOEXEC, mode=mode,
                    resolve=resolve_flags | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(SYS_OPENAT2, dirfd, path.encode(), ctypes.byref(how),
-                       ctypes.sizeof(how))
+    fd = _libc.syscall(SYS_OPENAT2, dirfd, path.encode(), ccall.byref(how),
+                       ccall.sizeof(how))
     if fd < 0:
-        e = ctypes.get_errno()
+        e = ccall.get_errno()
         raise OSError(e, os.strerror(e), path)
     return fd
 

@@ -56,8 +56,8 @@ def run(archive: str, args: list[str]) -> int:
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(container_spec(args, "embedded"), f)
         # the container's PID 1 is our child: become a subreaper, as the shim does
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        from pallet.linux.syscalls import set_child_subreaper
+        set_child_subreaper()
         pid = runtime.create("embedded", bundle, stdin=0, stdout=1, stderr=2)
         runtime.start("embedded")
         _, status = os.waitpid(pid, 0)

@@ -5,8 +5,9 @@ child inherits it, ``execve`` (a new address space) drops it.  ``ksmd`` runs
 while ``/sys/kernel/mm/ksm/run`` is 1."""
 from __future__ import annotations
 
-import ctypes
 import os
+
+from pallet.linux import ccall
 
 #: madvise(2) advice: may be merged; no longer (merged pages are copied back)
 MADV_MERGEABLE = 12
@@ -19,9 +20,7 @@ _SKIPPED = ("[stack]", "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]")
 #: below that of 5 levels): what :func:`unmark_all` covers
 _USER_END = 0x7FFFFFFFF000
 
-_madvise = ctypes.CDLL(None, use_errno=True).madvise
-_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_madvise.restype = ctypes.c_int
+_madvise = ccall.function("madvise", ccall.c_int, (ccall.c_void_p, ccall.c_size_t, ccall.c_int))
 
 
 def mark_mergeable() -> int:

@@ -1,5 +1,5 @@
-"""unshare(2), setns(2), mount(2), umount2(2) and prctl(2) through ctypes, and
-mount(8)'s options.
+"""unshare(2), setns(2), mount(2), umount2(2) and prctl(2) through the C
+library (:mod:`pallet.linux.ccall`), and mount(8)'s options.
 
 Python 3.11's ``os`` has none of these calls (unshare and setns arrive in
 3.12).  Every wrapper raises ``OSError`` with the errno and a lower-case
@@ -8,10 +8,9 @@ this module before pivot_root, so it imports nothing lazily.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from pallet.linux.ccall import c_char_p, c_int, c_ulong, get_errno, libc as _libc
 
 # --- namespaces (sched.h) ---------------------------------------------------------
 CLONE_NEWTIME = 0x00000080
@@ -98,8 +97,8 @@ PROPAGATION = {
 
 
 def fail(what: str) -> OSError:
-    """The OSError for the call that just failed (errno read from ctypes)."""
-    err = ctypes.get_errno()
+    """The OSError for the call that just failed (the errno it left)."""
+    err = get_errno()
     return OSError(err, f"{what}: {os.strerror(err).lower()}")
 
 
@@ -109,32 +108,32 @@ def encode(value) -> bytes | None:
 
 def unshare(flags: int, what: str = "unshare") -> None:
     """unshare(2) for the calling thread."""
-    if _libc.unshare(ctypes.c_int(flags)) != 0:
+    if _libc.unshare(c_int(flags)) != 0:
         raise fail(what)
 
 
 def setns(fd: int, nstype: int = 0, what: str = "namespace") -> None:
     """setns(2): join the namespace ``fd`` refers to."""
-    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+    if _libc.setns(c_int(fd), c_int(nstype)) != 0:
         raise fail(f"setns {what}")
 
 
 def mount(source, target, fstype, flags: int = 0, data=None, shown=None) -> None:
     """mount(2); the error names the source (or type) and the target (``shown``
     when the target is a /proc/self/fd link)."""
-    if _libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags),
+    if _libc.mount(encode(source), encode(target), encode(fstype), c_ulong(flags),
                    encode(data)) != 0:
         raise fail(f"mount {source or fstype or 'none'} on {shown or target}")
 
 
 def umount2(target, flags: int = 0) -> None:
-    if _libc.umount2(encode(target), ctypes.c_int(flags)) != 0:
+    if _libc.umount2(encode(target), c_int(flags)) != 0:
         raise fail(f"unmount {target}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    res = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                      ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    res = _libc.prctl(c_int(option), c_ulong(arg2), c_ulong(arg3),
+                      c_ulong(arg4), c_ulong(arg5))
     if res < 0:
         raise fail(f"prctl {option}")
     return res
@@ -142,8 +141,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def set_name(name: str) -> None:
     """The calling thread's name (``comm``, at most 15 bytes): PR_SET_NAME."""
-    if _libc.prctl(ctypes.c_int(PR_SET_NAME), ctypes.c_char_p(name.encode()[:15]),
-                   ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) < 0:
+    if _libc.prctl(c_int(PR_SET_NAME), c_char_p(name.encode()[:15]),
+                   c_ulong(0), c_ulong(0), c_ulong(0)) < 0:
         raise fail("prctl PR_SET_NAME")
 
 

@@ -101,17 +101,15 @@ def fork() -> int:
     reset can be held.  Returns as ``os.fork``."""
     global _fork
     if _fork is None:
-        import ctypes
+        from pallet.linux import ccall
 
-        # PyDLL: the call keeps the GIL, which the child then holds, as after os.fork
-        _fork = ctypes.PyDLL(None, use_errno=True).fork
-        _fork.restype = ctypes.c_int
-        _fork.argtypes = ()
+        # the call keeps the GIL, which the child then holds, as after os.fork
+        _fork = ccall.function("fork", ccall.c_int, (), keep_gil=True)
     pid = _fork()
     if pid < 0:
-        import ctypes
+        from pallet.linux import ccall
 
-        err = ctypes.get_errno()
+        err = ccall.get_errno()
         raise OSError(err, os.strerror(err))
     return pid
 

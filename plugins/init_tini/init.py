@@ -19,9 +19,10 @@ Behaviour, as tini's (https://github.com/krallin/tini, tini.c):
 from __future__ import annotations
 
 import _signal as signal  # the C module: signal.py would import enum (start-up time)
-import ctypes
 import os
 import stat
+
+from pallet.linux import ccall
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -30,7 +31,7 @@ _NOT_FORWARDED = {signal.SIGFPE, signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, s
                   signal.SIGTRAP, signal.SIGSYS, signal.SIGTTIN, signal.SIGTTOU,
                   signal.SIGKILL, signal.SIGSTOP}
 _WAITED = frozenset(signal.valid_signals()) - _NOT_FORWARDED
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ccall.libc
 
 
 class TiniInit:

@@ -3,7 +3,7 @@
 Modules: ``runtime`` (``NsRuntime``: create, start, kill, delete, state,
 list, exec, pause, resume, pids, update, stats), ``spawn`` (forking the
 container process, the parent's side), ``process`` (the container process,
-from fork to exec), ``linux`` (ctypes syscalls), ``mounts`` (rootfs, mounts,
+from fork to exec), ``linux`` (system calls Python lacks), ``mounts`` (rootfs, mounts,
 devices, pivot_root), ``cgroups`` / ``cgroups2`` (cgroup v1 / v2 with its
 eBPF device filter), ``seccomp`` (the BPF compiler) with ``_syscalls``
 (generated tables), ``validate`` (config.json against the OCI schema, kept

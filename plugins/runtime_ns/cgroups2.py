@@ -12,11 +12,11 @@ to the container's cgroup, written here instruction by instruction.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 import time
 
+from pallet.linux import ccall
 from pallet.plugins.runtime_ns.cgroups import (  # noqa: F401 (re-exported)
     CgroupError,
     normalize,
@@ -254,25 +254,25 @@ _BPF_PROG_QUERY = 16
 _BPF_PROG_TYPE_CGROUP_DEVICE = 15
 _BPF_CGROUP_DEVICE = 6
 _BPF_F_ALLOW_MULTI = 2
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ccall.libc
 
 
-def _bpf(cmd: int, attr: ctypes.Array, what: str) -> int:
+def _bpf(cmd: int, attr: ccall.Array, what: str) -> int:
     nr = _SYS_BPF.get(os.uname().machine)
     if nr is None:
         raise CgroupError(f"bpf is not supported on {os.uname().machine}")
-    res = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
+    res = _libc.syscall(ccall.c_long(nr), ccall.c_int(cmd), attr, ccall.c_uint(len(attr)))
     if res < 0:
-        err = ctypes.get_errno()
+        err = ccall.get_errno()
         raise CgroupError(f"{what}: {os.strerror(err).lower()}")
     return res
 
 
 def _attached(cg_fd: int) -> list[int]:
-    ids = (ctypes.c_uint32 * 64)()
-    attr = ctypes.create_string_buffer(128)
+    ids = (ccall.c_uint32 * 64)()
+    attr = ccall.create_string_buffer(128)
     struct.pack_into("<IIII", attr, 0, cg_fd, _BPF_CGROUP_DEVICE, 0, 0)
-    struct.pack_into("<QI", attr, 16, ctypes.addressof(ids), 64)
+    struct.pack_into("<QI", attr, 16, ccall.addressof(ids), 64)
     _bpf(_BPF_PROG_QUERY, attr, "query device programs")
     count = struct.unpack_from("<I", attr, 24)[0]
     return list(ids[:count])
@@ -280,13 +280,13 @@ def _attached(cg_fd: int) -> list[int]:
 
 def attach_device_program(directory: str, program: bytes) -> None:
     """Load ``program`` and make it the only device program of ``directory``."""
-    insns = ctypes.create_string_buffer(program, len(program))
-    license_ = ctypes.create_string_buffer(b"Apache")
-    log = ctypes.create_string_buffer(65536)
-    attr = ctypes.create_string_buffer(128)
+    insns = ccall.create_string_buffer(program, len(program))
+    license_ = ccall.create_string_buffer(b"Apache")
+    log = ccall.create_string_buffer(65536)
+    attr = ccall.create_string_buffer(128)
     struct.pack_into("<IIQQIIQ", attr, 0, _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
-                     ctypes.addressof(insns), ctypes.addressof(license_), 1, len(log),
-                     ctypes.addressof(log))
+                     ccall.addressof(insns), ccall.addressof(license_), 1, len(log),
+                     ccall.addressof(log))
     struct.pack_into("<16s", attr, 48, b"pallet_devices")
     try:
         prog_fd = _bpf(_BPF_PROG_LOAD, attr, "load device program")
@@ -296,15 +296,15 @@ def attach_device_program(directory: str, program: bytes) -> None:
     cg_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         old = _attached(cg_fd)
-        attr = ctypes.create_string_buffer(128)
+        attr = ccall.create_string_buffer(128)
         struct.pack_into("<IIII", attr, 0, cg_fd, prog_fd, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI)
         _bpf(_BPF_PROG_ATTACH, attr, f"attach device program to {directory}")
         for prog_id in old:  # update: the new program replaces the old ones
-            get = ctypes.create_string_buffer(128)
+            get = ccall.create_string_buffer(128)
             struct.pack_into("<I", get, 0, prog_id)
             old_fd = _bpf(_BPF_PROG_GET_FD_BY_ID, get, "get old device program")
             try:
-                det = ctypes.create_string_buffer(128)
+                det = ccall.create_string_buffer(128)
                 struct.pack_into("<IIII", det, 0, cg_fd, old_fd, _BPF_CGROUP_DEVICE, 0)
                 _bpf(_BPF_PROG_DETACH, det, "detach old device program")
             finally:

@@ -1,4 +1,5 @@
-"""Thin ctypes bindings to the Linux calls Python 3.11 lacks.
+"""Thin bindings to the Linux calls Python 3.11 lacks (through
+:mod:`pallet.linux.ccall`).
 
 ``os.unshare``/``os.setns`` only arrived in 3.12, and mount(2), umount2(2),
 pivot_root(2), sethostname(2), prctl(2) and capset(2) were never in ``os``.
@@ -11,13 +12,12 @@ not import anything lazily.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 
+from pallet.linux.ccall import Structure, byref, c_int, c_long, c_size_t, c_uint32, c_ulong
+from pallet.linux.ccall import get_errno, libc as _libc
 from pallet.plugins.runtime_ns.errtext import (
     describe)  # noqa: F401  (re-exported for the child side)
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # --- namespaces, mount(2), umount2(2), prctl(2), capabilities: shared with the
 # shim, the image store, palletd and the network plugin (re-exported here) -------
@@ -69,9 +69,9 @@ _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET = _SYSCALLS.get(os.uname().machine, (1
 def rmount(source, target, fstype=None, flags: int = 0, data=None, procfd=None) -> None:
     """mount(2) with runc's words for a failure ("mount SRC:DST (via FD), flags:
     0x.., data: ..: why"); ``procfd``: the /proc/self/fd path mounted on."""
-    if _libc.mount(_b(source), _b(procfd or target), _b(fstype), ctypes.c_ulong(flags),
+    if _libc.mount(_b(source), _b(procfd or target), _b(fstype), c_ulong(flags),
                    _b(data)) != 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         text = "mount " + (f"{source}:{target}" if source else str(target))
         if procfd:
             text += f" (via {procfd})"
@@ -83,19 +83,19 @@ def rmount(source, target, fstype=None, flags: int = 0, data=None, procfd=None) 
 
 
 def pivot_root(new_root, put_old) -> None:
-    if _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
+    if _libc.syscall(c_long(_SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
         raise _fail(f"pivot_root {new_root}")
 
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    if _libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:
+    if _libc.sethostname(raw, c_size_t(len(raw))) != 0:
         raise _fail(f"sethostname {name}")
 
 
 def setdomainname(name: str) -> None:
     raw = name.encode()
-    if _libc.setdomainname(raw, ctypes.c_size_t(len(raw))) != 0:
+    if _libc.setdomainname(raw, c_size_t(len(raw))) != 0:
         raise _fail(f"setdomainname {name}")
 
 
@@ -143,13 +143,13 @@ def unknown_capabilities(caps: dict) -> set[str]:
     return out
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapHeader(Structure):
+    _fields_ = [("version", c_uint32), ("pid", c_int)]
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _CapData(Structure):
+    _fields_ = [("effective", c_uint32), ("permitted", c_uint32),
+                ("inheritable", c_uint32)]
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -164,7 +164,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    if _libc.syscall(ctypes.c_long(_SYS_CAPSET), ctypes.byref(header), data) != 0:
+    if _libc.syscall(c_long(_SYS_CAPSET), byref(header), data) != 0:
         raise _fail("capset")
 
 

@@ -28,9 +28,10 @@ does (see process.py).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
+
+from pallet.linux import ccall
 
 # --- constants (linux/seccomp.h, linux/filter.h, linux/audit.h) ---------------------------
 RET_KILL_PROCESS = 0x80000000
@@ -350,11 +351,11 @@ def filter_flags(profile: dict) -> int:
 
 # --- installing -------------------------------------------------------------------------------
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class _SockFprog(ccall.Structure):
+    _fields_ = [("len", ccall.c_ushort), ("filter", ccall.c_void_p)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ccall.libc
 
 
 def install(program: bytes, flags: int = 0) -> None:
@@ -362,17 +363,17 @@ def install(program: bytes, flags: int = 0) -> None:
 
     Without no_new_privs the caller needs CAP_SYS_ADMIN (seccomp(2)).
     """
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    buf = ccall.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ccall.addressof(buf))
     nr = _SYS_SECCOMP.get(os.uname().machine)
     if nr is not None:
-        res = _libc.syscall(ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-                            ctypes.c_uint(flags), ctypes.byref(prog))
+        res = _libc.syscall(ccall.c_long(nr), ccall.c_uint(_SECCOMP_SET_MODE_FILTER),
+                            ccall.c_uint(flags), ccall.byref(prog))
     else:  # prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog): no flags
-        res = _libc.prctl(ctypes.c_int(22), ctypes.c_ulong(2), ctypes.byref(prog),
-                          ctypes.c_ulong(0), ctypes.c_ulong(0))
+        res = _libc.prctl(ccall.c_int(22), ccall.c_ulong(2), ccall.byref(prog),
+                          ccall.c_ulong(0), ccall.c_ulong(0))
     if res != 0:
-        err = ctypes.get_errno()
+        err = ccall.get_errno()
         raise OSError(err, f"install seccomp filter: {os.strerror(err).lower()}")
 
 

@@ -1,6 +1,6 @@
 """pallet's OCI runtime against Debian's runc, in the same run.
 
-    .venv/bin/python bench/runtime.py [--runs 20] [--pallet-runc PATH] [--no-shim]
+    .venv/bin/python bench/runtime.py [--runs 20] [--pallet-runc PATH | --python PATH] [--no-shim]
 
 1. ``pallet-runc run`` against ``runc run`` on the same busybox bundle (the
    spec ``runc spec`` writes, running /bin/true), alternating the two, median
@@ -14,7 +14,9 @@ pallet-runc is measured as users get it: installed *non-editably* with its
 bytecode (an editable install's import hook alone costs milliseconds, and
 PYTHONDONTWRITEBYTECODE, set on the developers' machines, is dropped for
 the children).  Unless ``--pallet-runc`` names one, a throw-away venv under
-/tmp gets ``pip install`` of this checkout for the run.
+/tmp gets ``pip install`` of this checkout for the run, made with the
+interpreter that runs the bench (the project's ``.venv``: the system's
+python3 on Debian) or with ``--python``'s; the first line says which.
 """
 from __future__ import annotations
 
@@ -59,15 +61,27 @@ def make_bundle(path: str) -> str:
     return path
 
 
-def fresh_install(top: str) -> str:
-    """A venv with this checkout installed non-editably; its pallet-runc."""
+def fresh_install(top: str, python: str) -> str:
+    """A venv of ``python`` with this checkout installed non-editably; its pallet-runc."""
     venv = os.path.join(top, "venv")
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    subprocess.run([python, "-m", "venv", venv], check=True)
     # with its dependencies: the first run loads the whole kernel (pluggy,
     # attrs) to fill the kernel cache that later runs start from
     subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", ROOT],
                    check=True, env=child_env(), cwd=top)
     return os.path.join(venv, "bin", "pallet-runc")
+
+
+def _interpreter(script: str) -> str:
+    """The interpreter a Python script runs on (its #! line), and its version."""
+    with open(script, "rb") as f:
+        first = f.readline()
+    if not first.startswith(b"#!"):
+        return "(not a Python script)"
+    python = first[2:].split()[0].decode()
+    version = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                             capture_output=True, text=True).stdout.strip()
+    return f"{os.path.realpath(python)} {version}"
 
 
 def run_once(binary: str, root: str, bundle: str) -> float:
@@ -172,6 +186,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--pallet-runc", help="pallet-runc to measure (default: a fresh non-editable "
                                           "install of this checkout)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="the interpreter of the fresh install (default: this one)")
     ap.add_argument("--runc", default=shutil.which("runc") or "/usr/sbin/runc")
     ap.add_argument("--no-shim", action="store_true", help="skip the in-shim figure")
     args = ap.parse_args()
@@ -188,7 +204,8 @@ def main() -> int:
     cgroups_before = cgroup_parents()
     try:
         bundle = make_bundle(os.path.join(top, "bundle"))
-        pallet_runc = args.pallet_runc or fresh_install(top)
+        pallet_runc = args.pallet_runc or fresh_install(top, args.python)
+        print(f"runtime: pallet-runc on {_interpreter(pallet_runc)}")
         p, r = bench_cli(pallet_runc, args.runc, bundle, top, runs)
         print(f"runtime: pallet-runc run {p:7.1f} ms   runc run {r:7.1f} ms   "
               f"ratio {p / r:4.2f}  (target <= 1.50, median of {runs})")

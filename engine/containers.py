@@ -33,7 +33,7 @@ from pallet.engine.mounts import inspect_mounts
 from pallet.engine.restart import should_restart
 from pallet.engine.state import Container, ContainerStore
 from pallet.engine.task_events import TaskEvents
-from pallet.linux.cgroupfs import membership
+from pallet.linux.cgroupfs import directories
 
 log = logging.getLogger("pallet.api_rest.containers")
 
@@ -357,21 +357,12 @@ class ContainerService(CreateOps, StartOps, ContainerOps, RemoveOps):
 
 def _cgroups_of(pid: int) -> dict[str, str]:
     """controller -> directory of a process's cgroups (v1, or ``unified`` for v2)."""
-    out: dict[str, str] = {}
     try:
-        lines = membership(pid)
+        out = directories(pid)
     except OSError:
-        return out
-    for controllers, path in lines:
-        if not controllers:
-            out["unified"] = "/sys/fs/cgroup" + path
-            continue
-        for ctrl in controllers.split(","):
-            name = ctrl.replace("name=", "")
-            base = f"/sys/fs/cgroup/{controllers}"
-            if not os.path.isdir(base):
-                base = f"/sys/fs/cgroup/{name}"
-            out[name] = base + path
+        return {}
+    if "" in out:
+        out["unified"] = out.pop("")
     return out
 
 

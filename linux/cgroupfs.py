@@ -3,8 +3,9 @@ does (pallet-runc's ``events --stats``, the shim's metrics, palletd's
 ``docker stats``): whole text, one number (``max`` and a missing file give
 the default), flat-keyed ``name value`` lines (``memory.stat``,
 ``cpu.stat``); where cgroups are: a process's (``membership``,
-``by_controller``, from ``/proc/<pid>/cgroup``) and the hierarchies' mounts
-(``cgroup_mounts``, ``mount_points``); and ``warm_migration``, which gets the
+``by_controller``, from ``/proc/<pid>/cgroup``), the hierarchies' mounts
+(``cgroup_mounts``, ``mount_points``) and the two together, a process's
+cgroup directories (``directories``); and ``warm_migration``, which gets the
 kernel's wait before a process's first move between cgroups out of a
 runtime's way.  Imports nothing beyond ``os``: pallet-runc's start-up uses it."""
 import os
@@ -202,3 +203,13 @@ def mount_points() -> dict[str, str]:
         for opt in options:
             out.setdefault(opt, point)
     return out
+
+
+def directories(pid: int | str = "self") -> dict[str, str]:
+    """A process's cgroup directories: controller or name (as
+    :func:`by_controller` keys them, "" for cgroup v2) -> its cgroup under the
+    first mount point of that hierarchy (:func:`mount_points`); hierarchies
+    mounted nowhere here are left out.  OSError when there is no such process."""
+    points = mount_points()
+    return {name: os.path.normpath(points[name] + "/" + path.lstrip("/"))
+            for name, path in by_controller(pid).items() if name in points}

@@ -21,8 +21,7 @@ from __future__ import annotations
 import os
 
 from pallet.core import errors
-from pallet.linux.cgroupfs import (by_controller, mount_points, read as _read, read_int,
-                                   read_keyed as _keyed)
+from pallet.linux.cgroupfs import directories, read as _read, read_int, read_keyed as _keyed
 
 from pallet.proto import shim_task as m
 
@@ -32,17 +31,10 @@ _USER_HZ = 100  # cpuacct.stat counts in USER_HZ ticks (proc(5))
 def paths_of(pid: int) -> dict[str, str]:
     """controller -> directory of the cgroup of ``pid``, where it is not the shim's own."""
     try:
-        theirs = by_controller(pid)
-        ours = by_controller()
+        theirs, ours = directories(pid), directories()
     except (OSError, ValueError):
         return {}
-    points = mount_points()   # controller -> its hierarchy's mount point ("" for v2)
-    out = {}
-    for name, path in theirs.items():
-        if ours.get(name) == path or name not in points:
-            continue
-        out[name] = os.path.normpath(points[name] + "/" + path.lstrip("/"))
-    return out
+    return {name: d for name, d in theirs.items() if ours.get(name) != d}
 
 
 def _int(path: str) -> int:

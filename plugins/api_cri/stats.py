@@ -15,7 +15,7 @@ import threading
 import time
 
 from pallet.core import errors
-from pallet.linux.cgroupfs import membership, mount_points
+from pallet.linux.cgroupfs import directories, mount_points
 from pallet.linux import netns
 from pallet.proto.cri.runtime.v1 import api_pb2 as cri
 
@@ -70,21 +70,14 @@ class CgroupReader:
 
     def dirs_of_pid(self, pid: int) -> dict[str, str]:
         """controller (or "" for v2) -> the cgroup directory of process ``pid``."""
-        out: dict[str, str] = {}
         try:
-            lines = membership(pid)
+            dirs = directories(pid)
         except OSError:
-            return out
-        for names, path in lines:
-            if self.v2:
-                if names == "":
-                    out[""] = os.path.join(CGROUP_ROOT, path.lstrip("/"))
-                continue
-            for name in names.split(","):
-                point = self.mounts.get(name)
-                if point:
-                    out[name] = os.path.join(point, path.lstrip("/"))
-        return out
+            return {}
+        if self.v2:
+            return {"": dirs[""]} if "" in dirs else {}
+        dirs.pop("", None)
+        return dirs
 
     def dirs_of_path(self, path: str) -> dict[str, str]:
         """The directories of a cgroup path (a pod's cgroup parent)."""

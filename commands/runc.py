@@ -400,7 +400,8 @@ class Cli:
             _out(go_dumps({"type": "stats", "id": cid, "data": data}) + "\n")
             return 0
         import gc
-        gc.enable()  # a stream that may run for days (see run)
+        gc.freeze()  # a stream that may run for days: collect what it allocates (see
+        gc.enable()  # Foreground.wait)
         while True:
             time.sleep(interval)
             try:

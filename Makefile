@@ -3,7 +3,7 @@
 
 # The venv's interpreter: the system's own python3 where it can make a venv
 # (on Debian an optimized build, which is what the system runs its daemons on;
-# it starts and runs about a fifth faster than a default source build such as
+# it starts and runs 10-15% faster than a default source build such as
 # pyenv's), else the first python3 on PATH.
 PYTHON   ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && \
                     echo /usr/bin/python3 || echo python3)

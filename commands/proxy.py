@@ -106,10 +106,10 @@ def die_with_parent() -> None:
     want = os.environ.get("PALLET_PROXY_PPID")
     if not want:
         return
-    from pallet.linux import ccall
     import signal
-    libc = ccall.libc
-    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    from pallet.linux.syscalls import prctl
+    prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     if str(os.getppid()) != want:
         sys.exit(0)
 

@@ -22,16 +22,13 @@ import _signal as signal  # the C module: signal.py would import enum (start-up 
 import os
 import stat
 
-from pallet.linux import ccall
-
-_PR_SET_CHILD_SUBREAPER = 36
+from pallet.linux.syscalls import set_child_subreaper
 
 #: signals tini never blocks: synchronous faults, and job control of the tty
 _NOT_FORWARDED = {signal.SIGFPE, signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT,
                   signal.SIGTRAP, signal.SIGSYS, signal.SIGTTIN, signal.SIGTTOU,
                   signal.SIGKILL, signal.SIGSTOP}
 _WAITED = frozenset(signal.valid_signals()) - _NOT_FORWARDED
-_libc = ccall.libc
 
 
 class TiniInit:
@@ -68,7 +65,10 @@ def run(argv, env, *, kill_group: bool | None = None):
     if kill_group is None:
         kill_group = env.get("TINI_KILL_PROCESS_GROUP", "") not in ("", "0")
     if os.getpid() != 1:
-        _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        try:
+            set_child_subreaper()
+        except OSError:
+            pass  # orphans then go to the namespace's init instead
     signal.pthread_sigmask(signal.SIG_SETMASK, _WAITED)
     # tini ignores these so that it may hand the terminal to the child
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)

@@ -120,18 +120,34 @@ async def ensure(ctrd, parent: str, snapshotter: str, *, extra=(), tmp: str | No
 async def prepare(ctrd, key: str, parent: str, snapshotter: str, *, labels=None, extra=(),
                   tmp: str | None = None) -> tuple[str, list]:
     """Prepare a container's snapshot ``key`` over the init layer of
-    ``parent``: ``(init key, mounts)``.  The init snapshot is made when the
-    prepare does not find it (one call for every container but an image's
-    first), again if it was collected meanwhile (it had no child yet);
-    ``NotFound`` when ``parent`` itself is missing."""
+    ``parent``: ``(init key, mounts)``; ``NotFound`` when ``parent`` itself
+    is missing.
+
+    The init snapshot is there for every container but an image's first:
+    one call.  Otherwise it is made, and the container's snapshot prepared
+    over it, under a lease of their own: containerd collects what nothing
+    references (its GC runs when it likes), and until the container's
+    snapshot exists neither the half-made init snapshot nor the committed one
+    is referenced.  ``labels`` should hold ``containerd.io/gc.root`` or the
+    container's own reference, which keeps both once the lease is gone.
+    """
     init = init_key(parent, extra)
-    for attempt in range(3):
-        try:  # the init snapshot is there but for an image's first container
-            mounts = await ctrd.snapshot_prepare(key, init, snapshotter=snapshotter,
-                                                 labels=labels)
-            return init, mounts
-        except errors.NotFound:
-            if attempt == 2:
-                raise
-        await ensure(ctrd, parent, snapshotter, extra=extra, tmp=tmp)
-    raise AssertionError("unreachable")
+    try:
+        mounts = await ctrd.snapshot_prepare(key, init, snapshotter=snapshotter, labels=labels)
+        return init, mounts
+    except errors.NotFound:
+        pass
+    lease = None
+    try:
+        try:
+            lease = await ctrd.lease_create(expire=600)
+            leased = ctrd.with_lease(lease)
+        except errors.NotImplementedYet:
+            leased = ctrd
+        await ensure(leased, parent, snapshotter, extra=extra, tmp=tmp)
+        mounts = await leased.snapshot_prepare(key, init, snapshotter=snapshotter, labels=labels)
+        return init, mounts
+    finally:
+        if lease:
+            with contextlib.suppress(errors.PalletError):
+                await ctrd.lease_delete(lease)

@@ -10,11 +10,13 @@ events, and nothing is left in containerd afterwards.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 
 from cd_util import serving, wait_for
+from pallet.containerd.client import SyncContainerd
 from engines import Pallet, pids_mentioning
 
 pytestmark = pytest.mark.root
@@ -91,3 +93,39 @@ def test_init_never_silently_dropped(palletd, real_containerd):
     assert b"--init: the init role's builtin init runs only under pallet's runtime" in r.stderr
     assert b"io.containerd.runc.v2" in r.stderr
     assert wait_for(lambda: c.ctr("containers", "ls", "-q", namespace="moby").split() == [])
+
+
+def test_first_containers_survive_containerds_gc(palletd, real_containerd):
+    """containerd collects what nothing references whenever its GC runs: an
+    image's first container makes the init snapshot, and until the
+    container's own snapshot refers to it neither the half-made init snapshot
+    nor the committed one is referenced.  A lease holds them (as dockerd's
+    do).  Here containerd's GC runs back to back (a lease deleted with
+    ``sync`` runs it), each container is an image's first (its init snapshot
+    collected after the last one went) and every run succeeds."""
+    d, c = palletd, real_containerd
+    stop = threading.Event()
+    collections = [0]
+
+    def collect():
+        with SyncContainerd(c.address, "moby") as ctrd:
+            while not stop.is_set():
+                ctrd.lease_delete(ctrd.lease_create(expire=60), sync=True)
+                collections[0] += 1
+
+    def init_snapshots():
+        return [line.split()[0] for line in c.ctr("snapshots", "ls", namespace="moby").splitlines()[1:]
+                if line.split()[0].endswith("-init")]
+
+    gc = threading.Thread(target=collect, daemon=True)
+    gc.start()
+    try:
+        for i in range(12):
+            assert wait_for(lambda: init_snapshots() == []), "the GC left the init snapshot"
+            r = d.docker("run", "--rm", "busybox", "echo", f"run {i}", check=False)
+            assert (r.returncode, r.stdout, r.stderr) == (0, f"run {i}\n".encode(), b""), \
+                r.stderr.decode()
+    finally:
+        stop.set()
+        gc.join(30)
+    assert collections[0] > 12

@@ -12,6 +12,10 @@ observed the same thing.
 Outputs are compared as bytes; stderr only after its timestamps are
 replaced (``time="T"``), since they are the one part of runc's log lines
 that cannot agree.
+
+The pallet-runc under test is the one beside the test's interpreter, or the
+one ``PALLET_RUNC`` names (an installed build, or an older one: the suite run
+against the pallet-runc before a fix shows which tests that fix made pass).
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ import uuid
 from rt_helpers import BUSYBOX, make_rootfs, reap_all
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
-PALLET_RUNC = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "pallet-runc")
+PALLET_RUNC = os.environ.get("PALLET_RUNC") or \
+    os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "pallet-runc")
 
 _TIME_TEXT = re.compile(r'time="[^"]*"')
 _TIME_JSON = re.compile(r'"time":"[^"]*"')

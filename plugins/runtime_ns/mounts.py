@@ -110,6 +110,25 @@ def secure_join(root: str, unsafe: str) -> str:
     return root.rstrip("/") + "/" + "/".join(done)
 
 
+def _clean(path: str) -> str:
+    """An absolute path cleaned as Go's filepath.Clean cleans it (one leading slash)."""
+    path = os.path.normpath("/" + path)
+    return "/" + path.lstrip("/")
+
+
+def strip_root(root: str, path: str) -> str:
+    """``path`` inside the container: a destination spelled as a path under
+    the rootfs (``<rootfs>/mnt``) loses that prefix (runc's stripRoot, which
+    the actual mount goes through; the mount point is still made at
+    ``root``/``path`` joined whole, as runc makes it)."""
+    root, path = _clean(root), _clean(path)
+    if path == root:
+        return "/"
+    if root != "/" and path.startswith(root + "/"):
+        return _clean(path[len(root):])
+    return path
+
+
 def _make_target(path: str, is_dir: bool) -> None:
     """Create a mount point (a directory or an empty file) if it is missing."""
     try:
@@ -233,14 +252,20 @@ class RootfsBuilder:
         options = m.get("options") or ()
         flags, propagation, data = parse_options(options)
         is_bind = bool(flags & MS_BIND) or fstype == "bind"
+        # runc makes a missing mount point at the destination joined to the
+        # rootfs whole, but mounts on it with the rootfs prefix stripped
+        # (a destination given as <rootfs>/x is mounted on /x)
+        inside = strip_root(self.rootfs, dest)
         if fstype in ("proc", "sysfs") and not is_bind:
-            self._mount_pseudo(m, os.path.normpath(dest), fstype, flags, data)
+            self._mount_pseudo(m, os.path.normpath(dest), inside, fstype, flags, data)
         elif is_bind:
-            self._mount_bind(source, secure_join(self.rootfs, dest), flags)
+            self._mount_bind(source, secure_join(self.rootfs, dest),
+                             secure_join(self.rootfs, inside), flags)
         elif fstype == "cgroup":
             self._mount_cgroup(secure_join(self.rootfs, dest), flags, data)
         else:
-            target = secure_join(self.rootfs, dest)
+            made = secure_join(self.rootfs, dest)
+            target = secure_join(self.rootfs, inside) if inside != _clean(dest) else made
             delay_ro = fstype == "tmpfs" or os.path.normpath(dest) == "/dev"
             label = self.linux.get("mountLabel")
             if label and fstype != "mqueue":
@@ -248,40 +273,44 @@ class RootfsBuilder:
                 # the option without it)
                 data = f'{data},context="{label}"' if data else f'context="{label}"'
             try:
-                before = os.stat(target) if fstype == "tmpfs" else None
+                before = os.stat(made) if fstype == "tmpfs" else None
             except OSError:
                 before = None
-            _make_target(target, True)
+            _make_target(made, True)
             with _Pinned(self.rootfs, target) as at:
                 rmount(source, target, fstype, flags & ~MS_RDONLY if delay_ro else flags,
                        data or None, procfd=at)
             if before is not None:
                 # runc gives the tmpfs the mode of the directory it covers
-                os.chmod(target, stat.S_IMODE(before.st_mode))
+                os.chmod(made, stat.S_IMODE(before.st_mode))
             if delay_ro and flags & MS_RDONLY:
-                self.later_ro.append((os.path.normpath(dest), flags, data))
+                self.later_ro.append((inside, flags, data))
             if dest == "/dev" and fstype == "tmpfs":
                 self.dev_is_tmpfs = True
         if propagation:
-            target = secure_join(self.rootfs, dest)
+            target = secure_join(self.rootfs, inside)
             with _Pinned(self.rootfs, target) as at:
                 rmount("", target, None, propagation, procfd=at)
 
-    def _mount_pseudo(self, m: dict, dest: str, fstype: str, flags: int, data: str) -> None:
+    def _mount_pseudo(self, m: dict, dest: str, inside: str, fstype: str, flags: int,
+                      data: str) -> None:
         """procfs and sysfs only on a plain directory: a symlink there is refused,
         not followed, even inside the rootfs (runc's check)."""
-        target = self.rootfs.rstrip("/") + dest
+        root = self.rootfs.rstrip("/")
+        # runc's test is a plain string prefix here
+        checked = dest if dest.startswith(root) else root + dest
         try:
-            st = os.lstat(target)
+            st = os.lstat(checked)
         except FileNotFoundError:
             st = None
         if st is not None and not stat.S_ISDIR(st.st_mode):
             raise MountError(f'filesystem "{fstype}" must be mounted on ordinary directory')
-        os.makedirs(target, 0o755, exist_ok=True)
+        os.makedirs(checked, 0o755, exist_ok=True)
+        target = root + inside
         with _Pinned(self.rootfs, target) as at:
             rmount(m.get("source") or fstype, target, fstype, flags, data or None, procfd=at)
 
-    def _mount_bind(self, source: str, target: str, flags: int) -> None:
+    def _mount_bind(self, source: str, made: str, target: str, flags: int) -> None:
         if not os.path.isabs(source):
             source = os.path.join(self.bundle, source)
         held = self.sources.get(source)
@@ -292,7 +321,7 @@ class RootfsBuilder:
             src_is_dir = stat.S_ISDIR(os.stat(source).st_mode)
         except OSError as e:
             raise MountError(f"stat {shown}: {os.strerror(e.errno).lower()}") from None
-        _make_target(target, src_is_dir)
+        _make_target(made, src_is_dir)
         with _Pinned(self.rootfs, target) as at:
             rmount(source, target, "bind", MS_BIND | (flags & MS_REC), procfd=at)
         # flags other than bind/rec only take effect on a remount (mount(2)),

@@ -123,8 +123,18 @@ def spawn(spec, ns, stdio, terminal_socket, preserve_fds, *, fifo_fd=-1, on_hook
             elif kind == "hooks":
                 _answer(sync_w, lambda: on_hooks(pids[-1]) if on_hooks else None, fifo_fd >= 0)
             elif kind == "mountsources":
-                _answer(sync_w, lambda: send_mount_sources(pids[-1], sources, opened[-2]),
-                        fifo_fd >= 0)
+                try:
+                    _answer(sync_w, lambda: send_mount_sources(pids[-1], sources, opened[-2]),
+                            fifo_fd >= 0)
+                except MountSourceError as e:
+                    # runc's stage 0 dies naming the source, its stage 1 on the
+                    # socket that then closes, and runc reports the pipe's EOF
+                    log("fatal", f"nsexec-0[{me}]: failed to open mount source {e.source}: "
+                                 f"{os.strerror(e.errno)}")
+                    log("fatal", f"nsexec-1[{abs(pids[0])}]: failed to receive fd from unix "
+                                 f"socket {opened[-1]}: Invalid argument")
+                    raise PalletError("unable to start container process: can't get final "
+                                      "child's PID from pipe: EOF") from None
             else:
                 raise PalletError(f"unable to start container process: unexpected message {kind!r}")
     except BaseException:
@@ -175,29 +185,44 @@ def send_mount_sources(pid: int, sources: list[str], sock_fd: int) -> None:
     """runc's send_mountsources: open every bind source as the host's root, but
     from the container's new mount namespace (what it will mount from), and
     pass the descriptors over ``sock_fd`` -- from a child of ours, since a
-    process with threads may not change its mount namespace (setns(2))."""
+    process with threads may not change its mount namespace (setns(2)).
+
+    A source that cannot be opened raises :class:`MountSourceError`."""
     import socket
     r, w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
     if helper == 0:
+        source = ""
         try:
             from pallet.plugins.runtime_ns import linux
             linux.setns(os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC),
                         linux.CLONE_NEWNS, "container mount namespace")
-            fds = [os.open(src, os.O_PATH | os.O_CLOEXEC) for src in sources]
+            fds = []
+            for source in sources:
+                fds.append(os.open(source, os.O_PATH | os.O_CLOEXEC))
             sock = socket.socket(fileno=os.dup(sock_fd))
             sock.sendmsg([json.dumps(sources).encode()],
                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
             os._exit(0)
         except OSError as e:
-            os.write(w, describe(e).encode())
+            os.write(w, json.dumps({"source": source, "errno": e.errno or 0,
+                                    "text": describe(e)}).encode())
             os._exit(1)
     os.close(w)
-    failed = os.read(r, 4096).decode(errors="replace")
+    failed = os.read(r, 65536).decode(errors="replace")
     os.close(r)
     _reap(helper)
     if failed:
-        raise PalletError(f"failed to open mount source: {failed}")
+        doc = json.loads(failed)
+        raise MountSourceError(doc["source"], doc["errno"], doc["text"])
+
+
+class MountSourceError(PalletError):
+    """A bind source runc's nsexec could not open (user namespaces)."""
+
+    def __init__(self, source: str, errno: int, text: str):
+        super().__init__(f"failed to open mount source: {text}")
+        self.source, self.errno = source, errno
 
 
 def _fd_array(fds):

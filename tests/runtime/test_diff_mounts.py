@@ -5,6 +5,7 @@ bind mounts through dangling symlinks, their order, user namespaces, and
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -38,6 +39,17 @@ def _run(rt: Side, *extra):
     return {"run": rt("run", *extra, rt.id).scrubbed(rt.bundle.path), "state": rt.norm_state()}
 
 
+def _run_quiet(rt: Side):
+    """``_run`` for a run that may fail in runc's nsexec: its pids and socket
+    number masked, and without the warnings of runc's cgroup removal racing
+    the killed process (which come or not, run to run)."""
+    rc, out, err = rt("run", rt.id).scrubbed(rt.bundle.path)
+    err = "".join(line for line in err.splitlines(True)
+                  if "Failed to remove cgroup (will retry)" not in line)
+    err = re.sub(r"unix socket \d+", "unix socket N", re.sub(r"(nsexec-\d)\[\d+\]", r"\1[N]", err))
+    return {"run": (rc, out, err), "state": rt.norm_state()}
+
+
 @pytest.mark.parametrize("no_pivot", [False, True])
 def test_default_mount_table(diff_bundle, tmp_path, no_pivot):
     """The mounts runc makes from its default spec, seen from inside; with
@@ -63,6 +75,18 @@ def test_no_pivot_leaves_no_host_procfs_or_sysfs(diff_bundle, tmp_path):
         seen["delete"] = rt("delete", "-f", rt.id).view()
         return seen
     same(tmp_path, diff_bundle, scenario)
+
+
+@pytest.mark.parametrize("no_pivot", [False, True])
+def test_no_fresh_procfs_from_a_nested_user_namespace(diff_bundle, tmp_path, no_pivot):
+    """A process of the container that makes a user, mount and PID namespace
+    of its own may mount a procfs only where a full one is visible: with
+    --no-pivot the host's must not be (runc's no_pivot.bats)."""
+    for kind in ("bounding", "permitted", "effective"):
+        diff_bundle.spec["process"]["capabilities"][kind].append("CAP_SETFCAP")
+    diff_bundle.args("unshare", "-mrpf", "sh", "-c",
+                     "mount -t proc none /proc && echo mounted && head -c 1 /proc/sysrq-trigger")
+    same(tmp_path, diff_bundle, lambda rt: _run(rt, *(["--no-pivot"] if no_pivot else [])))
 
 
 def test_read_only_dev_with_devpts_under_it(diff_bundle, tmp_path):
@@ -185,3 +209,129 @@ def test_masked_and_read_only_paths(diff_bundle, tmp_path):
     diff_bundle.args("sh", "-c", f"{MOUNTS}; ls -A /tmp; touch /home/x 2>&1; "
                                  "cat /proc/kcore 2>&1 | head -c 10")
     same(tmp_path, diff_bundle, _run)
+
+
+def _host_modes(rootfs: str, paths) -> dict:
+    """Mode (octal) and kind of ``paths`` in the rootfs, seen from the host after the run."""
+    out = {}
+    for p in paths:
+        full = os.path.join(rootfs, p.lstrip("/"))
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            out[p] = None
+            continue
+        out[p] = (oct(st.st_mode), os.readlink(full) if os.path.islink(full) else "")
+    return out
+
+
+@pytest.mark.parametrize("case", ["jump", "trailing-file", "trailing-dir"])
+def test_bind_targets_through_chained_dangling_symlinks(diff_bundle, tmp_path, case):
+    """A destination whose symlinks lead through other dangling symlinks: made
+    where the chain ends, inside the rootfs, file or directory as the source is."""
+    src_dir = tmp_path / "srcdir"
+    src_dir.mkdir(exist_ok=True)
+    (src_dir / "inside").write_text("dir\n")
+    src_file = tmp_path / "srcfile"
+    src_file.write_text("file\n")
+
+    def setup(rootfs):
+        if case == "jump":
+            os.symlink("/tmp/foo/bar", rootfs + "/jump")
+            os.symlink("/jump/baz/hosts", rootfs + "/etc/hosts")
+        else:
+            os.symlink("/tmp/hosts", rootfs + "/etc/hosts")
+    diff_bundle.setups.append(setup)
+    real = "/tmp/foo/bar/baz/hosts" if case == "jump" else "/tmp/hosts"
+    source = str(src_dir) if case == "trailing-dir" else str(src_file)
+    diff_bundle.spec["mounts"].append({"destination": "/etc/hosts", "source": source,
+                                       "options": ["bind"]})
+    diff_bundle.args("sh", "-c", f"stat -c '%n %F %s' {real}; cat {real} {real}/inside 2>/dev/null;"
+                                 f" awk '$2 == \"{real}\" {{print $2, $4}}' /proc/self/mounts;"
+                                 " ls -l /etc/hosts | cut -c1-10")
+
+    def scenario(rt: Side):
+        seen = _run(rt)
+        seen["host"] = _host_modes(rt.bundle.rootfs, ["/tmp/foo", "/tmp/foo/bar", "/tmp/foo/bar/baz",
+                                                      real, "/etc/hosts"])
+        return seen
+    same(tmp_path, diff_bundle, scenario)
+
+
+@pytest.mark.parametrize("opts", ["", "userns", "idmap", "userns,idmap"])
+def test_mount_order_of_a_bind_tree(open_diff_bundle, tmp_path, opts):
+    """A tree of bind mounts whose later sources are earlier mounts in the
+    container (through symlinked sources too), finally bound elsewhere whole:
+    the mounts are made in the spec's order, each seeing the ones before."""
+    diff_bundle = open_diff_bundle
+    rootfs = os.path.join(diff_bundle.path, "rootfs")
+    top = tmp_path / "bind-src"
+    for sub in ("a/x", "b/y", "c/z"):
+        (top / sub).mkdir(parents=True, exist_ok=True)
+        (top / sub / "file").write_text(sub + "\n")
+        if not (top / f"sym-{sub[0]}").is_symlink():
+            os.symlink(sub[0], top / f"sym-{sub[0]}")
+    os.chmod(top, 0o750)  # a container's user cannot reach the sources itself
+    ctr = ["rbind", "rprivate"] + (["idmap"] if "idmap" in opts else [])
+    idmap = USERNS if "idmap" in opts else {}
+
+    def bind(src, dst, options=("rbind", "rprivate"), **extra):
+        return {"source": src, "destination": dst, "type": "bind", "options": list(options),
+                **extra}
+    diff_bundle.spec["mounts"] += [
+        bind(f"{top}/a", "/mnt"), bind(f"{top}/sym-b", "/mnt/x"), bind(f"{top}/c", "/mnt/x/y"),
+        bind(f"{top}/sym-a", "/mnt/x/y/z"),
+        bind(f"{rootfs}/mnt/x", f"{rootfs}/mnt/x/y/z/x", ctr, **idmap),
+        bind(f"{rootfs}/mnt/x/y", f"{rootfs}/mnt/x/y/z", ctr, **idmap),
+        bind(f"{rootfs}/mnt", f"{rootfs}/final", ctr, **idmap)]
+
+    def setup(root):
+        os.makedirs(root + "/mnt", exist_ok=True)
+        os.makedirs(root + "/final", exist_ok=True)
+    diff_bundle.setups.append(setup)
+    if "userns" in opts:
+        _userns(diff_bundle)
+    diff_bundle.args("sh", "-c", "find /final | sort | tr '\\n' ' '; echo; "
+                                 "cat /final/x/y/z/z/x/y/z/x/file 2>&1")
+
+    def scenario(rt: Side):
+        seen = _run_quiet(rt)
+        # runc makes each mount point at the destination joined to the rootfs
+        # whole (under the rootfs, a copy of the rootfs' own path), then mounts
+        # with that prefix stripped
+        made = os.path.join(rt.bundle.rootfs, "tmp")
+        seen["made"] = sorted(os.path.relpath(d, made) for d, _dirs, _files in os.walk(made))
+        return seen
+    same(tmp_path, diff_bundle, scenario)
+
+
+@pytest.mark.parametrize("case", ["symlink", "setgid", "missing"])
+def test_tmpfs_destinations_made_in_the_rootfs(diff_bundle, tmp_path, case):
+    """tmpfs destinations under an absolute symlink, under a setgid directory
+    and under missing directories: where they are made and with which modes."""
+    dest = {"symlink": "/conf/stack", "setgid": "/setgid/a/b/c",
+            "missing": "/non-existent/foo/bar/baz"}[case]
+
+    def setup(rootfs):
+        if case == "symlink":
+            os.makedirs(rootfs + "/real/conf")
+            os.symlink("/real/conf", rootfs + "/conf")
+        elif case == "setgid":
+            os.mkdir(rootfs + "/setgid")
+            os.chmod(rootfs + "/setgid", 0o7755)
+    diff_bundle.setups.append(setup)
+    diff_bundle.spec["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                                       "options": ["ro", "nodev", "nosuid"]})
+    diff_bundle.args("sh", "-c", f"stat -c '%n %a' {dest}; "
+                                 f"awk '$2 ~ \"^/(real|conf|setgid|non-existent)\" {{print $2, $4}}'"
+                                 " /proc/self/mounts")
+
+    def scenario(rt: Side):
+        os.umask(0o022)
+        seen = _run(rt)
+        parts = dest.strip("/").split("/")
+        seen["host"] = _host_modes(rt.bundle.rootfs, ["/" + "/".join(parts[:i + 1])
+                                                      for i in range(len(parts))]
+                                   + ["/real/conf/stack"])
+        return seen
+    same(tmp_path, diff_bundle, scenario)

@@ -276,7 +276,10 @@ class Cli:
                             "--systemd-cgroup")
             if (not detach or not terminal) and socket:
                 raise Fatal("cannot use console socket if runc will not detach or allocate tty")
-            preserve = opts.get("preserve-fds", 0)
+            # socket activation (sd_listen_fds): the fds systemd passed us go
+            # first, the preserved ones after them
+            listen = _listen_fds()
+            preserve = listen + opts.get("preserve-fds", 0)
             fg = None if detach else runc_console.Foreground(terminal, subreaper=not opts.get(
                 "no-subreaper"), owner=owner)
             rt = self.runtime
@@ -285,7 +288,9 @@ class Cli:
                 stdio = fg.child_stdio() if fg else (0, 1, 2)
                 pid = rt.create(cid, bundle, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                                 terminal_socket=fg.socket_path() if fg and terminal else socket,
-                                no_pivot=bool(opts.get("no-pivot")), preserve_fds=preserve)
+                                no_pivot=bool(opts.get("no-pivot")), preserve_fds=preserve,
+                                extra_env=(f"LISTEN_FDS={listen}", "LISTEN_PID=1") if listen
+                                else ())
                 created = True
                 if fg is not None:
                     fg.after_create()
@@ -543,6 +548,27 @@ def _out(text: str) -> None:
             data = data[os.write(1, data):]
         except BrokenPipeError:
             return
+
+
+def _listen_fds() -> int:
+    """How many fds from 3 on systemd's socket activation passed this process
+    (LISTEN_FDS, for LISTEN_PID = our pid), as runc reads them (go-systemd's
+    activation.Files); they are not to reach the runtime's other children."""
+    import fcntl
+    if not os.environ.get("LISTEN_FDS"):
+        return 0
+    try:
+        if int(os.environ.get("LISTEN_PID", "")) != os.getpid():
+            return 0
+        count = int(os.environ["LISTEN_FDS"])
+    except ValueError:
+        return 0
+    for fd in range(3, 3 + max(count, 0)):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+        except OSError:
+            pass
+    return max(count, 0)
 
 
 def _chdir(bundle: str | None) -> None:

@@ -29,12 +29,13 @@ class UsageError(Exception):
 class Flag:
     """One flag: its names (the first is canonical), kind, default and usage line."""
 
-    def __init__(self, names: str, kind: str, usage: str, default=None):
+    def __init__(self, names: str, kind: str, usage: str, default=None, hidden=False):
         self.names = tuple(n.strip() for n in names.split(","))
         self.name = self.names[0]
         self.kind = kind
         self.usage = usage
         self.default = default
+        self.hidden = hidden  # taken, never listed in the help
 
     def spellings(self) -> str:
         """``--bundle value, -b value`` as urfave's help prints it."""
@@ -149,10 +150,13 @@ def parse_flags(flags, args: list[str]) -> tuple[dict, list[str]]:
         names = seen.setdefault(flag.name, [])
         if name not in names:
             names.append(name)
-    for names in seen.values():
-        if len(names) > 1:
-            # urfave's normalizeFlags: no "Incorrect Usage" before it at the app level
-            raise UsageError("Cannot use two forms of the same flag: " + " ".join(sorted(names)),
+    for flag in flags:
+        used = [n for n in flag.names if n in seen.get(flag.name, ())]
+        if len(used) > 1:
+            # urfave's normalizeFlags, flag by flag as declared: the second
+            # form used (in the order of the flag's names), then the first; no
+            # "Incorrect Usage" before it at the app level
+            raise UsageError(f"Cannot use two forms of the same flag: {used[1]} {used[0]}",
                              prefix="")
     return values, args[i:]
 

@@ -167,6 +167,8 @@ COMMANDS = [
         Flag("memory-reservation", STRING, "Memory reservation or soft_limit (in bytes)"),
         Flag("memory-swap", STRING, "Total memory usage (memory + swap); set '-1' to enable "
                                     "unlimited swap"),
+        Flag("kernel-memory", STRING, "(obsoleted; do not use)", hidden=True),
+        Flag("kernel-memory-tcp", STRING, "(obsoleted; do not use)", hidden=True),
         Flag("pids-limit", INT, "Maximum number of pids allowed in the container", 0),
         Flag("l3-cache-schema", STRING, "The string of Intel RDT/CAT L3 cache schema"),
         Flag("mem-bw-schema", STRING, "The string of Intel RDT/MBA memory bandwidth schema"),
@@ -227,7 +229,7 @@ def _table(rows: list[tuple[str, str]]) -> list[str]:
 
 def command_help(command: Command) -> str:
     """``runc COMMAND --help``."""
-    flags = [f for f in command.flags if f is not HELP]
+    flags = [f for f in command.flags if f is not HELP and not f.hidden]
     options = " [command options]" if flags else ""
     args = command.args_usage if command.args_usage else "[arguments...]"
     out = [f"NAME:\n   runc {command.name} - {command.usage}\n",

@@ -38,6 +38,11 @@ def resources(opts: dict, log) -> dict:
         raise ValueError("Intel RDT/CAT: l3 cache schema is not enabled")
     if opts.get("mem-bw-schema"):
         raise ValueError("Intel RDT/MBA: memory bandwidth schema is not enabled")
+    mem = values.get("memory") or {}
+    if mem.get("kernel") or mem.get("kernelTCP"):
+        log.warning("Kernel memory settings are ignored and will be removed")
+    # runc's update takes only these of the memory section
+    values["memory"] = {k: v for k, v in mem.items() if k in ("limit", "reservation", "swap")}
     return _nonzero(values)
 
 
@@ -129,6 +134,7 @@ def _from_flags(opts: dict) -> dict:
         if opts.get(flag):
             out["cpu"][key] = int_value(flag, opts[flag])
     for flag, key in (("memory", "limit"), ("memory-swap", "swap"),
+                      ("kernel-memory", "kernel"), ("kernel-memory-tcp", "kernelTCP"),
                       ("memory-reservation", "reservation")):
         if opts.get(flag):
             try:

@@ -38,6 +38,16 @@ class CgroupError(Exception):
     """Creating or configuring a cgroup failed (runc's message)."""
 
 
+class ApplyError(CgroupError):
+    """A limit runc writes as it places the process (cpuset, realtime), not
+    with the others: its failure is worded apart.  ``before_memory``: runc
+    had not made the memory cgroup yet (cpuset comes first)."""
+
+    def __init__(self, message: str, before_memory: bool = False):
+        super().__init__(message)
+        self.before_memory = before_memory
+
+
 def _scan() -> dict[str, tuple[str, str]]:
     """subsystem -> (mount point, root of the mount); "" for the unified
     hierarchy when v1 hierarchies sit beside it (hybrid)."""
@@ -204,10 +214,13 @@ def apply(paths: dict[str, str], res: dict, devices=None) -> None:
         raise CgroupError("invalid configuration: cannot use unified on cgroup v1")
     cpu = res.get("cpu") or {}
     if "cpuset" in paths:
-        if cpu.get("cpus"):
-            write(paths["cpuset"], "cpuset.cpus", cpu["cpus"])
-        if cpu.get("mems"):
-            write(paths["cpuset"], "cpuset.mems", cpu["mems"])
+        try:
+            if cpu.get("cpus"):
+                write(paths["cpuset"], "cpuset.cpus", cpu["cpus"])
+            if cpu.get("mems"):
+                write(paths["cpuset"], "cpuset.mems", cpu["mems"])
+        except CgroupError as e:
+            raise ApplyError(str(e), before_memory=True) from None
     if "devices" in paths and devices is not None:
         from pallet.plugins.runtime_ns.devices import set_v1
         set_v1(paths["devices"], devices)
@@ -221,14 +234,26 @@ def apply(paths: dict[str, str], res: dict, devices=None) -> None:
     if "blkio" in paths:
         _set_blkio(paths["blkio"], res.get("blockIO") or {})
     for limit in res.get("hugepageLimits") or ():
-        if "hugetlb" in paths:
-            write(paths["hugetlb"], f"hugetlb.{limit['pageSize']}.limit_in_bytes", limit["limit"])
+        _needs(paths, "hugetlb")
+        write(paths["hugetlb"], f"hugetlb.{limit['pageSize']}.limit_in_bytes", limit["limit"])
     net = res.get("network") or {}
+    if net.get("classID"):
+        _needs(paths, "net_cls")
+    if net.get("priorities"):
+        _needs(paths, "net_prio")
+    if res.get("rdma"):
+        _needs(paths, "rdma")
     if "net_cls" in paths and net.get("classID"):
         write(paths["net_cls"], "net_cls.classid", net["classID"])
     if "net_prio" in paths:
         for prio in net.get("priorities") or ():
             write(paths["net_prio"], "net_prio.ifpriomap", f"{prio['name']} {prio['priority']}")
+
+
+def _needs(paths: dict, name: str) -> None:
+    """A limit of a subsystem this host has no v1 hierarchy of: runc's error."""
+    if name not in paths:
+        raise CgroupError(f"cannot set {name} limit: container could not join or create cgroup")
 
 
 def _set_memory(path: str, mem: dict) -> None:
@@ -299,10 +324,13 @@ def _set_cpu(path: str, cpu: dict) -> None:
         write(path, "cpu.cfs_quota_us", cpu["quota"])
         if period is not None:
             write(path, "cpu.cfs_period_us", period)
-    if cpu.get("realtimePeriod"):
-        write(path, "cpu.rt_period_us", cpu["realtimePeriod"])
-    if cpu.get("realtimeRuntime"):
-        write(path, "cpu.rt_runtime_us", cpu["realtimeRuntime"])
+    try:  # runc writes these when it places the process, before the other limits
+        if cpu.get("realtimePeriod"):
+            write(path, "cpu.rt_period_us", cpu["realtimePeriod"])
+        if cpu.get("realtimeRuntime"):
+            write(path, "cpu.rt_runtime_us", cpu["realtimeRuntime"])
+    except CgroupError as e:
+        raise ApplyError(str(e)) from None
 
 
 def _set_blkio(path: str, blkio: dict) -> None:

@@ -90,13 +90,7 @@ def pivot_root(new_root, put_old) -> None:
 def sethostname(name: str) -> None:
     raw = name.encode()
     if _libc.sethostname(raw, c_size_t(len(raw))) != 0:
-        raise _fail(f"sethostname {name}")
-
-
-def setdomainname(name: str) -> None:
-    raw = name.encode()
-    if _libc.setdomainname(raw, c_size_t(len(raw))) != 0:
-        raise _fail(f"setdomainname {name}")
+        raise _fail("sethostname")
 
 
 # --- capabilities ----------------------------------------------------------------------

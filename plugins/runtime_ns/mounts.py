@@ -390,6 +390,12 @@ class RootfsBuilder:
         if self.dev_is_tmpfs:
             for src, link in DEFAULT_LINKS:
                 self._symlink(src, link)
+            # whatever the spec put there (a listed /dev/ptmx device) gives way
+            # to the link into the container's devpts (runc's setupPtmx)
+            try:
+                os.unlink(secure_join(self.rootfs, "/dev/ptmx"))
+            except FileNotFoundError:
+                pass
             self._symlink("pts/ptmx", "/dev/ptmx")
             if os.path.exists("/proc/kcore"):
                 self._symlink("/proc/kcore", "/dev/core")

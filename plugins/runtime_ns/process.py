@@ -315,15 +315,42 @@ def _enter_outer(cfg: ChildConfig, proc: dict) -> None:
             raise ChildError("error adding pid {pid} to cgroups: failed to write {pid}: " + why,
                              init=False) from None
     if proc.get("oomScoreAdj") is not None:
-        _write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]))
+        try:
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(proc["oomScoreAdj"]).encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            # runc's nsexec writes it, dies with this line, and runc then
+            # finds the pipe closed
+            _log(cfg, "fatal", f"nsexec[{os.getpid()}]: failed to update /proc/self/oom_score_adj: "
+                               f"{os.strerror(e.errno)}")
+            raise ChildError("can't get final child's PID from pipe: EOF", init=False) from None
     cfg.outer_done = True
+
+
+#: the names runc's nsexec gives the namespaces it joins
+_NSEXEC_NAMES = {"network": "net", "mount": "mnt"}
 
 
 def _enter(cfg: ChildConfig, proc: dict) -> None:
     """Non-dumpable, clean signal state, cgroups, namespaces, session, stdio."""
     _enter_outer(cfg, proc)
     for fd, flag, kind in cfg.ns_join:
-        linux.setns(fd, flag, f"{kind} namespace")
+        try:
+            linux.setns(fd, flag, f"{kind} namespace")
+        except OSError as e:
+            if cfg.fifo_fd < 0:
+                raise
+            # runc's nsexec: its stage 1 fails, its stage 0 then, and runc
+            # finds the pipe closed
+            _log(cfg, "fatal", f"nsexec-1[{os.getpid()}]: failed to setns into "
+                               f"{_NSEXEC_NAMES.get(kind, kind)} namespace: "
+                               f"{os.strerror(e.errno)}")
+            _log(cfg, "fatal", f"nsexec-0[{os.getppid()}]: failed to sync with stage-1: "
+                               f"next state: Invalid argument")
+            raise ChildError("can't get final child's PID from pipe: EOF", init=False) from None
     if cfg.ns_new:
         linux.unshare(cfg.ns_new)
     os.setsid()
@@ -345,7 +372,7 @@ def _apply_apparmor(profile: str | None) -> None:
         finally:
             os.close(fd)
     except OSError as e:
-        raise ChildError(f"unable to apply apparmor profile: apparmor failed to apply profile: "
+        raise ChildError(f"apparmor failed to apply profile: "
                          f"{'open' if e.filename else 'write'} {path}: "
                          f"{os.strerror(e.errno).lower()}") from None
 
@@ -361,10 +388,16 @@ def _setup_system(spec: dict, builder: RootfsBuilder) -> None:
     except OSError as e:
         raise ChildError(f"error setting rootfs as readonly: {linux.describe(e)}") from None
     if spec.get("hostname"):
-        linux.sethostname(spec["hostname"])
-    if spec.get("domainname"):
-        linux.setdomainname(spec["domainname"])
-    _apply_apparmor((spec.get("process") or {}).get("apparmorProfile"))
+        # (validated: only in a UTS namespace of the container's own)
+        try:
+            linux.sethostname(spec["hostname"])
+        except OSError as e:
+            raise ChildError(linux.describe(e)) from None
+    # domainname is runtime-spec 1.1's: runc 1.1 leaves it alone, and so do we
+    try:
+        _apply_apparmor((spec.get("process") or {}).get("apparmorProfile"))
+    except ChildError as e:  # runc's init says which step (its exec does not)
+        raise ChildError(f"unable to apply apparmor profile: {e.message}") from None
     for key, value in (lnx.get("sysctl") or {}).items():
         _write_file("/proc/sys/" + key.replace(".", "/"), value)
     try:
@@ -434,12 +467,14 @@ _CATCHABLE = tuple(s for s in signal.valid_signals()
 def _write_file(path: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+    except OSError as e:
+        raise ChildError(f"open {path}: {os.strerror(e.errno).lower()}") from None
+    try:
+        os.write(fd, value.encode())
     except OSError as e:
         raise ChildError(f"write {path}: {os.strerror(e.errno).lower()}") from None
+    finally:
+        os.close(fd)
 
 
 def _setup_stdio(cfg: ChildConfig) -> None:
@@ -547,15 +582,37 @@ def _mount_console(slave: int) -> None:
 
 
 def _set_rlimits(rlimits) -> None:
+    """process.rlimits, with runc's messages.  Without an RLIMIT_NOFILE the
+    soft limit of open files is raised to the hard one, as a runc built with
+    Go 1.19 or later hands it on (Go raises it at start)."""
+    nofile = False
     for rl in rlimits or ():
         name = rl.get("type", "")
         which = getattr(resource, name, None)
         if not name.startswith("RLIMIT_") or which is None:
             raise ChildError(f"unknown rlimit type {name!r}", "InvalidArgument")
+        nofile = nofile or which == resource.RLIMIT_NOFILE
+        soft, hard = (_rlim(rl.get(k, 0)) for k in ("soft", "hard"))
         try:
-            resource.setrlimit(which, (rl.get("soft", 0), rl.get("hard", 0)))
+            resource.setrlimit(which, (soft, hard))
         except (OSError, ValueError) as e:
-            raise ChildError(f"setrlimit {name}: {e}") from None
+            # Python checks soft <= hard itself (the kernel's EINVAL); raising
+            # the hard limit is the kernel's EPERM
+            why = os.strerror(e.errno).lower() if isinstance(e, OSError) and e.errno else \
+                "invalid argument" if soft > hard and hard != resource.RLIM_INFINITY or \
+                soft == resource.RLIM_INFINITY and hard != soft else "operation not permitted"
+            raise ChildError(f"error setting rlimits for ready process: error setting rlimit "
+                             f"type {which}: {why}") from None
+    if not nofile:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _rlim(value) -> int:
+    """A limit of config.json (a uint64) as setrlimit takes it: 2^64-1 is
+    RLIM_INFINITY."""
+    return resource.RLIM_INFINITY if value >= (1 << 64) - 1 or value == -1 else value
 
 
 def _environment(proc: dict) -> dict:
@@ -619,20 +676,21 @@ def _switch_user(cfg: ChildConfig, proc: dict, env: dict) -> None:
     warning)."""
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
-    caps = proc.get("capabilities")
+    # no capabilities object is no capability at all, as with runc
+    caps = proc.get("capabilities") or {}
     cwd = proc.get("cwd") or "/"
-    if caps is not None:
-        unknown = linux.unknown_capabilities(caps)
-        if unknown:
-            _log(cfg, "warning", "ignoring unknown or unavailable capabilities: "
-                                 f"[{' '.join(sorted(unknown))}]")
-        linux.drop_bounding_set(caps)
+    unknown = linux.unknown_capabilities(caps)
+    if unknown:
+        _log(cfg, "warning", "ignoring unknown or unavailable capabilities: "
+                             f"[{' '.join(sorted(unknown))}]")
+    linux.drop_bounding_set(caps)
     _fix_stdio_owner(uid)
     chdir_done = _chdir(cwd, late=False)
     # keep the permitted set across setuid; capset below trims it to the spec
     linux.prctl(linux.PR_SET_KEEPCAPS, 1)
     try:
-        os.setgroups(list(user.get("additionalGids") or ()))
+        # runc keeps each group once (the kernel sorts them)
+        os.setgroups(list(dict.fromkeys(user.get("additionalGids") or ())))
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     except OSError as e:
@@ -642,9 +700,15 @@ def _switch_user(cfg: ChildConfig, proc: dict, env: dict) -> None:
     if not chdir_done:
         _chdir(cwd, late=True)
     linux.prctl(linux.PR_SET_KEEPCAPS, 0)
-    os.umask(user["umask"] if user.get("umask") is not None else 0o022)
-    if caps is not None:
+    if cfg.fifo_fd >= 0:
+        # the container's first process only: an exec'd one keeps the caller's
+        # umask (runc's setns init sets none)
+        os.umask(user["umask"] if user.get("umask") is not None else 0o022)
+    try:
         linux.apply_capabilities(caps)
+    except OSError as e:
+        raise ChildError(f"unable to apply caps: {os.strerror(e.errno).lower()}",
+                         init=False) from None
 
 
 def _chdir(cwd: str, late: bool) -> bool:
@@ -696,9 +760,25 @@ def _make_cwd(cwd: str) -> None:
     try:
         os.makedirs(cwd, 0o755, exist_ok=True)
     except FileExistsError:
-        pass  # not a directory: chdir says so, later
+        # Go's MkdirAll: something else there is "not a directory", a
+        # dangling symlink "file exists"
+        if os.path.exists(cwd):
+            if not os.path.isdir(cwd):
+                raise ChildError(f"mkdir {cwd}: not a directory") from None
+        else:
+            raise ChildError(f"mkdir {cwd}: file exists") from None
     except OSError as e:
         raise ChildError(f"mkdir {cwd}: {os.strerror(e.errno).lower()}") from None
+
+
+#: the signals that end a Go program that does not catch them (its runtime's
+#: table: quietly for HUP, INT, TERM, with a dump for the others), status 2
+_GO_ENDS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGILL,
+            signal.SIGTRAP, signal.SIGABRT, signal.SIGSYS)
+
+
+def _end_as_go(_sig, _frame) -> None:
+    os._exit(2)
 
 
 def _wait_for_start(fifo_fd: int) -> None:
@@ -708,10 +788,26 @@ def _wait_for_start(fifo_fd: int) -> None:
     (/proc/self/fd/N, as runc does), so no host path is needed after pivot_root.
     """
     path = f"/proc/self/fd/{fifo_fd}"
+    # runc's init is a Go program, which a HUP, INT or TERM (or a QUIT, ABRT...)
+    # ends while it waits here, PID 1 of its namespace or not: the container
+    # is then stopped, and a start says so
+    try:
+        for sig in _GO_ENDS:
+            signal.signal(sig, _end_as_go)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _GO_ENDS)
+    except (ValueError, OSError):
+        pass
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as e:
         raise ChildError(f"open exec fifo {path}: {os.strerror(e.errno).lower()}") from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _GO_ENDS)
+        for sig in _GO_ENDS:
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
     try:
         os.write(fd, b"0")
     finally:

@@ -137,8 +137,12 @@ class NsRuntime:
 
     # --- create ---------------------------------------------------------------------
     def create(self, id: str, bundle: str, *, stdin=None, stdout=None, stderr=None,
-               terminal_socket=None, pid_file=None, no_pivot=False, preserve_fds=0) -> int:
+               terminal_socket=None, pid_file=None, no_pivot=False, preserve_fds=0,
+               extra_env=()) -> int:
         """Create container ``id`` from ``bundle``; its process waits for ``start``.
+
+        ``extra_env`` (``NAME=value`` strings) comes after the spec's process
+        environment (runc's socket activation adds LISTEN_FDS so).
 
         Returns the host pid of the container's PID 1 (a child of the caller,
         or reparented to it when a user or time namespace needs an
@@ -156,6 +160,8 @@ class NsRuntime:
         directory = self._dir(id)
         bundle = os.path.abspath(bundle)
         spec = read_spec(bundle)
+        if extra_env:
+            spec["process"]["env"] = list(spec["process"].get("env") or ()) + list(extra_env)
         rootfs = _rootfs_of(spec, bundle)
         init = self._init_for(spec)
         if init is not None:
@@ -188,11 +194,27 @@ class NsRuntime:
             if program is not None:
                 write_atomic(os.path.join(directory, SECCOMP_FILE), program)
             rules = devices.rules_of(res.get("devices"))
+            if (res.get("memory") or {}).get("kernel") is not None or \
+                    (res.get("memory") or {}).get("kernelTCP") is not None:
+                self.warn("Kernel memory settings are ignored and will be removed")
             try:
                 cg_paths, cg_created = cg.create(lnx.get("cgroupsPath") or id, res, rules)
+            except getattr(cg, "ApplyError", ()) as e:
+                if "memory" in cg_paths and e.before_memory:
+                    # runc places the process before it makes the memory cgroup,
+                    # then misses the OOM count of the one it never made
+                    oom = os.path.join(cg_paths["memory"], "memory.oom_control")
+                    try:
+                        self.log("warning", "unable to get oom kill count",
+                                 fields=(("error", f"openat2 {oom}: no such file or directory"),))
+                    except TypeError:  # a log without logrus' fields
+                        pass
+                raise PalletError("unable to start container process: unable to apply cgroup "
+                                  f"configuration: {describe(e)}") from None
             except (cg.CgroupError, OSError) as e:
-                raise PalletError("unable to start container process: error setting cgroup config "
-                                  f"for procHooks process: {describe(e)}") from None
+                raise PalletError("unable to start container process: error during container "
+                                  "init: error setting cgroup config for procHooks process: "
+                                  f"{describe(e)}") from None
             opened: list[int] = []
             try:
                 ns = spawn.namespaces_of(spec, opened)
@@ -217,6 +239,7 @@ class NsRuntime:
             st.data["pallet"]["seccomp_flags"] = flags if program is not None else None
             st.data["pallet"]["hooks"] = sorted(k for k, v in (spec.get("hooks") or {}).items() if v)
             st.data["pallet"]["resources"] = res
+            st.data["pallet"]["oom_score_adj"] = (spec.get("process") or {}).get("oomScoreAdj")
             st.save()
             if (spec.get("hooks") or {}).get("poststart"):
                 try:
@@ -279,6 +302,11 @@ class NsRuntime:
             with open(os.path.join(st.dir, SECCOMP_FILE), "rb") as f:
                 program = f.read()
         paths = _sub_cgroups(st.cgroup_paths, cgroups)
+        # the OOM score is the container's, whatever the process asks (runc's
+        # nsexec takes it from the container's configuration)
+        process = {k: v for k, v in process.items() if k != "oomScoreAdj"}
+        if st.data["pallet"].get("oom_score_adj") is not None:
+            process["oomScoreAdj"] = st.data["pallet"]["oom_score_adj"]
         spec = {"process": process}
         kinds = {"NEWPID": "pid", "NEWNET": "network", "NEWNS": "mount", "NEWIPC": "ipc",
                  "NEWUTS": "uts", "NEWCGROUP": "cgroup", "NEWUSER": "user", "NEWTIME": "time"}
@@ -568,19 +596,32 @@ def read_spec(bundle: str) -> dict:
         spec, _end = json.first_value(data.decode("utf-8", errors="replace"))
     except ValueError as e:
         raise InvalidArgument(str(e)) from None
-    from pallet.plugins.runtime_ns.validate import (SchemaError, process_errors, semantic_errors,
+    from pallet.plugins.runtime_ns import godecode
+    from pallet.plugins.runtime_ns.validate import (ConfigError, SchemaError, process_errors,
+                                                    semantic_errors, specconv_errors,
                                                     validate_config)
+    try:
+        godecode.check(spec)  # runc decodes into Go structs before anything else
+    except godecode.DecodeError as e:
+        raise InvalidArgument(str(e)) from None
     why = process_errors(spec.get("process") if isinstance(spec, dict) else None)
     if why:
         raise InvalidArgument(why)
+    try:
+        specconv_errors(spec)
+    except ConfigError as e:
+        raise InvalidArgument(str(e)) from None
     for rl in (spec.get("process") or {}).get("rlimits") or ():
         if isinstance(rl, dict) and rl.get("type") not in _RLIMITS:
             raise InvalidArgument(f"wrong rlimit value: {rl.get('type')}")
     try:
-        validate_config(spec)
+        # what runc 1.1 does not read (newer spec fields) is no error of the config
+        validate_config(_schema_view(godecode.known(spec)))
         semantic_errors(spec)
     except SchemaError as e:
         raise InvalidArgument(f"invalid configuration {path}: {e}") from None
+    except ConfigError as e:
+        raise InvalidArgument(str(e)) from None
     return spec
 
 
@@ -602,11 +643,26 @@ def write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
+def _schema_view(spec: dict) -> dict:
+    """What the schema checks of a spec runc has accepted so far: a seccomp
+    rule naming no syscall is none to runc (the schema wants one)."""
+    seccomp = (spec.get("linux") or {}).get("seccomp")
+    if isinstance(seccomp, dict) and isinstance(seccomp.get("syscalls"), list):
+        seccomp["syscalls"] = [c for c in seccomp["syscalls"]
+                               if not (isinstance(c, dict) and c.get("names") == [])]
+    return spec
+
+
 def _check_process(process: dict) -> None:
     """An exec's process object against the schema's ``process`` part."""
+    from pallet.plugins.runtime_ns import godecode
     from pallet.plugins.runtime_ns.validate import SchemaError, semantic_errors, validate_config
     try:
-        validate_config({"ociVersion": "1.0.2", "process": process})
+        godecode.check(process, "Process")
+    except godecode.DecodeError as e:
+        raise InvalidArgument(str(e)) from None
+    try:
+        validate_config({"ociVersion": "1.0.2", "process": godecode.known(process, "Process")})
         semantic_errors({"process": process})
     except SchemaError as e:
         raise InvalidArgument(f"invalid process: {e}") from None

@@ -175,14 +175,15 @@ def _rules(profile: dict, table_name: str) -> tuple[dict[int, list], int]:
     and the highest number named."""
     from pallet.plugins.runtime_ns._syscalls import TABLES
     table = TABLES[table_name]
-    default_errno = profile.get("defaultErrnoRet")
     out: dict[int, list] = {}
     highest = -1
     for i, entry in enumerate(profile.get("syscalls") or ()):
         names = list(entry.get("names") or ())
         if entry.get("name"):
             names.append(entry["name"])
-        act = action(entry.get("action", ""), entry.get("errnoRet"), default_errno)
+        # defaultErrnoRet is the default action's only: a rule's ERRNO without
+        # errnoRet is EPERM (runc)
+        act = action(entry.get("action", ""), entry.get("errnoRet"))
         args = []
         for j, arg in enumerate(entry.get("args") or ()):
             op = arg.get("op")

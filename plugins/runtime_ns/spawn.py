@@ -289,6 +289,11 @@ def namespaces_of(spec: dict, opened: list) -> Namespaces:
         fd = None
         if path:
             try:
+                os.lstat(path)  # runc looks before it starts anything
+            except OSError as e:
+                raise InvalidArgument(f"unable to create new parent process: namespace path: "
+                                      f"lstat {path}: {os.strerror(e.errno).lower()}") from None
+            try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 raise InvalidArgument(f"open {kind} namespace {path}: "

@@ -72,6 +72,10 @@ class SchemaError(Exception):
         self.why = why
 
 
+class ConfigError(Exception):
+    """What runc's own validator refuses, in its words (no field path)."""
+
+
 def _matches(p: str, s: str) -> bool:
     fn = _KNOWN_PATTERNS.get(p)
     if fn is None:
@@ -221,10 +225,57 @@ def validate_state(doc) -> None:
 # --- beyond the schema (runc's libcontainer/configs/validate) ------------------------------
 
 #: sysctl prefix -> namespace it needs (runc's validate.sysctl)
-_SYSCTL_NS = (("net.", "network"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"),
-              ("kernel.shm", "ipc"), ("fs.mqueue.", "ipc"))
+#: the IPC namespace's sysctls besides fs.mqueue.* (runc's validator)
 _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _dotted(key: str) -> str:
+    """A sysctl written with slashes (net/ipv4/ip_forward) in the dotted form,
+    the two separators swapped (sysctl.d(5)); a dotted one as it is."""
+    first = min((i for i in (key.find("."), key.find("/")) if i >= 0), default=-1)
+    if first < 0 or key[first] == ".":
+        return key
+    return key.translate(str.maketrans("./", "/."))
+
+
+def _sysctl_errors(sysctl: dict, kinds: dict) -> None:
+    """runc 1.1's sysctl check: only those of a namespace the container has
+    its own of (the network one: not a path to this process's)."""
+    host_net = None
+    for key in sysctl:
+        name = _dotted(key)
+        if name in _SYSCTL_IPC or name.startswith("fs.mqueue."):
+            if "ipc" in kinds:
+                continue
+            raise ConfigError(f'sysctl "{name}" is not allowed in the hosts ipc namespace')
+        if name.startswith("net."):
+            if host_net is None:
+                host_net = _is_host_netns(kinds.get("network"))
+            if host_net:
+                raise ConfigError(f'sysctl "{name}" not allowed in host network namespace')
+            continue
+        if "uts" in kinds:
+            if name == "kernel.domainname":
+                continue
+            if name == "kernel.hostname":
+                raise ConfigError(f'sysctl "{name}" is not allowed as it conflicts with the '
+                                  'OCI "hostname" field')
+        raise ConfigError(f'sysctl "{name}" is not in a separate kernel namespace')
+
+
+def _is_host_netns(ns) -> bool:
+    if ns is None:
+        return True
+    path = ns.get("path")
+    if not path:
+        return False
+    import os
+    try:
+        mine, theirs = os.stat("/proc/self/ns/net"), os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"stat {e.filename}: {os.strerror(e.errno).lower()}") from None
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def process_errors(process) -> str | None:
@@ -244,33 +295,106 @@ def process_errors(process) -> str | None:
     return None
 
 
+#: the namespace types pallet-runc knows: runc 1.1's, and time (runtime-spec 1.1)
+_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+
+def _quote(text: str) -> str:
+    """Go's %q of a plain string."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{out}"'
+
+
+def specconv_errors(spec: dict) -> None:
+    """What runc 1.1 refuses as it turns the spec into its configuration,
+    before any other check, in its words (ConfigError)."""
+    lnx = spec.get("linux") if isinstance(spec.get("linux"), dict) else {}
+    seen = set()
+    for ns in lnx.get("namespaces") or ():
+        if not isinstance(ns, dict):
+            continue
+        kind = ns.get("type") or ""
+        shown = f"{{{_quote(str(kind))} {_quote(str(ns.get('path') or ''))}}}"
+        if kind not in _NAMESPACES:
+            raise ConfigError(f"namespace {shown} does not exist")
+        if kind in seen:
+            raise ConfigError(f"malformed spec file: duplicated ns {shown}")
+        seen.add(kind)
+    if "user" in seen:
+        # (runc 1.1 asks for them even to join a user namespace by path)
+        if not lnx.get("uidMappings"):
+            raise ConfigError("User namespaces enabled, but no uid mappings found.")
+        if not lnx.get("gidMappings"):
+            raise ConfigError("User namespaces enabled, but no gid mappings found.")
+    for dev in lnx.get("devices") or ():
+        if isinstance(dev, dict) and dev.get("type") not in ("c", "u", "b", "p"):
+            raise ConfigError(f"invalid device type {_quote(str(dev.get('type') or ''))}")
+    seccomp = lnx.get("seccomp")
+    if isinstance(seccomp, dict) and (seccomp.get("defaultAction") or seccomp.get("syscalls")):
+        _seccomp_errors(seccomp)
+
+
+#: what runc 1.1's seccomp conversion knows
+_SCMP_ACTIONS = frozenset(f"SCMP_ACT_{a}" for a in (
+    "KILL", "KILL_PROCESS", "KILL_THREAD", "ERRNO", "TRAP", "ALLOW", "TRACE", "LOG", "NOTIFY"))
+_SCMP_OPS = frozenset(f"SCMP_CMP_{o}" for o in ("NE", "LT", "LE", "EQ", "GE", "GT", "MASKED_EQ"))
+_SCMP_ARCHES = frozenset(f"SCMP_ARCH_{a}" for a in (
+    "X86", "X86_64", "X32", "ARM", "AARCH64", "MIPS", "MIPS64", "MIPS64N32", "MIPSEL",
+    "MIPSEL64", "MIPSEL64N32", "PPC", "PPC64", "PPC64LE", "RISCV64", "S390", "S390X"))
+
+
+def _seccomp_errors(seccomp: dict) -> None:
+    """runc 1.1's SetupSeccomp and its seccomp init, in their order and words."""
+    if seccomp.get("flags"):
+        raise ConfigError("seccomp flags are not yet supported by runc")
+    for arch in seccomp.get("architectures") or ():
+        if arch not in _SCMP_ARCHES:
+            raise ConfigError(f"string {arch} is not a valid arch for seccomp")
+    if seccomp.get("defaultAction") not in _SCMP_ACTIONS:
+        raise ConfigError(f"string {seccomp.get('defaultAction') or ''} is not a valid action "
+                          "for seccomp")
+    notify = seccomp.get("defaultAction") == "SCMP_ACT_NOTIFY"
+    for call in seccomp.get("syscalls") or ():
+        if not isinstance(call, dict):
+            continue
+        if call.get("action") not in _SCMP_ACTIONS:
+            raise ConfigError(f"string {call.get('action') or ''} is not a valid action for "
+                              "seccomp")
+        notify = notify or call.get("action") == "SCMP_ACT_NOTIFY"
+        for arg in call.get("args") or ():
+            if isinstance(arg, dict) and arg.get("op") not in _SCMP_OPS:
+                raise ConfigError(f"string {arg.get('op') or ''} is not a valid operator for "
+                                  "seccomp")
+    for call in seccomp.get("syscalls") or ():
+        for arg in (call.get("args") or ()) if isinstance(call, dict) else ():
+            index = arg.get("index", 0) if isinstance(arg, dict) else 0
+            if isinstance(index, int) and index > 5 and call.get("names"):
+                raise ConfigError("unable to start container process: unable to init seccomp: "
+                                  "error creating seccomp syscall condition for syscall "
+                                  f"{call['names'][0]}: syscalls only have up to 6 arguments "
+                                  f"({index} given)")
+    if notify:
+        path = seccomp.get("listenerPath") or ""
+        if not path:
+            raise ConfigError("unable to start container process: listenerPath is not set")
+        import os
+        import socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(path)
+            except OSError as e:
+                raise ConfigError("unable to start container process: failed to connect with "
+                                  "seccomp agent specified in the seccomp profile: dial unix "
+                                  f"{path}: connect: {os.strerror(e.errno).lower()}") from None
+
+
 def semantic_errors(spec: dict) -> None:
     """Raise SchemaError for what runc rejects though the schema allows it."""
     lnx = spec.get("linux") or {}
-    kinds = {}
-    for i, ns in enumerate(lnx.get("namespaces") or ()):
-        if ns["type"] in kinds:
-            raise SchemaError(f"linux.namespaces[{i}].type", f"duplicate namespace {ns['type']!r}")
-        kinds[ns["type"]] = ns
-    if "user" in kinds and not kinds["user"].get("path"):
-        if not lnx.get("uidMappings") or not lnx.get("gidMappings"):
-            raise SchemaError("linux.uidMappings", "a new user namespace needs uidMappings "
-                                                   "and gidMappings")
-    elif lnx.get("uidMappings") or lnx.get("gidMappings"):
-        raise SchemaError("linux.uidMappings", "user namespace mappings given without a new "
-                                               "user namespace")
-    for key in lnx.get("sysctl") or {}:
-        if key in ("kernel.hostname", "kernel.domainname"):
-            need = "uts"
-        else:
-            need = next((ns for prefix, ns in _SYSCTL_NS
-                         if key.startswith(prefix) and (ns != "ipc" or key.startswith("fs.mqueue.")
-                                                        or key in _SYSCTL_IPC)), None)
-            if need is None:
-                raise SchemaError(f"linux.sysctl.{key}", "sysctl is not in a separate kernel "
-                                                         "namespace, so it cannot be set")
-        if need not in kinds:
-            raise SchemaError(f"linux.sysctl.{key}", f"needs a new {need} namespace")
+    kinds = {ns["type"]: ns for ns in lnx.get("namespaces") or ()}
+    if spec.get("hostname") and "uts" not in kinds:
+        raise ConfigError("unable to set hostname without a private UTS namespace")
+    _sysctl_errors(lnx.get("sysctl") or {}, kinds)
     for i, m in enumerate(spec.get("mounts") or ()):
         if not m.get("destination", "").startswith("/"):
             raise SchemaError(f"mounts[{i}].destination", "must be an absolute path")

@@ -403,6 +403,27 @@ def test_no_descriptor_leaks_into_the_container(diff_bundle, tmp_path, preserve)
     same(tmp_path, diff_bundle, scenario)
 
 
+@pytest.mark.parametrize("preserve", [0, 2])
+def test_no_descriptor_leaks_into_an_exec(diff_bundle, tmp_path, preserve):
+    """An exec'd process holds its stdio and the fds ``exec --preserve-fds``
+    names, nothing else: none of the runtime's own, none of the caller's
+    beyond them (seen from inside, through /proc/self/fd and what each is)."""
+    diff_bundle.args("sleep", "60")
+    probe = "for f in /proc/self/fd/*; do echo $f $(readlink $f | cut -d: -f1); done"
+
+    def scenario(rt: Side):
+        seen = {"run": rt("run", "-d", rt.id).view()}
+        # the caller holds fds 3..6; only the first ``preserve`` may come in
+        opens = " ".join(f"{3 + i}</dev/null" for i in range(4))
+        r = subprocess.run(["sh", "-c", f'exec {opens} "$@"', "sh", rt.binary, "--root", rt.root,
+                            "exec", "--preserve-fds", str(preserve), rt.id, "sh", "-c", probe],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        seen["exec"] = (r.returncode, r.stdout, r.stderr)
+        seen["delete"] = rt("delete", "-f", rt.id).view()
+        return seen
+    same(tmp_path, diff_bundle, scenario)
+
+
 def test_foreground_stdio_are_pipes(diff_bundle, tmp_path):
     """run and exec in the foreground give the process pipes of their own
     (owned by the process's user), never the caller's files."""

@@ -248,7 +248,8 @@ def test_invalid_bundle_is_one_line(root, bundle):
     bundle.write()
     done = pallet_runc("create", "-b", bundle.path, new_id(), root=root)
     assert done.returncode == 1
-    assert "process.args: expected array, got string" in done.stderr
+    assert ("json: cannot unmarshal string into Go struct field Process.process.args of type "
+            "[]string") in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     _no_traceback(done)
     exists = new_id()

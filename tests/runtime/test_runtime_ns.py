@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pallet.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pallet.core.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
+                                 PalletError)
 from rt_helpers import new_id, run_container, wait_status
 
 pytestmark = pytest.mark.root
@@ -223,10 +224,11 @@ def test_bad_executable_fails_create(runtime, bundle, state_root):
 
 
 def test_bad_cwd_and_bad_mount_fail_create(runtime, bundle):
-    # a missing cwd is made (runc does so); one that is a file cannot be entered
+    # a missing cwd is made (runc does so); one that is a file cannot be made
+    # (Go's MkdirAll's words)
     bundle.write(["true"], cwd="/etc/passwd")
-    with pytest.raises(InvalidArgument, match=r'chdir to cwd \("/etc/passwd"\) set in config.json '
-                                              r'failed: not a directory'):
+    with pytest.raises(PalletError, match=r"error during container init: mkdir /etc/passwd: "
+                                          r"not a directory"):
         runtime.create(new_id(), bundle.path)
     bundle.spec["mounts"].append({"destination": "/x", "type": "no-such-fs", "source": "none"})
     bundle.write(["true"], cwd="/")

@@ -370,13 +370,7 @@ async def create_container(c, argv, ctx, flags_spec) -> tuple:
         labels.setdefault(STOP_SIGNAL_LABEL, image_config.get("StopSignal") or "SIGTERM")
     # as ctr does, the new snapshot is held by a lease until the container
     # refers to it: containerd's GC may otherwise collect it in between
-    lease, leased = None, c
-    try:
-        lease = await c.lease_create(expire=3600)
-        leased = c.with_lease(lease)
-    except errors.NotImplementedYet:
-        pass
-    try:
+    async with c.leased() as leased:
         snapshot_key = ""
         if top or (image_name and not f.rootfs):
             snap_labels = dict(x.partition("=")[::2] for x in f.snapshotter_label)
@@ -396,12 +390,6 @@ async def create_container(c, argv, ctx, flags_spec) -> tuple:
                 except Exception:  # noqa: BLE001 - the create error is the one to report
                     pass
             raise
-    finally:
-        if lease:
-            try:
-                await c.lease_delete(lease)
-            except errors.PalletError:
-                pass
     return f, cid
 
 

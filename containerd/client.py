@@ -24,6 +24,7 @@ Arguments accept either those messages or plain dicts where noted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -420,6 +421,22 @@ class Containerd:
         r = await self._call(self._stub(leases_pb2_grpc.LeasesStub).Create,
                              leases_pb2.CreateRequest(id=lease_id, labels=labels))
         return r.lease.id
+
+    @contextlib.asynccontextmanager
+    async def leased(self, expire: float | None = 3600):
+        """``async with client.leased() as view``: a view of this client whose
+        writes a lease of their own holds from GC until the block ends (the
+        lease then goes); this client itself where the server has no leases."""
+        try:
+            lease = await self.lease_create(expire=expire)
+        except errors.NotImplementedYet:
+            yield self
+            return
+        try:
+            yield self.with_lease(lease)
+        finally:
+            with contextlib.suppress(errors.PalletError):
+                await self.lease_delete(lease)
 
     async def lease_delete(self, lease_id: str, *, sync: bool = False) -> None:
         await self._call(self._stub(leases_pb2_grpc.LeasesStub).Delete,
@@ -949,13 +966,7 @@ class Containerd:
             return chain[-1]
         except errors.NotFound:
             pass
-        client, lease = self, None
-        try:
-            lease = await self.lease_create(expire=600)
-            client = self.with_lease(lease)
-        except errors.NotImplementedYet:
-            pass
-        try:
+        async with self.leased(expire=600) as client:
             parent = ""
             for layer, diff_id, chain_id in zip(layers, diff_ids, chain):
                 await client._unpack_layer(layer, diff_id, chain_id, parent, sn)
@@ -966,12 +977,6 @@ class Containerd:
             except (errors.NotImplementedYet, errors.NotFound):
                 pass
             return chain[-1]
-        finally:
-            if lease:
-                try:
-                    await self.lease_delete(lease)
-                except errors.PalletError:
-                    pass
 
     async def _unpack_layer(self, layer: Mapping, diff_id: str, chain_id: str, parent: str,
                             sn: str) -> None:

@@ -137,17 +137,7 @@ async def prepare(ctrd, key: str, parent: str, snapshotter: str, *, labels=None,
         return init, mounts
     except errors.NotFound:
         pass
-    lease = None
-    try:
-        try:
-            lease = await ctrd.lease_create(expire=600)
-            leased = ctrd.with_lease(lease)
-        except errors.NotImplementedYet:
-            leased = ctrd
+    async with ctrd.leased(expire=600) as leased:
         await ensure(leased, parent, snapshotter, extra=extra, tmp=tmp)
         mounts = await leased.snapshot_prepare(key, init, snapshotter=snapshotter, labels=labels)
-        return init, mounts
-    finally:
-        if lease:
-            with contextlib.suppress(errors.PalletError):
-                await ctrd.lease_delete(lease)
+    return init, mounts

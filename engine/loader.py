@@ -63,52 +63,42 @@ async def load_archive(images, path: str, progress) -> None:
         raise errors.InvalidArgument(not_an_archive(path)) from None
     ctrd = images.ctrd
     p = Progress(progress)
-    lease = None
     try:
-        try:
-            lease = await ctrd.lease_create(expire=3600)
-            client = ctrd.with_lease(lease)
-        except errors.NotImplementedYet:
-            client = ctrd
-        for blob in archive.blobs():
-            labels = await loop.run_in_executor(None, blob.gc_labels)
-            on_bytes = None
-            if _is_layer(blob.media_type):
-                sid = short_id(blob.digest)
-                on_bytes = _loading(p, sid, blob.size)
-                try:
-                    await client.content_info(blob.digest)
-                    await p.update("Loading layer", sid, blob.size, blob.size, force=True)
-                    continue
-                except errors.NotFound:
-                    pass
-            await client.content_write(f"load-{blob.digest}", blob.chunks(on_bytes),
-                                       expected=blob.digest, size=blob.size, labels=labels)
-        loaded = archive.images()
-        if not loaded:
-            raise errors.InvalidArgument("archive holds no image")
-        for img in loaded:
-            target = img.target.to_oci()
-            name = img.name or f"{DANGLING}@{img.target.digest}"
-            if img.name:
-                await images.repoint(name, target)
-            else:
-                await client.image_put(name, target)
-            rec = await images._record(await client.image_get(name), [name])
-            await client.unpack(name, images.snapshotter)
-            if img.name:
-                await p.send({"stream": f"Loaded image: {familiar_name(img.name)}\n"})
-            else:
-                await p.send({"stream": f"Loaded image ID: {rec.id}\n"})
-            images.kernel.notify("image_loaded", name=name, digest=img.target.digest)
-            emit(images.kernel, "load", rec.id, rec.id)
+        async with ctrd.leased() as client:
+            for blob in archive.blobs():
+                labels = await loop.run_in_executor(None, blob.gc_labels)
+                on_bytes = None
+                if _is_layer(blob.media_type):
+                    sid = short_id(blob.digest)
+                    on_bytes = _loading(p, sid, blob.size)
+                    try:
+                        await client.content_info(blob.digest)
+                        await p.update("Loading layer", sid, blob.size, blob.size, force=True)
+                        continue
+                    except errors.NotFound:
+                        pass
+                await client.content_write(f"load-{blob.digest}", blob.chunks(on_bytes),
+                                           expected=blob.digest, size=blob.size, labels=labels)
+            loaded = archive.images()
+            if not loaded:
+                raise errors.InvalidArgument("archive holds no image")
+            for img in loaded:
+                target = img.target.to_oci()
+                name = img.name or f"{DANGLING}@{img.target.digest}"
+                if img.name:
+                    await images.repoint(name, target)
+                else:
+                    await client.image_put(name, target)
+                rec = await images._record(await client.image_get(name), [name])
+                await client.unpack(name, images.snapshotter)
+                if img.name:
+                    await p.send({"stream": f"Loaded image: {familiar_name(img.name)}\n"})
+                else:
+                    await p.send({"stream": f"Loaded image ID: {rec.id}\n"})
+                images.kernel.notify("image_loaded", name=name, digest=img.target.digest)
+                emit(images.kernel, "load", rec.id, rec.id)
     finally:
         await loop.run_in_executor(None, archive.close)
-        if lease:
-            try:
-                await ctrd.lease_delete(lease)
-            except errors.PalletError:
-                pass
 
 
 # --- thread bridges -----------------------------------------------------------------------

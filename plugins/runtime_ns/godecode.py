@@ -62,7 +62,7 @@ _STRUCTS: dict[str, dict[str, str]] = {
                     "disableOOMKiller": "bool", "useHierarchy": "bool"},
     "LinuxCPU": {"shares": "uint64", "quota": "int64", "period": "uint64",
                  "realtimeRuntime": "int64", "realtimePeriod": "uint64", "cpus": "string",
-                 "mems": "string"},
+                 "mems": "string", "idle": "int64"},
     "LinuxPids": {"limit": "int64"},
     "LinuxBlockIO": {"weight": "uint16", "leafWeight": "uint16",
                      "weightDevice": "[LinuxWeightDevice",

@@ -10,10 +10,13 @@ draft-04 those files use (``$ref``, ``type``, ``properties``,
 start-up time than the whole of ``pallet-runc create``.
 
 Errors name the field, as a path from the top of ``config.json``
-(``linux.namespaces[2].type``), and say why.  Beyond the schema,
-``semantic_errors`` checks what the schema cannot (runc's validate package):
-a rootless mount namespace, duplicate namespaces, capabilities by name,
-mappings for a user namespace, sysctls that need their namespace.
+(``linux.namespaces[2].type``), and say why.  runc 1.1 checks no schema, so
+the runtime checks first what runc checks, in runc's words (ConfigError):
+``specconv_errors`` what runc refuses as it converts the spec (namespace
+types and duplicates, user namespace mappings, device types, seccomp's
+names, flags and arguments), and after the schema ``semantic_errors`` what
+runc's validator refuses (a hostname without a UTS namespace, sysctls
+outside their namespace).
 """
 from __future__ import annotations
 
@@ -389,7 +392,9 @@ def _seccomp_errors(seccomp: dict) -> None:
 
 
 def semantic_errors(spec: dict) -> None:
-    """Raise SchemaError for what runc rejects though the schema allows it."""
+    """Raise ConfigError for what runc's validator rejects though the schema
+    allows it (SchemaError, naming the field, for what pallet-runc could not
+    run: a relative mount destination, a seccomp profile it cannot compile)."""
     lnx = spec.get("linux") or {}
     kinds = {ns["type"]: ns for ns in lnx.get("namespaces") or ()}
     if spec.get("hostname") and "uts" not in kinds:

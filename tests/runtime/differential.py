@@ -258,6 +258,28 @@ def own_cgroups() -> dict[str, str]:
     return out
 
 
+def cgroup_dirs(side, rel: str | None = None) -> dict[str, str]:
+    """hierarchy -> the container's cgroup directory (``rel``: below the
+    caller's own cgroup, the container's id by default; absolute: from the
+    hierarchy's root)."""
+    own = own_cgroups()
+    rel = rel or side.id
+    out = {}
+    for name, point in cgroup_mounts().items():
+        base = own.get(name, "/") if not rel.startswith("/") else "/"
+        out[name] = os.path.normpath(point + "/" + os.path.join(base, rel).lstrip("/"))
+    return out
+
+
+def read_or_why(path: str) -> str:
+    """A small file's text, stripped, or ``<why it cannot be read>``."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return f"<{e.strerror}>"
+
+
 def cgroup_candidates(cid: str, extra=()) -> list[str]:
     """Directories a runtime may have made for container ``cid``."""
     own = own_cgroups()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from differential import Side, cgroup_mounts, own_cgroups, same
+from differential import Side, cgroup_dirs, cgroup_mounts, read_or_why, same
 
 pytestmark = pytest.mark.root
 
@@ -17,26 +17,6 @@ pytestmark = pytest.mark.root
 def _proc_cgroup(pid: int) -> str:
     with open(f"/proc/{pid}/cgroup") as f:
         return f.read()
-
-
-def _dirs(side: Side, rel: str | None = None) -> dict[str, str]:
-    """hierarchy -> the container's cgroup directory (``rel``: below the
-    caller's own cgroup, the container's id by default)."""
-    own = own_cgroups()
-    rel = rel or side.id
-    out = {}
-    for name, point in cgroup_mounts().items():
-        base = own.get(name, "/") if not rel.startswith("/") else "/"
-        out[name] = os.path.normpath(point + "/" + os.path.join(base, rel).lstrip("/"))
-    return out
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError as e:
-        return f"<{e.strerror}>"
 
 
 def _stats_shape(data, depth=0):
@@ -60,7 +40,7 @@ def test_default_cgroup_pause_resume_ps_events_update(diff_bundle, tmp_path):
         seen = {"run": rt("run", "-d", rt.id).view()}
         pid = rt.pid()
         seen["cgroup"] = _proc_cgroup(pid)
-        dirs = _dirs(rt)
+        dirs = cgroup_dirs(rt)
         seen["dirs"] = sorted(k for k, d in dirs.items() if os.path.isdir(d))
         deadline = time.monotonic() + 5
         while len(rt("ps", "--format", "json", rt.id).json() or ()) < 2 and \
@@ -73,7 +53,7 @@ def test_default_cgroup_pause_resume_ps_events_update(diff_bundle, tmp_path):
         seen["stats"] = (stats.rc, stats.err, _stats_shape(stats.json()))
         seen["pause"] = rt("pause", rt.id).view()
         seen["paused"] = rt.norm_state()
-        seen["freezer"] = _read(dirs["freezer"] + "/freezer.state")
+        seen["freezer"] = read_or_why(dirs["freezer"] + "/freezer.state")
         seen["pause_again"] = rt("pause", rt.id).view()
         seen["exec_paused"] = rt("exec", rt.id, "true").view()
         seen["start_paused"] = rt("start", rt.id).view()
@@ -81,8 +61,8 @@ def test_default_cgroup_pause_resume_ps_events_update(diff_bundle, tmp_path):
         seen["resume_again"] = rt("resume", rt.id).view()
         seen["exec_cgroup"] = rt("exec", rt.id, "cat", "/proc/self/cgroup").view()
         seen["update"] = rt("update", rt.id, "--pids-limit", "10", "--memory", "64m").view()
-        seen["limits"] = (_read(dirs["pids"] + "/pids.max"),
-                          _read(dirs["memory"] + "/memory.limit_in_bytes"))
+        seen["limits"] = (read_or_why(dirs["pids"] + "/pids.max"),
+                          read_or_why(dirs["memory"] + "/memory.limit_in_bytes"))
         seen["kill"] = rt("kill", rt.id, "KILL").view()
         seen["stopped"] = rt.wait_status("stopped")
         seen["kill_stopped"] = rt("kill", rt.id).view()
@@ -133,7 +113,7 @@ def test_delete(diff_bundle, tmp_path, how):
         if how == "paused":
             seen["pause"] = rt("pause", rt.id).view()
         if how == "subcgroups":
-            for d in set(_dirs(rt).values()):
+            for d in set(cgroup_dirs(rt).values()):
                 os.makedirs(os.path.join(d, "sub", "deeper"), exist_ok=True)
             seen["exec"] = rt("exec", "-d", rt.id, "sleep", "50").view()
         if how == "stopped":
@@ -151,7 +131,7 @@ def test_refuses_a_frozen_cgroup_and_warns_of_a_busy_one(diff_bundle, tmp_path):
     diff_bundle.args("true")
 
     def scenario(rt: Side):
-        dirs = _dirs(rt)
+        dirs = cgroup_dirs(rt)
         os.makedirs(dirs["freezer"], exist_ok=True)
         with open(dirs["freezer"] + "/freezer.state", "w") as f:
             f.write("FROZEN")
@@ -194,14 +174,14 @@ def test_device_rules_deny_also_after_update(diff_bundle, tmp_path):
 
     def scenario(rt: Side):
         seen = {"run": rt("run", "-d", rt.id).view()}
-        devices = _dirs(rt)["devices"] + "/devices.list"
-        seen["list"] = _read(devices)
+        devices = cgroup_dirs(rt)["devices"] + "/devices.list"
+        seen["list"] = read_or_why(devices)
         seen["before"] = rt("exec", rt.id, "sh", "-c", probe).view()
         seen["update"] = rt("update", "--memory", "100m", rt.id).view()
         seen["json_update"] = rt("update", "-r", "-", rt.id, input=json.dumps(
             {"devices": [{"allow": True, "access": "rwm"}], "pids": {"limit": 50}})).view()
         seen["after"] = rt("exec", rt.id, "sh", "-c", probe).view()
-        seen["list_after"] = _read(devices)
+        seen["list_after"] = read_or_why(devices)
         seen["delete"] = rt("delete", "-f", rt.id).view()
         return seen
     same(tmp_path, diff_bundle, scenario)
@@ -229,8 +209,8 @@ def test_update_flags(diff_bundle, tmp_path, args):
     def scenario(rt: Side):
         seen = {"run": rt("run", "-d", rt.id).view()}
         seen["update"] = rt("update", *[a.format(id=rt.id) for a in args]).view()
-        dirs = _dirs(rt)
-        seen["files"] = {f: _read(dirs[f.split("/")[0]] + "/" + f.split("/")[1]) for f in files}
+        dirs = cgroup_dirs(rt)
+        seen["files"] = {f: read_or_why(dirs[f.split("/")[0]] + "/" + f.split("/")[1]) for f in files}
         seen["delete"] = rt("delete", "-f", rt.id).view()
         return seen
     same(tmp_path, diff_bundle, scenario)
@@ -248,11 +228,11 @@ def test_update_from_json(diff_bundle, tmp_path, body):
     def scenario(rt: Side):
         seen = {"run": rt("run", "-d", rt.id).view()}
         seen["update"] = rt("update", "-r", "-", rt.id, input=body).view()
-        dirs = _dirs(rt)
-        seen["files"] = [_read(dirs["pids"] + "/pids.max"),
-                         _read(dirs["memory"] + "/memory.limit_in_bytes"),
-                         _read(dirs["cpu"] + "/cpu.cfs_quota_us"),
-                         _read(dirs["cpu"] + "/cpu.cfs_period_us")]
+        dirs = cgroup_dirs(rt)
+        seen["files"] = [read_or_why(dirs["pids"] + "/pids.max"),
+                         read_or_why(dirs["memory"] + "/memory.limit_in_bytes"),
+                         read_or_why(dirs["cpu"] + "/cpu.cfs_quota_us"),
+                         read_or_why(dirs["cpu"] + "/cpu.cfs_period_us")]
         seen["delete"] = rt("delete", "-f", rt.id).view()
         return seen
     same(tmp_path, diff_bundle, scenario)
@@ -279,7 +259,7 @@ def test_cpu_updates_under_a_parent_with_its_own_limit(diff_bundle, tmp_path):
         with open(os.path.join(rt.bundle.path, "config.json"), "w") as f:
             json.dump(rt.bundle.spec, f)
         leaf = top + "/" + rt.id
-        read = lambda: [_read(leaf + "/" + n) for n in  # noqa: E731
+        read = lambda: [read_or_why(leaf + "/" + n) for n in  # noqa: E731
                         ("cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us")]
         seen = {"run": rt("run", "-d", rt.id).view(), "created": read()}
         for args in (("--cpu-period", "10000", "--cpu-quota", "5000"),
@@ -328,7 +308,7 @@ def test_exec_into_a_sub_cgroup(diff_bundle, tmp_path):
 
     def scenario(rt: Side):
         seen = {"run": rt("run", "-d", rt.id).view()}
-        os.makedirs(_dirs(rt)["pids"] + "/sub", exist_ok=True)
+        os.makedirs(cgroup_dirs(rt)["pids"] + "/sub", exist_ok=True)
         seen["exec"] = rt("exec", "--cgroup", "pids:sub", rt.id, "grep", "pids",
                           "/proc/self/cgroup").view()
         seen["bad"] = [rt("exec", "--cgroup", arg, rt.id, "true").masked()

@@ -15,38 +15,18 @@ import uuid
 
 import pytest
 
-from differential import Side, cgroup_mounts, own_cgroups, same
+from differential import Side, cgroup_dirs, cgroup_mounts, own_cgroups, read_or_why, same
 
 pytestmark = pytest.mark.root
 
 
-def _dirs(side: Side, rel: str | None = None) -> dict[str, str]:
-    """hierarchy -> the container's cgroup directory (``rel``: below the
-    caller's own cgroup, the container's id by default; absolute: from the root)."""
-    own = own_cgroups()
-    rel = rel or side.id
-    out = {}
-    for name, point in cgroup_mounts().items():
-        base = own.get(name, "/") if not rel.startswith("/") else "/"
-        out[name] = os.path.normpath(point + "/" + os.path.join(base, rel).lstrip("/"))
-    return out
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError as e:
-        return f"<{e.strerror}>"
-
-
 def _files(side: Side, names, rel: str | None = None) -> dict[str, str]:
     """``hierarchy/file`` -> its contents in the container's cgroup."""
-    dirs = _dirs(side, rel)
+    dirs = cgroup_dirs(side, rel)
     out = {}
     for name in names:
         hier, _, fname = name.partition("/")
-        out[name] = _read(dirs[hier] + "/" + fname) if hier in dirs else "<no hierarchy>"
+        out[name] = read_or_why(dirs[hier] + "/" + fname) if hier in dirs else "<no hierarchy>"
     return out
 
 
@@ -117,6 +97,17 @@ RESOURCES = {
                             "priorities": [{"name": "lo", "priority": 5}]}},
     "rdma": {"rdma": {"mlx4_0": {"hcaHandles": 3, "hcaObjects": 100}}},
 }
+
+
+def _run_masked(rt: Side) -> dict:
+    """run, its state, then delete; the descriptor runc mounts through and the
+    pid of its nsexec (its own) masked in what it says."""
+    rc, out, err = rt("run", rt.id).view()
+    err = re.sub(r"/proc/self/fd/\d+", "/proc/self/fd/N", err)
+    err = re.sub(r"nsexec\[\d+\]", "nsexec[N]", err)
+    seen = {"run": (rc, out, err), "state": rt.norm_state()}
+    rt("delete", "-f", rt.id)
+    return seen
 
 
 #: where pallet-runc still differs on purpose or for now (strict: a fix shows)
@@ -431,15 +422,7 @@ def test_linux_devices(diff_bundle, tmp_path, case, request):
             os.chmod(rootfs + "/dev/already", 0o604)
         diff_bundle.setups.append(setup)
 
-    def scenario(rt: Side):
-        rc, out, err = rt("run", rt.id).view()
-        # the descriptor runc mounts through, and the pid of its nsexec, are its own
-        err = re.sub(r"/proc/self/fd/\d+", "/proc/self/fd/N", err)
-        err = re.sub(r"nsexec\[\d+\]", "nsexec[N]", err)
-        seen = {"run": (rc, out, err), "state": rt.norm_state()}
-        rt("delete", "-f", rt.id)
-        return seen
-    same(tmp_path, diff_bundle, scenario)
+    same(tmp_path, diff_bundle, _run_masked)
 
 
 # --- seccomp --------------------------------------------------------------------------------
@@ -546,15 +529,7 @@ def test_capabilities_and_nnp(diff_bundle, tmp_path, case):
         caps["inheritable"] = ["CAP_KILL"]
     diff_bundle.args("sh", "-c", CAPS)
 
-    def scenario(rt: Side):
-        rc, out, err = rt("run", rt.id).view()
-        # the descriptor runc mounts through, and the pid of its nsexec, are its own
-        err = re.sub(r"/proc/self/fd/\d+", "/proc/self/fd/N", err)
-        err = re.sub(r"nsexec\[\d+\]", "nsexec[N]", err)
-        seen = {"run": (rc, out, err), "state": rt.norm_state()}
-        rt("delete", "-f", rt.id)
-        return seen
-    same(tmp_path, diff_bundle, scenario)
+    same(tmp_path, diff_bundle, _run_masked)
 
 
 @pytest.mark.parametrize("case", ["apparmor", "mount_label", "selinux_empty", "oom_500",
@@ -574,15 +549,7 @@ def test_lsm_labels_and_oom_score(diff_bundle, tmp_path, case, request):
         proc["oomScoreAdj"] = {"oom_500": 500, "oom_too_big": 1001, "oom_negative": -1000}[case]
     diff_bundle.args("sh", "-c", "cat /proc/self/oom_score_adj /proc/self/attr/current 2>&1")
 
-    def scenario(rt: Side):
-        rc, out, err = rt("run", rt.id).view()
-        # the descriptor runc mounts through, and the pid of its nsexec, are its own
-        err = re.sub(r"/proc/self/fd/\d+", "/proc/self/fd/N", err)
-        err = re.sub(r"nsexec\[\d+\]", "nsexec[N]", err)
-        seen = {"run": (rc, out, err), "state": rt.norm_state()}
-        rt("delete", "-f", rt.id)
-        return seen
-    same(tmp_path, diff_bundle, scenario)
+    same(tmp_path, diff_bundle, _run_masked)
 
 
 # --- namespaces, hostname, sysctl, time namespaces -------------------------------------------
